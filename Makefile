@@ -1,0 +1,39 @@
+# The two commands the README starts with: `make demo` and `make test`.
+# Both create or reuse .venv and install only when pyproject.toml changed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# Offline machines: no analytics pings from Great Expectations or dbt.
+export GX_ANALYTICS_ENABLED := false
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+
+.PHONY: install demo test lint dev clean
+
+install: $(STAMP)
+
+# torch first, pinned: an unpinned torch (asked for by the project) pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/churn demo
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check churn_assets tests benchmarks
+	$(BIN)/ruff format --check churn_assets tests benchmarks
+	$(BIN)/mypy
+
+dev: install
+	$(BIN)/churn dev
+
+clean:
+	-$(BIN)/churn warehouse-stop
+	rm -rf .churn dbt_project/target dbt_project/logs

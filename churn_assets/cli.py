@@ -1,0 +1,239 @@
+"""``churn``: generate data, run the asset graph, open the UI, reach the warehouse.
+
+Heavy imports (Dagster, dbt, pandas) happen inside the commands that need them, so
+``churn warehouse-url`` answers in well under a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from churn_assets.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance, ExecuteInProcessResult
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group()
+def main() -> None:
+    """Churn prediction on Dagster: dbt features -> gated model -> ONNX -> champion."""
+
+
+@main.command()
+@click.option("--customers", "n_customers", default=1000, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=42, show_default=True, type=int)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory [default: CHURN_RAW_DIR, or <CHURN_HOME>/raw].",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True
+)
+@click.option(
+    "--end-date",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Last day of the generated history [default: 2025-12-31].",
+)
+def generate(
+    n_customers: int, seed: int, out_dir: Path | None, fmt: str, end_date: datetime | None
+) -> None:
+    """Write synthetic customers, orders and ground truth per the raw-data contract."""
+    from churn_assets.data.generator import GeneratorConfig, generate, write_raw_files
+
+    target = out_dir or _settings().raw_dir
+    config = GeneratorConfig(n_customers=n_customers, seed=seed)
+    if end_date is not None:
+        config = dataclasses.replace(config, end_date=end_date.date())
+    data = generate(config)
+    paths = write_raw_files(data, target, fmt=fmt)  # type: ignore[arg-type]
+    churn_rate = data.ground_truth["churned"].mean()
+    click.echo(
+        f"wrote {len(data.customers):,} customers and {len(data.orders):,} orders to {target} "
+        f"(training as_of {config.as_of}, churn rate {churn_rate:.1%})"
+    )
+    for path in paths:
+        click.echo(f"  {path}")
+
+
+@main.command()
+@click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), help="Training snapshot date.")
+def run(as_of: datetime | None) -> None:
+    """Materialise the whole asset graph in process on the configured data."""
+    settings = _settings()
+    result = _run_pipeline(settings, as_of.date() if as_of else None)
+    _report(result, settings)
+
+
+@main.command()
+def demo() -> None:
+    """Generate data if CHURN_RAW_DIR holds none, then run the whole graph and summarise."""
+    settings = _settings()
+    from churn_assets.data.contract import has_raw_files
+
+    if not has_raw_files(settings.raw_dir):
+        click.echo(f"no raw files in {settings.raw_dir}: generating the reference demo data")
+        click.get_current_context().invoke(generate)
+    else:
+        click.echo(f"using the raw files in {settings.raw_dir}")
+    result = _run_pipeline(settings, None)
+    _report(result, settings)
+
+
+@main.command()
+@click.option("--port", default=3000, show_default=True, type=int)
+def dev(port: int) -> None:
+    """Open the Dagster UI (webserver + daemon) with the same settings as `churn run`."""
+    settings = _settings()
+    dagster_home = _ensure_dagster_home(settings)
+    _warm_up(settings)
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "CHURN_HOME": str(settings.home)}
+    dagster = shutil.which("dagster") or "dagster"
+    args = [dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-p", str(port)]
+    click.echo(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={dagster_home})")
+    os.chdir(PROJECT_ROOT)
+    os.execvpe(args[0], args, env)
+
+
+@main.command("warehouse-url")
+def warehouse_url() -> None:
+    """Print the warehouse URI (starts the embedded server if needed); psql accepts it."""
+    click.echo(_warehouse_url(_settings()))
+
+
+@main.command("warehouse-env")
+def warehouse_env() -> None:
+    """Print `export CHURN_PG_*=...` lines for running dbt by hand: eval "$(churn warehouse-env)"."""
+    import shlex
+
+    from churn_assets.warehouse import parse_url
+
+    for name, value in parse_url(_warehouse_url(_settings())).dbt_env().items():
+        click.echo(f"export {name}={shlex.quote(value)}")
+
+
+@main.command("warehouse-stop")
+def warehouse_stop() -> None:
+    """Stop the embedded Postgres server (its data stays under CHURN_HOME)."""
+    from churn_assets.warehouse import stop_embedded
+
+    settings = _settings()
+    if settings.warehouse_url:
+        raise click.ClickException("CHURN_WAREHOUSE_URL is set: there is no embedded server")
+    stopped = stop_embedded(settings.embedded_pg_dir)
+    click.echo("stopped" if stopped else "not running")
+
+
+@main.command()
+def psql() -> None:
+    """Open psql on the warehouse."""
+    url = _warehouse_url(_settings())
+    os.execvp("psql", ["psql", url])
+
+
+def _warehouse_url(settings: Settings) -> str:
+    from churn_assets.warehouse import WarehouseError, start_embedded
+
+    if settings.warehouse_url:
+        return settings.warehouse_url
+    try:
+        return start_embedded(settings.embedded_pg_dir)
+    except WarehouseError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _ensure_dagster_home(settings: Settings) -> Path:
+    """``<CHURN_HOME>/dagster`` holding the repo's dagster.yaml, so runs outlive the process."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def _warm_up(settings: Settings) -> None:
+    """Start the warehouse and parse the dbt project before Dagster loads the code."""
+    _warehouse_url(settings)
+    from churn_assets.lib.dbt import churn_dbt_project
+
+    project = churn_dbt_project()
+    project.preparer.prepare(project)  # re-parse: the SQL may have changed since last time
+
+
+def _instance(settings: Settings) -> DagsterInstance:
+    from dagster import DagsterInstance
+
+    return DagsterInstance.from_config(str(_ensure_dagster_home(settings)))
+
+
+def _run_pipeline(settings: Settings, as_of: date | None) -> ExecuteInProcessResult:
+    _warm_up(settings)
+    from churn_assets.definitions import defs
+
+    run_config = {}
+    if as_of is not None:
+        run_config = {"ops": {"churn_dbt_models": {"config": {"as_of": as_of.isoformat()}}}}
+    job = defs().get_job_def("churn_pipeline")
+    with _instance(settings) as instance:
+        return job.execute_in_process(
+            run_config=run_config, instance=instance, raise_on_error=False
+        )
+
+
+def _report(result: ExecuteInProcessResult, settings: Settings) -> None:
+    if not result.success:
+        for event in result.all_events:
+            if event.is_step_failure and event.step_failure_data is not None:
+                error = event.step_failure_data.error
+                message = error.message.strip() if error else "unknown error"
+                click.echo(f"step {event.step_key} failed:\n{message}", err=True)
+        raise click.ClickException(f"run {result.run_id} failed; nothing downstream was changed")
+    click.echo(_summary(settings, result.run_id))
+
+
+def _summary(settings: Settings, run_id: str) -> str:
+    from churn_assets.warehouse import connect
+
+    url = _warehouse_url(settings)
+    with connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            """
+            select
+                (select count(*) from raw.customers),
+                (select count(*) from raw.orders),
+                (select count(*) from marts.customer_features where purpose = 'training'),
+                (select min(as_of) from marts.training_snapshot),
+                (select avg(churned::float) from marts.training_snapshot)
+            """
+        )
+        customers, orders, features, as_of, label_rate = cur.fetchone()
+    return "\n".join(
+        [
+            f"run {run_id} succeeded",
+            f"  raw:       {customers:,} customers, {orders:,} orders",
+            f"  features:  {features:,} customers at training as_of {as_of}"
+            f" (label rate {label_rate:.1%})",
+            "  open the UI:   churn dev   (then http://127.0.0.1:3000)",
+            '  query in SQL:  psql "$(churn warehouse-url)"'
+            " -c 'select * from marts.training_snapshot limit 5'",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""dbt glue shared by the Dagster areas: the project, the translator, CLI-arg builders."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from datetime import date
+from functools import cache
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtProject
+
+from churn_assets.settings import DBT_PROJECT_DIR, load_settings
+
+# dbt source table -> the Dagster asset that loads it, so the UI draws one lineage graph
+# from the raw files to the features.
+SOURCE_ASSET_KEYS: Mapping[tuple[str, str], dg.AssetKey] = {
+    ("raw", "customers"): dg.AssetKey("raw_customers"),
+    ("raw", "orders"): dg.AssetKey("raw_orders"),
+}
+# dbt folder (fqn[1]) -> Dagster group; everything else lands in "features".
+_GROUPS_BY_FOLDER = {"staging": "staging", "marts": "features"}
+
+
+@cache
+def churn_dbt_project() -> DbtProject:
+    """The dbt project, with a manifest guaranteed to exist.
+
+    ``prepare_if_dev`` re-parses under ``dagster dev``; outside it we still parse once when
+    no manifest exists, so a fresh clone loads under any entry point (pytest, ``churn``).
+    """
+    project = DbtProject(project_dir=DBT_PROJECT_DIR, target=load_settings().dbt_target)
+    project.prepare_if_dev()
+    if not project.manifest_path.exists():
+        project.preparer.prepare(project)
+    return project
+
+
+class ChurnDbtTranslator(DagsterDbtTranslator):
+    """Maps dbt sources onto the ingest assets and dbt folders onto Dagster groups."""
+
+    def get_asset_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        props = self.get_resource_props(manifest, unique_id)
+        if props["resource_type"] == "source":
+            key = SOURCE_ASSET_KEYS.get((props["source_name"], props["name"]))
+            return spec.replace_attributes(key=key) if key else spec
+        # Keys are bare model names: the schema (staging/marts) is a storage detail that
+        # dagster-dbt would otherwise prefix, and it is in the table-name metadata anyway.
+        return spec.replace_attributes(
+            key=dg.AssetKey(props["name"]), group_name=_group_name(props)
+        )
+
+
+def _group_name(props: Mapping[str, Any]) -> str:
+    fqn = props.get("fqn", [])
+    if props["resource_type"] == "seed":
+        return "staging"
+    folder = fqn[1] if len(fqn) > 2 else ""
+    return _GROUPS_BY_FOLDER.get(folder, "features")
+
+
+def dbt_vars(as_of: date | None, window_days: int) -> dict[str, Any]:
+    """The dbt ``--vars`` for a run; ``as_of=None`` lets dbt derive it from the data."""
+    variables: dict[str, Any] = {"churn_window_days": window_days}
+    if as_of is not None:
+        variables["as_of"] = as_of.isoformat()
+    return variables
+
+
+def dbt_build_args(*, as_of: date | None, window_days: int, full_refresh: bool) -> list[str]:
+    """``dbt build`` arguments for one run (pure, so tests can check them)."""
+    args = ["build", "--vars", json.dumps(dbt_vars(as_of, window_days), sort_keys=True)]
+    if full_refresh:
+        args.append("--full-refresh")
+    return args
+
+
+@contextlib.contextmanager
+def environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Temporarily sets environment variables (profiles.yml reads the warehouse from them)."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

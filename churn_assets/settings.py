@@ -1,0 +1,118 @@
+"""Every setting the platform reads from the environment, in one place.
+
+Nothing else in the package calls ``os.environ`` for configuration: modules ask
+:func:`load_settings`, which reads the environment when called (never at import
+time), so tests can ``monkeypatch.setenv`` and a long-lived process sees one
+consistent snapshot per call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+
+DEFAULT_WINDOW_DAYS = 90
+DEFAULT_MIN_AUC = 0.60
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the platform cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved platform settings.
+
+    Attributes:
+        home: State directory (``CHURN_HOME``, default ``./.churn``): embedded Postgres data,
+            Dagster instance, MLflow store, generated data.
+        raw_dir: Directory holding ``customers`` and ``orders`` as CSV or Parquet
+            (``CHURN_RAW_DIR``, default ``<home>/raw``).
+        as_of: Training snapshot date (``CHURN_AS_OF``, ISO date). ``None`` lets dbt pick the
+            latest date whose label window is complete in the data.
+        window_days: Label window in days (``CHURN_WINDOW_DAYS``, default 90).
+        warehouse_url: External Postgres URL (``CHURN_WAREHOUSE_URL``). ``None`` starts the
+            embedded server under ``<home>/pg``.
+        dbt_target: dbt profile target (``DBT_TARGET``, default ``local``).
+        mlflow_tracking_uri: MLflow tracking URI (``MLFLOW_TRACKING_URI``); ``None`` means a
+            local SQLite store under ``<home>/mlflow``.
+        min_auc: ROC AUC a model must reach to pass the gate (``CHURN_MIN_AUC``, default 0.60).
+    """
+
+    home: Path
+    raw_dir: Path
+    as_of: date | None
+    window_days: int
+    warehouse_url: str | None
+    dbt_target: str
+    mlflow_tracking_uri: str | None
+    min_auc: float
+
+    @property
+    def embedded_pg_dir(self) -> Path:
+        return self.home / "pg"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Reads the settings from ``environ`` (default: the process environment)."""
+    env = os.environ if environ is None else environ
+    home = Path(env.get("CHURN_HOME") or ".churn").expanduser().resolve()
+    raw_dir = Path(env.get("CHURN_RAW_DIR") or home / "raw").expanduser().resolve()
+    return Settings(
+        home=home,
+        raw_dir=raw_dir,
+        as_of=_parse_date(env, "CHURN_AS_OF"),
+        window_days=_parse_int(env, "CHURN_WINDOW_DAYS", DEFAULT_WINDOW_DAYS, minimum=1),
+        warehouse_url=env.get("CHURN_WAREHOUSE_URL") or None,
+        dbt_target=env.get("DBT_TARGET") or "local",
+        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
+        min_auc=_parse_float(env, "CHURN_MIN_AUC", DEFAULT_MIN_AUC, low=0.0, high=1.0),
+    )
+
+
+def _parse_date(env: Mapping[str, str], name: str) -> date | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an ISO date (YYYY-MM-DD)") from None
+
+
+def _parse_int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def _parse_float(
+    env: Mapping[str, str], name: str, default: float, *, low: float, high: float
+) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={value} must be between {low} and {high}")
+    return value

@@ -1,0 +1,87 @@
+"""Shared fixtures: one real embedded Postgres per session, isolated settings per test."""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from churn_assets import warehouse
+
+_ENV_TO_CLEAR = (
+    "CHURN_RAW_DIR",
+    "CHURN_AS_OF",
+    "CHURN_WINDOW_DAYS",
+    "CHURN_WAREHOUSE_URL",
+    "MLFLOW_TRACKING_URI",
+    "CHURN_MIN_AUC",
+    "DBT_TARGET",
+    "DAGSTER_HOME",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Re-parse the dbt project before collection imports the dbt assets.
+
+    ``prepare_if_dev`` is a no-op under pytest, so without this a stale manifest would hide
+    SQL changes from the tests.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # sqlglotrs, pulled in by dagster-dbt
+        from churn_assets.lib.dbt import churn_dbt_project
+
+    project = churn_dbt_project()
+    project.preparer.prepare(project)
+
+
+@pytest.fixture(scope="session")
+def churn_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """CHURN_HOME for the session; its embedded Postgres is stopped at the end."""
+    home = tmp_path_factory.mktemp("home")
+    yield home
+    warehouse.stop_embedded(home / "pg")
+
+
+@pytest.fixture(scope="session")
+def embedded_url(churn_home: Path) -> str:
+    """URL of the session's embedded server (the same one the Dagster resource starts)."""
+    return warehouse.start_embedded(churn_home / "pg")
+
+
+@pytest.fixture(autouse=True)
+def churn_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, churn_home: Path) -> Path:
+    """Every test starts from default settings with the session's CHURN_HOME."""
+    for name in _ENV_TO_CLEAR:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CHURN_HOME", str(churn_home))
+    monkeypatch.setenv("CHURN_RAW_DIR", str(tmp_path / "raw"))
+    monkeypatch.setenv("GX_ANALYTICS_ENABLED", "false")
+    monkeypatch.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    return tmp_path / "raw"
+
+
+@pytest.fixture(scope="session")
+def new_database(embedded_url: str) -> Iterator[Callable[[], str]]:
+    """Makes empty databases on the session server, so tests that write stay isolated."""
+    admin = psycopg2.connect(embedded_url)
+    admin.autocommit = True  # CREATE DATABASE cannot run inside a transaction
+    params = warehouse.parse_url(embedded_url)
+
+    def create() -> str:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with admin.cursor() as cur:
+            cur.execute(f'create database "{name}"')
+        return f"postgresql://{params.user}@/{name}?host={params.host}&port={params.port}"
+
+    yield create
+    admin.close()
+
+
+@pytest.fixture
+def fresh_database_url(new_database: Callable[[], str]) -> str:
+    """A new, empty database on the session server."""
+    return new_database()

@@ -1,0 +1,92 @@
+"""The code location loads and draws one lineage graph from raw files to training data."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import dagster as dg
+import pytest
+
+from churn_assets.definitions import defs as load_defs
+from churn_assets.defs.resources import (
+    EmbeddedPostgresWarehouse,
+    ExternalPostgresWarehouse,
+    warehouse_resource,
+)
+from churn_assets.lib.dbt import dbt_build_args
+
+
+@pytest.fixture(scope="module")
+def defs() -> dg.Definitions:
+    return load_defs()
+
+
+def _graph(defs: dg.Definitions) -> dg.AssetGraph:
+    return defs.resolve_asset_graph()
+
+
+def test_definitions_hold_the_ingest_and_dbt_assets_in_their_groups(defs: dg.Definitions) -> None:
+    graph = _graph(defs)
+    groups = {
+        key.to_user_string(): graph.get(key).group_name for key in graph.materializable_asset_keys
+    }
+    assert groups["raw_customers"] == groups["raw_orders"] == "ingest"
+    assert groups["stg_raw__customers"] == groups["stg_raw__orders"] == "staging"
+    for model in ("as_of_dates", "customer_features", "churn_labels", "training_snapshot"):
+        assert groups[model] == "features"
+
+
+@pytest.mark.parametrize(
+    ("asset", "upstream"),
+    [
+        # dbt sources are mapped onto the ingest assets: one graph from files to features
+        ("stg_raw__customers", "raw_customers"),
+        ("stg_raw__orders", "raw_orders"),
+        ("training_snapshot", "customer_features"),
+        ("training_snapshot", "churn_labels"),
+    ],
+)
+def test_lineage_connects_raw_files_to_the_training_snapshot(
+    defs: dg.Definitions, asset: str, upstream: str
+) -> None:
+    parents = _graph(defs).get(dg.AssetKey(asset)).parent_keys
+    assert dg.AssetKey(upstream) in parents
+
+
+def test_dbt_tests_become_asset_checks_on_the_models(defs: dg.Definitions) -> None:
+    check_keys = _graph(defs).asset_check_keys
+    checked_assets = {key.asset_key.to_user_string() for key in check_keys}
+    assert {"customer_features", "training_snapshot", "churn_labels"} <= checked_assets
+    names = {key.name for key in check_keys if key.asset_key == dg.AssetKey("customer_features")}
+    assert any("assert_no_order_after_as_of_reaches_features" in name for name in names)
+
+
+def test_pipeline_job_selects_every_asset(defs: dg.Definitions) -> None:
+    job = defs.resolve_job_def("churn_pipeline")
+    assert job.asset_layer.selected_asset_keys == set(_graph(defs).materializable_asset_keys)
+
+
+def test_dbt_build_args_pass_as_of_and_window_as_vars() -> None:
+    args = dbt_build_args(as_of=date(2025, 6, 30), window_days=60, full_refresh=True)
+    assert args[:2] == ["build", "--vars"]
+    assert json.loads(args[2]) == {"as_of": "2025-06-30", "churn_window_days": 60}
+    assert args[-1] == "--full-refresh"
+
+
+def test_dbt_build_args_leave_as_of_to_dbt_when_unset() -> None:
+    args = dbt_build_args(as_of=None, window_days=90, full_refresh=False)
+    assert json.loads(args[2]) == {"churn_window_days": 90}
+    assert "--full-refresh" not in args
+
+
+def test_warehouse_resource_is_embedded_unless_a_url_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert isinstance(warehouse_resource(), EmbeddedPostgresWarehouse)
+    monkeypatch.setenv("CHURN_WAREHOUSE_URL", "postgresql://u:p@h/d")
+    external = warehouse_resource()
+    assert isinstance(external, ExternalPostgresWarehouse)
+    # The URL is an EnvVar: read when a run starts, never stored in the definitions.
+    with dg.build_resources({"warehouse": external}) as resources:
+        assert resources.warehouse.url() == "postgresql://u:p@h/d"

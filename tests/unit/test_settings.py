@@ -1,0 +1,87 @@
+"""Settings come from the environment in one place and fail loudly on bad values."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from churn_assets.settings import SettingsError, load_settings
+from churn_assets.warehouse import WarehouseError, parse_url, redact
+
+
+def test_load_settings_defaults_put_all_state_under_churn_home(tmp_path: Path) -> None:
+    settings = load_settings({"CHURN_HOME": str(tmp_path)})
+    assert settings.home == tmp_path
+    assert settings.raw_dir == tmp_path / "raw"
+    assert settings.embedded_pg_dir == tmp_path / "pg"
+    assert (settings.as_of, settings.window_days, settings.min_auc) == (None, 90, 0.60)
+    assert settings.warehouse_url is None
+    assert settings.dbt_target == "local"
+
+
+def test_load_settings_reads_every_override(tmp_path: Path) -> None:
+    settings = load_settings(
+        {
+            "CHURN_HOME": str(tmp_path),
+            "CHURN_RAW_DIR": str(tmp_path / "mine"),
+            "CHURN_AS_OF": "2025-06-30",
+            "CHURN_WINDOW_DAYS": "60",
+            "CHURN_WAREHOUSE_URL": "postgresql://u:p@db:5433/w",
+            "CHURN_MIN_AUC": "0.7",
+            "DBT_TARGET": "prod",
+        }
+    )
+    assert settings.raw_dir == tmp_path / "mine"
+    assert settings.as_of == date(2025, 6, 30)
+    assert settings.window_days == 60
+    assert settings.warehouse_url == "postgresql://u:p@db:5433/w"
+    assert settings.min_auc == 0.7
+    assert settings.dbt_target == "prod"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("CHURN_AS_OF", "30/06/2025", "CHURN_AS_OF='30/06/2025' is not an ISO date"),
+        ("CHURN_WINDOW_DAYS", "ninety", "CHURN_WINDOW_DAYS='ninety' is not an integer"),
+        ("CHURN_WINDOW_DAYS", "0", "CHURN_WINDOW_DAYS=0 must be >= 1"),
+        ("CHURN_MIN_AUC", "1.5", "CHURN_MIN_AUC=1.5 must be between 0.0 and 1.0"),
+    ],
+)
+def test_load_settings_names_the_bad_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings({name: value})
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        # TCP with credentials
+        ("postgresql://ana:s3cret@db.example:6543/wh", ("db.example", 6543, "ana", "s3cret", "wh")),
+        # the embedded server's unix socket, as pgserver prints it
+        ("postgresql://postgres:@/churn?host=/tmp/pg", ("/tmp/pg", 5432, "postgres", "", "churn")),
+        # SQLAlchemy-style driver suffix
+        ("postgresql+psycopg2://u@h/d", ("h", 5432, "u", "", "d")),
+        # percent-encoded password
+        ("postgresql://u:p%40ss@h:5432/d", ("h", 5432, "u", "p@ss", "d")),
+    ],
+)
+def test_parse_url_gives_libpq_parameters(url: str, expected: tuple[object, ...]) -> None:
+    p = parse_url(url)
+    assert (p.host, p.port, p.user, p.password, p.dbname) == expected
+    assert p.dbt_env()["CHURN_PG_HOST"] == expected[0]
+
+
+def test_parse_url_rejects_other_databases() -> None:
+    with pytest.raises(WarehouseError, match="must start with postgresql://"):
+        parse_url("mysql://u@h/d")
+
+
+def test_redact_hides_the_password_only() -> None:
+    assert redact("postgresql://ana:s3cret@db:5432/wh") == "postgresql://ana:***@db:5432/wh"
+    assert (
+        redact("postgresql://postgres:@/churn?host=/tmp")
+        == "postgresql://postgres:@/churn?host=/tmp"
+    )
