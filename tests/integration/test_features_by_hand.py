@@ -172,3 +172,24 @@ def test_an_order_after_as_of_changes_no_feature(
     assert _training_features(fresh_database_url) == _training_features(built)
     labels = dict(_rows(fresh_database_url, "select customer_id, churned from marts.churn_labels"))
     assert labels["b"] == 0
+
+
+def test_an_as_of_without_a_complete_label_window_fails_and_keeps_the_snapshot(
+    built: str, tmp_path: Path
+) -> None:
+    before = _rows(built, "select * from marts.training_snapshot order by customer_id")
+    result = dg.materialize(
+        [churn_dbt_models],
+        resources={
+            "warehouse": ExternalPostgresWarehouse(connection_url=built),
+            "dbt": DbtCliResource(project_dir=churn_dbt_project()),
+        },
+        run_config={"ops": {"churn_dbt_models": {"config": {"as_of": "2025-05-01"}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = failure.step_failure_data.error.message  # type: ignore[union-attr]
+    assert "label window incomplete: training as_of 2025-05-01 + 90 days" in message
+    assert "pick as_of <= 2025-03-31" in message
+    assert _rows(built, "select * from marts.training_snapshot order by customer_id") == before

@@ -10,6 +10,7 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+import psycopg2
 from dagster_dbt import DbtCliResource, dbt_assets
 
 from churn_assets.defs.resources import WarehouseResource
@@ -17,6 +18,8 @@ from churn_assets.lib.dbt import ChurnDbtTranslator, churn_dbt_project, dbt_buil
 from churn_assets.settings import load_settings
 
 _PREVIEW_ROWS = 10
+# Singular tests that store their failing rows with a human-readable `failure` column.
+_READABLE_TESTS = ("assert_label_window_is_complete", "assert_no_order_after_as_of_reaches_features")
 
 
 class DbtBuildConfig(dg.Config):
@@ -53,8 +56,31 @@ def churn_dbt_models(
         full_refresh=config.full_refresh,
     )
     with environ(warehouse.dbt_env()):
-        for event in dbt.cli(args, context=context).stream().fetch_row_counts():
+        invocation = dbt.cli(args, context=context, raise_on_error=False)
+        for event in invocation.stream().fetch_row_counts():
             yield _with_snapshot_metadata(event, warehouse)
+    if not invocation.is_successful():
+        raise dg.Failure(
+            description=_failure_description(warehouse),
+            metadata={"dbt_log": dg.MetadataValue.path(str(invocation.target_path / "dbt.log"))},
+        )
+
+
+def _failure_description(warehouse: WarehouseResource) -> str:
+    """Why dbt failed, in words: the singular tests store a readable ``failure`` column."""
+    reasons: list[str] = []
+    for test in _READABLE_TESTS:
+        try:
+            with warehouse.connect() as conn, conn.cursor() as cur:
+                cur.execute(
+                    f"select failure, count(*) over () from test_failures.{test} limit 3"
+                )
+                rows = cur.fetchall()
+        except psycopg2.Error:
+            continue  # the test did not run or has never failed: nothing stored
+        reasons.extend(f"{test} ({count} row(s)): {failure}" for failure, count in rows)
+    detail = "\n".join(reasons) if reasons else "see the failed checks and the dbt log"
+    return f"dbt build failed; nothing downstream was rebuilt.\n{detail}"
 
 
 def _with_snapshot_metadata(event: Any, warehouse: WarehouseResource) -> Any:
