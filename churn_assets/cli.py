@@ -119,7 +119,7 @@ def warehouse_url() -> None:
 
 @main.command("warehouse-env")
 def warehouse_env() -> None:
-    """Print `export CHURN_PG_*=...` lines for running dbt by hand: eval "$(churn warehouse-env)"."""
+    """Print `export CHURN_PG_*=...` lines for dbt by hand: eval "$(churn warehouse-env)"."""
     import shlex
 
     from churn_assets.warehouse import parse_url
@@ -188,7 +188,7 @@ def _run_pipeline(settings: Settings, as_of: date | None) -> ExecuteInProcessRes
     run_config = {}
     if as_of is not None:
         run_config = {"ops": {"churn_dbt_models": {"config": {"as_of": as_of.isoformat()}}}}
-    job = defs().get_job_def("churn_pipeline")
+    job = defs().resolve_job_def("churn_pipeline")
     with _instance(settings) as instance:
         return job.execute_in_process(
             run_config=run_config, instance=instance, raise_on_error=False

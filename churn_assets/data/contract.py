@@ -205,7 +205,8 @@ def _as_id(series: pd.Series) -> pd.Series:
         # Parquet writes integer ids with nulls as float; 17.0 means id "17".
         as_int = series.astype("Int64")
         return as_int.astype("string")
-    return series.astype("string").str.strip().replace("", pd.NA)
+    text = series.astype("string").str.strip()
+    return text.mask(text == "")
 
 
 def _as_timestamp(series: pd.Series) -> pd.Series:

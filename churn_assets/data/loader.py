@@ -20,7 +20,8 @@ from churn_assets.data.contract import RawTables
 RAW_SCHEMA = "raw"
 _COPY_CHUNK_ROWS = 500_000
 
-# The warehouse schema of the contract. ``_loaded_at`` (transaction time) feeds dbt source freshness.
+# The warehouse schema of the contract.
+# ``_loaded_at`` (the load's transaction time) feeds dbt source freshness.
 RAW_DDL = {
     "customers": """
         customer_id text not null,

@@ -155,7 +155,8 @@ def test_scoring_population_includes_customers_who_started_after_the_training_as
 def test_training_snapshot_joins_features_and_labels(built: str) -> None:
     rows = _rows(
         built,
-        "select customer_id, days_since_last_order, churned from marts.training_snapshot order by 1",
+        "select customer_id, days_since_last_order, churned "
+        "from marts.training_snapshot order by 1",
     )
     assert rows == [("a", 0, 0), ("b", 106, 1), ("c", 39, 0)]
 

@@ -19,7 +19,10 @@ from churn_assets.settings import load_settings
 
 _PREVIEW_ROWS = 10
 # Singular tests that store their failing rows with a human-readable `failure` column.
-_READABLE_TESTS = ("assert_label_window_is_complete", "assert_no_order_after_as_of_reaches_features")
+_READABLE_TESTS = (
+    "assert_label_window_is_complete",
+    "assert_no_order_after_as_of_reaches_features",
+)
 
 
 class DbtBuildConfig(dg.Config):
@@ -72,9 +75,7 @@ def _failure_description(warehouse: WarehouseResource) -> str:
     for test in _READABLE_TESTS:
         try:
             with warehouse.connect() as conn, conn.cursor() as cur:
-                cur.execute(
-                    f"select failure, count(*) over () from test_failures.{test} limit 3"
-                )
+                cur.execute(f"select failure, count(*) over () from test_failures.{test} limit 3")
                 rows = cur.fetchall()
         except psycopg2.Error:
             continue  # the test did not run or has never failed: nothing stored

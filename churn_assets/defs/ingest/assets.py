@@ -76,7 +76,7 @@ def _results(tables: RawTables, loaded_at: str) -> Iterator[dg.MaterializeResult
 
 def _column_schema(frame: pd.DataFrame) -> dg.TableSchema:
     return dg.TableSchema(
-        columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.dtypes.items()]
+        columns=[dg.TableColumn(str(name), str(dtype)) for name, dtype in frame.dtypes.items()]
     )
 
 
