@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from datetime import date
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -32,11 +34,24 @@ def churn_dbt_project() -> DbtProject:
     ``prepare_if_dev`` re-parses under ``dagster dev``; outside it we still parse once when
     no manifest exists, so a fresh clone loads under any entry point (pytest, ``churn``).
     """
+    _put_interpreter_bin_on_path()
     project = DbtProject(project_dir=DBT_PROJECT_DIR, target=load_settings().dbt_target)
     project.prepare_if_dev()
     if not project.manifest_path.exists():
         project.preparer.prepare(project)
     return project
+
+
+def _put_interpreter_bin_on_path() -> None:
+    """Make the venv's ``dbt`` findable when ``churn`` runs without an activated venv.
+
+    dagster-dbt looks ``dbt`` up on PATH (also inside ``prepare``, which accepts no
+    executable), so `.venv/bin/churn demo` would otherwise fail with "dbt not found".
+    """
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if (Path(bin_dir) / "dbt").exists() and bin_dir not in path.split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([bin_dir, path]) if path else bin_dir
 
 
 class ChurnDbtTranslator(DagsterDbtTranslator):
