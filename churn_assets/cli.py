@@ -12,7 +12,7 @@ import shutil
 import sys
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -107,7 +107,9 @@ def dev(port: int) -> None:
     dagster = shutil.which("dagster") or "dagster"
     args = [dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-p", str(port)]
     click.echo(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={dagster_home})")
-    os.chdir(PROJECT_ROOT)
+    # Run from DAGSTER_HOME: started in the repo root, dagster would warn that the root's
+    # dagster.yaml (the template copied above) is not the one in use.
+    os.chdir(dagster_home)
     os.execvpe(args[0], args, env)
 
 
@@ -185,9 +187,10 @@ def _run_pipeline(settings: Settings, as_of: date | None) -> ExecuteInProcessRes
     _warm_up(settings)
     from churn_assets.definitions import defs
 
-    run_config = {}
+    # INFO, not DEBUG: step and dbt progress without every engine event.
+    run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     if as_of is not None:
-        run_config = {"ops": {"churn_dbt_models": {"config": {"as_of": as_of.isoformat()}}}}
+        run_config["ops"] = {"churn_dbt_models": {"config": {"as_of": as_of.isoformat()}}}
     job = defs().resolve_job_def("churn_pipeline")
     with _instance(settings) as instance:
         return job.execute_in_process(
