@@ -262,3 +262,14 @@ def test_generate_rejects_invalid_drift() -> None:
         DriftScenario(starts_at=date(2025, 1, 1), email_mix={"corporate": 1.0})
     with pytest.raises(ValueError, match="multipliers"):
         DriftScenario(starts_at=date(2025, 1, 1), spend_multiplier=-1.0)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_write_raw_files_output_satisfies_the_raw_data_contract(tmp_path: Path, fmt: str) -> None:
+    from churn_assets.data.contract import read_raw_tables
+
+    data = generate(GeneratorConfig(n_customers=300, seed=5))
+    write_raw_files(data, tmp_path, fmt=fmt)  # type: ignore[arg-type]
+    tables = read_raw_tables(tmp_path)  # raises on any contract violation
+    assert len(tables.customers) == 300
+    assert len(tables.orders) == len(data.orders)
