@@ -113,6 +113,72 @@ def dev(port: int) -> None:
     os.execvpe(args[0], args, env)
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the documented JSON object.")
+def status(as_json: bool) -> None:
+    """Show the latest registered model and the champion (from the MLflow registry).
+
+    JSON: {"tracking_uri", "model_name", "latest_model", "champion"}; each model is null or
+    {"version", "metrics": {"auc", "pr_auc", "brier", "log_loss", "f1", "threshold"},
+    "oracle_auc", "onnx_parity_max_abs_diff", "onnx_sha256", "data_as_of", "trained_at",
+    "dagster_run_id", "mlflow_run_id", "gates"}.
+    """
+    import json
+
+    report = _status(_settings())
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        return
+    click.echo(f"registry: {report['model_name']} at {report['tracking_uri']}")
+    for label in ("latest_model", "champion"):
+        click.echo(f"{label}: {_describe_model(report[label])}")
+
+
+def _status(settings: Settings) -> dict[str, Any]:
+    from churn_assets.ml import tracking
+
+    uri = settings.resolved_tracking_uri
+    report: dict[str, Any] = {
+        "tracking_uri": uri,
+        "model_name": tracking.REGISTERED_MODEL_NAME,
+        "latest_model": None,
+        "champion": None,
+    }
+    if not tracking.is_remote(uri) and not (settings.mlflow_dir / "mlflow.db").exists():
+        return report  # nothing trained yet; do not create an empty store just to look
+    try:
+        tracking.check_reachable(uri)
+    except tracking.RegistryUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    latest = tracking.latest_version(uri)
+    if latest is not None:
+        report["latest_model"] = tracking.describe_version(uri, latest)
+    champion = tracking.alias_version(uri, "champion")
+    if champion is not None:
+        report["champion"] = tracking.describe_version(uri, champion)
+    return report
+
+
+def _describe_model(model: dict[str, Any] | None) -> str:
+    if model is None:
+        return "none"
+    metrics = model["metrics"]
+    oracle = model["oracle_auc"]
+    parts = [
+        f"version {model['version']}",
+        f"AUC {metrics['auc']:.3f}" if metrics["auc"] is not None else "AUC n/a",
+        f"oracle AUC {oracle:.3f}" if oracle is not None else "oracle n/a",
+        f"PR AUC {metrics['pr_auc']:.3f}" if metrics["pr_auc"] is not None else "",
+        f"Brier {metrics['brier']:.3f}" if metrics["brier"] is not None else "",
+        f"ONNX parity {model['onnx_parity_max_abs_diff']:.1e}"
+        if model["onnx_parity_max_abs_diff"] is not None
+        else "",
+        f"data as of {model['data_as_of']}",
+        f"trained {model['trained_at']}",
+    ]
+    return ", ".join(part for part in parts if part)
+
+
 @main.command("warehouse-url")
 def warehouse_url() -> None:
     """Print the warehouse URI (starts the embedded server if needed); psql accepts it."""
@@ -200,6 +266,16 @@ def _run_pipeline(settings: Settings, as_of: date | None) -> ExecuteInProcessRes
 
 def _report(result: ExecuteInProcessResult, settings: Settings) -> None:
     if not result.success:
+        for evaluation in result.get_asset_check_evaluations():
+            if not evaluation.passed:
+                meta = {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}
+                detail = meta.get("rule") or meta.get("failures") or ""
+                observed = f" (observed {meta['observed']})" if "observed" in meta else ""
+                click.echo(
+                    f"gate {evaluation.check_name} on {evaluation.asset_key.to_user_string()} "
+                    f"failed: {detail}{observed}",
+                    err=True,
+                )
         for event in result.all_events:
             if event.is_step_failure and event.step_failure_data is not None:
                 error = event.step_failure_data.error
@@ -207,6 +283,8 @@ def _report(result: ExecuteInProcessResult, settings: Settings) -> None:
                 click.echo(f"step {event.step_key} failed:\n{message}", err=True)
         raise click.ClickException(f"run {result.run_id} failed; nothing downstream was changed")
     click.echo(_summary(settings, result.run_id))
+    click.echo(f"  model:     {_describe_model(_status(settings)['latest_model'])}")
+    click.echo("  status:    churn status --json")
 
 
 def _summary(settings: Settings, run_id: str) -> str:

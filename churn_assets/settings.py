@@ -62,6 +62,25 @@ class Settings:
     def dagster_home(self) -> Path:
         return self.home / "dagster"
 
+    @property
+    def models_dir(self) -> Path:
+        """One folder per trained model: weights, ONNX, card, plots, holdout ids."""
+        return self.home / "models"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        """``MLFLOW_TRACKING_URI``, or the local SQLite store under ``<home>/mlflow``."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def local_artifact_location(self) -> str:
+        """Artifact root for a local store (a server chooses its own)."""
+        return (self.mlflow_dir / "artifacts").as_uri()
+
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Reads the settings from ``environ`` (default: the process environment)."""

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from click.testing import CliRunner, Result
 
 from churn_assets import warehouse
+from churn_assets.cli import main
 
 _ENV_TO_CLEAR = (
     "CHURN_RAW_DIR",
@@ -62,6 +64,19 @@ def churn_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, churn_home: Path)
     monkeypatch.setenv("GX_ANALYTICS_ENABLED", "false")
     monkeypatch.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     return tmp_path / "raw"
+
+
+@pytest.fixture(scope="session")
+def demo(churn_home: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path]:
+    """`churn demo` once per session (default settings, empty raw dir): the embedded
+    warehouse's `churn` database and the session's MLflow store then hold the demo."""
+    raw_dir = tmp_path_factory.mktemp("demo_raw")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CHURN_HOME", str(churn_home))
+        mp.setenv("CHURN_RAW_DIR", str(raw_dir))
+        mp.setenv("GX_ANALYTICS_ENABLED", "false")
+        result = CliRunner().invoke(main, ["demo"], catch_exceptions=False)
+    return result, raw_dir
 
 
 @pytest.fixture(scope="session")

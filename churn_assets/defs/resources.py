@@ -1,4 +1,4 @@
-"""Resources: the warehouse (embedded or external Postgres) and the dbt CLI."""
+"""Resources: the warehouse (embedded or external Postgres), dbt, MLflow, asset storage."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from pathlib import Path
 import dagster as dg
 import psycopg2.extensions
 from dagster_dbt import DbtCliResource
+from mlflow.tracking import MlflowClient
 
 from churn_assets import warehouse
 from churn_assets.lib.dbt import churn_dbt_project
+from churn_assets.ml import tracking
 from churn_assets.settings import load_settings
 
 
@@ -59,6 +61,45 @@ class ExternalPostgresWarehouse(WarehouseResource):
         return self.connection_url
 
 
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking and model registry.
+
+    We use explicit ``MlflowClient`` calls rather than dagster-mlflow's ``mlflow_tracking``
+    resource: that one opens one global MLflow run per Dagster run when the resource starts,
+    while we want one run per trained model, and a clean "skipped" when the server is down.
+
+    Attributes:
+        tracking_uri: ``MLFLOW_TRACKING_URI`` or the local SQLite store under ``CHURN_HOME``.
+        artifact_location: Artifact root used when the experiment is created (local stores).
+        experiment_name: The MLflow experiment holding every training run.
+        model_name: The registered model that receives a version per gated model.
+    """
+
+    tracking_uri: str
+    artifact_location: str = ""
+    experiment_name: str = tracking.EXPERIMENT_NAME
+    model_name: str = tracking.REGISTERED_MODEL_NAME
+
+    def experiment_id(self) -> str:
+        """Raises :class:`tracking.RegistryUnavailable` quickly when a server is down."""
+        tracking.check_reachable(self.tracking_uri)
+        if not tracking.is_remote(self.tracking_uri):
+            # A fresh SQLite store is created (and migrated) on first use.
+            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+                parents=True, exist_ok=True
+            )
+        client = MlflowClient(self.tracking_uri)
+        return tracking.ensure_experiment(
+            client, self.experiment_name, self.artifact_location or None
+        )
+
+    def run_link(self, experiment_id: str, run_id: str) -> str:
+        """Where a person finds the run: a URL for a server, the UI command for a local store."""
+        if tracking.is_remote(self.tracking_uri):
+            return f"{self.tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        return f"mlflow ui --backend-store-uri {self.tracking_uri}  (run {run_id})"
+
+
 def warehouse_resource() -> WarehouseResource:
     """Embedded unless ``CHURN_WAREHOUSE_URL`` is set (a switch fixed per deployment)."""
     settings = load_settings()
@@ -67,11 +108,25 @@ def warehouse_resource() -> WarehouseResource:
     return EmbeddedPostgresWarehouse(data_dir=str(settings.embedded_pg_dir))
 
 
+def mlflow_resource() -> MlflowResource:
+    settings = load_settings()
+    return MlflowResource(
+        tracking_uri=settings.resolved_tracking_uri,
+        artifact_location="" if settings.mlflow_tracking_uri else settings.local_artifact_location,
+    )
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
+    settings = load_settings()
     return dg.Definitions(
         resources={
             "warehouse": warehouse_resource(),
             "dbt": DbtCliResource(project_dir=churn_dbt_project()),
+            "mlflow": mlflow_resource(),
+            # Asset values (the training DataFrame, model handles) persist under CHURN_HOME,
+            # so a later run can materialise one asset from an earlier run's upstream,
+            # whether that run came from the UI or from `churn run`.
+            "io_manager": dg.FilesystemIOManager(base_dir=str(settings.dagster_home / "storage")),
         }
     )

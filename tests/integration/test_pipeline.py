@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +16,6 @@ from churn_assets.cli import main
 from churn_assets.settings import load_settings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def demo(churn_home: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path]:
-    """`churn demo` once for the module, with default settings and an empty raw dir."""
-    raw_dir = tmp_path_factory.mktemp("demo_raw")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CHURN_HOME", str(churn_home))
-        mp.setenv("CHURN_RAW_DIR", str(raw_dir))
-        result = CliRunner().invoke(main, ["demo"], catch_exceptions=False)
-    return result, raw_dir
 
 
 def _rows(query: str) -> list[tuple[Any, ...]]:
@@ -89,3 +79,52 @@ def test_run_on_bad_files_fails_clearly_and_changes_nothing(
     assert "orders.csv: column 'amount' breaks rule 'amount >= 0' in 2 row(s)" in result.output
     assert "row 4: '-1'" in result.output
     assert _rows("select * from marts.training_snapshot order by customer_id") == before
+
+
+def test_demo_trains_gates_exports_and_registers_a_model(demo: tuple[Result, Path]) -> None:
+    result, _ = demo
+    status = CliRunner().invoke(main, ["status", "--json"])
+    assert status.exit_code == 0, status.output
+    latest = json.loads(status.output)["latest_model"]
+    assert latest["version"] == "1"
+    assert latest["metrics"]["auc"] >= 0.60  # the gate, on the default data
+    assert latest["oracle_auc"] is not None
+    # the model cannot beat the hidden truth by more than sampling noise on ~170 rows
+    assert latest["metrics"]["auc"] <= latest["oracle_auc"] + 0.05
+    assert latest["onnx_parity_max_abs_diff"] <= 1e-6
+    assert latest["data_as_of"] == "2025-10-02"
+    assert set(latest["metrics"]) >= {"auc", "pr_auc", "brier", "log_loss", "f1"}
+    assert json.loads(status.output)["champion"] is None  # promotion is a later issue
+    assert f"version {latest['version']}, AUC {latest['metrics']['auc']:.3f}" in result.output
+
+
+def test_demo_model_files_match_the_registered_version(demo: tuple[Result, Path]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from churn_assets.ml.export import sha256_file
+
+    settings = load_settings()
+    client = MlflowClient(settings.resolved_tracking_uri)
+    version = client.get_model_version("churn-model", "1")
+    run = client.get_run(version.run_id)
+    assert run.data.tags["dagster_run_id"] == version.tags["dagster_run_id"]
+    onnx_path = settings.models_dir / version.tags["dagster_run_id"] / "model.onnx"
+    assert sha256_file(onnx_path) == version.tags["onnx_sha256"]
+    artifacts = {a.path for a in client.list_artifacts(version.run_id)}
+    assert {"model_card.md", "holdout.parquet", "roc_curve.png", "onnx"} <= artifacts
+    gates = json.loads(version.tags["gates"])
+    assert all(gate["passed"] for gate in gates.values())
+
+
+def test_run_with_an_unreachable_auc_gate_fails_and_registers_nothing(
+    demo: tuple[Result, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, raw_dir = demo
+    monkeypatch.setenv("CHURN_RAW_DIR", str(raw_dir))
+    before = json.loads(CliRunner().invoke(main, ["status", "--json"]).output)["latest_model"]
+    monkeypatch.setenv("CHURN_MIN_AUC", "0.99")
+    result = CliRunner().invoke(main, ["run"])
+    assert result.exit_code == 1
+    assert "gate auc_gate_check on churn_model failed: holdout ROC AUC >= 0.99" in result.output
+    after = json.loads(CliRunner().invoke(main, ["status", "--json"]).output)["latest_model"]
+    assert after == before  # no new version: the failed model was not registered

@@ -1,0 +1,43 @@
+"""Read the dbt training snapshot into pandas with the dtypes the ML code expects."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+import psycopg2.extensions
+
+TRAINING_SNAPSHOT_TABLE = "marts.training_snapshot"
+
+# Postgres numeric arrives as Decimal and integers as Python ints; the model and the
+# data-quality suite want plain numpy dtypes.
+_DTYPES = {
+    "customer_id": "object",
+    "days_since_last_order": "int64",
+    "total_revenue_30d": "float64",
+    "total_revenue_90d": "float64",
+    "total_revenue_365d": "float64",
+    "order_frequency": "float64",
+    "cart_diversity": "int64",
+    "email_domain_class": "object",
+    "customer_lifetime_days": "int64",
+    "churned": "int64",
+}
+
+
+def read_training_snapshot(conn: psycopg2.extensions.connection) -> pd.DataFrame:
+    """The whole training snapshot, one row per customer, ordered by ``customer_id``."""
+    with conn.cursor() as cur:
+        cur.execute(f"select * from {TRAINING_SNAPSHOT_TABLE} order by customer_id")
+        columns = [column.name for column in cur.description or ()]
+        frame = pd.DataFrame(cur.fetchall(), columns=columns)
+    # Only cast columns that are present: a missing column is the quality suite's to report.
+    return frame.astype({c: t for c, t in _DTYPES.items() if c in frame.columns})
+
+
+def dataset_sha256(frame: pd.DataFrame) -> str:
+    """A content hash of the dataset (values and column names), stable across runs."""
+    digest = hashlib.sha256()
+    digest.update(",".join(map(str, frame.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()

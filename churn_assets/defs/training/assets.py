@@ -1,0 +1,275 @@
+"""Training chain: validated dataset -> torch model -> ONNX export -> registered version.
+
+Each asset body calls the pure library (``churn_assets.ml``, ``churn_assets.data``) and
+attaches metadata. The gates are blocking asset checks (``checks.py``): a model that fails
+the AUC gate is never exported, and nothing that failed a gate is ever registered.
+"""
+
+import base64
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+import pandas as pd
+
+from churn_assets.data.snapshot import dataset_sha256, read_training_snapshot
+from churn_assets.defs.resources import MlflowResource, WarehouseResource
+from churn_assets.ml import tracking
+from churn_assets.ml.artifacts import (
+    CARD_FILE,
+    HOLDOUT_FILE,
+    ONNX_FILE,
+    ExportedModel,
+    TrainedModel,
+)
+from churn_assets.ml.gates import auc_gate, parity_gate
+from churn_assets.settings import load_settings
+
+if TYPE_CHECKING:  # torch is imported lazily: loading the code location stays fast
+    from churn_assets.ml.pipeline import TrainingOutcome
+
+GROUP = "training"
+
+
+@dg.asset(
+    deps=[dg.AssetKey("training_snapshot")],
+    group_name=GROUP,
+    kinds={"pandas", "postgres"},
+)
+def training_dataset(warehouse: WarehouseResource) -> dg.Output[pd.DataFrame]:
+    """The dbt training snapshot as a typed DataFrame, one row per customer at the training
+    as_of. The Great Expectations check on it blocks training when the data is wrong."""
+    with warehouse.connect() as conn:
+        frame = read_training_snapshot(conn)
+    as_of = sorted({str(value) for value in frame.get("as_of", [])})
+    label_rate = float(frame["churned"].mean()) if len(frame) else 0.0
+    return dg.Output(
+        frame,
+        metadata={
+            "dagster/row_count": len(frame),
+            "as_of": ", ".join(as_of),
+            "label_rate": dg.MetadataValue.float(label_rate),
+            "dataset_sha256": dataset_sha256(frame),
+        },
+    )
+
+
+class TrainingConfig(dg.Config):
+    """Run options for training.
+
+    Attributes:
+        seed: Seeds the holdout split, the validation split, initialisation and shuffling.
+        holdout_fraction: Share of customers held out (stratified) for the metrics and gates.
+        max_epochs: Upper bound; early stopping on the validation loss usually stops sooner.
+    """
+
+    seed: int = 42
+    holdout_fraction: float = 0.2
+    max_epochs: int = 300
+
+
+@dg.asset(group_name=GROUP, kinds={"pytorch", "mlflow"})
+def churn_model(
+    context: dg.AssetExecutionContext,
+    config: TrainingConfig,
+    training_dataset: pd.DataFrame,
+    mlflow: MlflowResource,
+) -> dg.Output[TrainedModel]:
+    """ChurnMLP trained on the validated dataset, with holdout metrics, the oracle AUC (when
+    the generator's ground truth is available), plots and a model card. Logged to MLflow."""
+    from churn_assets.ml.pipeline import train_and_evaluate
+
+    settings = load_settings()
+    model_dir = settings.models_dir / context.run.run_id
+    outcome = train_and_evaluate(
+        training_dataset,
+        model_dir,
+        seed=config.seed,
+        holdout_fraction=config.holdout_fraction,
+        max_epochs=config.max_epochs,
+        ground_truth_dir=settings.raw_dir,
+        min_auc=settings.min_auc,
+    )
+    trained = TrainedModel(
+        model_dir=str(model_dir),
+        dagster_run_id=context.run.run_id,
+        metrics=outcome.metrics,
+        oracle_auc=outcome.oracle_auc,
+        data_as_of=outcome.data_as_of,
+        dataset_sha256=dataset_sha256(training_dataset),
+        trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        n_parameters=outcome.n_parameters,
+    )
+    trained, link = _log_to_mlflow(context, mlflow, trained, outcome)
+    metadata: dict[str, Any] = {
+        **{name: dg.MetadataValue.float(value) for name, value in outcome.metrics.items()},
+        "oracle_auc": dg.MetadataValue.float(outcome.oracle_auc)
+        if outcome.oracle_auc is not None
+        else "n/a (no ground truth)",
+        "parameters": outcome.n_parameters,
+        "best_epoch": outcome.best_epoch,
+        "data_as_of": outcome.data_as_of,
+        "holdout_rows": int(outcome.metrics["n"]),
+        "model_dir": dg.MetadataValue.path(str(model_dir)),
+        "mlflow_run": link,
+        "plots": dg.MetadataValue.md(_plots_markdown(model_dir)),
+        "model_card": dg.MetadataValue.md((model_dir / CARD_FILE).read_text()),
+    }
+    if outcome.oracle_auc is not None:
+        metadata["oracle_gap"] = dg.MetadataValue.float(
+            outcome.oracle_auc - outcome.metrics["roc_auc"]
+        )
+    return dg.Output(trained, metadata=metadata)
+
+
+def _log_to_mlflow(
+    context: dg.AssetExecutionContext,
+    mlflow: MlflowResource,
+    trained: TrainedModel,
+    outcome: "TrainingOutcome",
+) -> tuple[TrainedModel, str]:
+    """Log the run; when the tracking server is down, warn and carry on locally."""
+    from dataclasses import replace
+
+    try:
+        experiment_id = mlflow.experiment_id()
+        run_id = tracking.log_training_run(
+            mlflow.tracking_uri,
+            experiment_id,
+            run_name=f"churn-{trained.data_as_of}-{trained.dagster_run_id[:8]}",
+            log=tracking.TrainingRunLog(
+                params=outcome.params,
+                metrics={k: v for k, v in outcome.metrics.items() if k not in ("n",)},
+                tags={
+                    tracking.TAG_DAGSTER_RUN_ID: trained.dagster_run_id,
+                    tracking.TAG_DATA_AS_OF: trained.data_as_of,
+                    tracking.TAG_DATASET_HASH: trained.dataset_sha256,
+                },
+                artifacts=outcome.artifacts,
+            ),
+        )
+    except tracking.RegistryUnavailable as exc:
+        context.log.warning(f"MLflow skipped, the model stays local only: {exc}")
+        return replace(trained, mlflow_skipped_reason=str(exc)), f"skipped: {exc}"
+    context.log.info(f"MLflow run {run_id} in experiment {experiment_id}")
+    return replace(trained, mlflow_run_id=run_id), mlflow.run_link(experiment_id, run_id)
+
+
+def _plots_markdown(model_dir: Path) -> str:
+    images = []
+    for name in ("roc_curve.png", "calibration.png"):
+        encoded = base64.b64encode((model_dir / name).read_bytes()).decode()
+        images.append(f"![{name}](data:image/png;base64,{encoded})")
+    return "\n\n".join(images)
+
+
+@dg.asset(group_name=GROUP, kinds={"onnx"})
+def churn_model_onnx(
+    context: dg.AssetExecutionContext, churn_model: TrainedModel, mlflow: MlflowResource
+) -> dg.Output[ExportedModel]:
+    """The model exported to ONNX (dynamic batch axis, raw feature inputs), checked by
+    ``onnx.checker`` and compared with torch on the holdout; runs only after the AUC gate."""
+    from churn_assets.ml.export import export_onnx, parity_max_abs_diff, sha256_file
+    from churn_assets.ml.features import to_model_inputs
+    from churn_assets.ml.model import load_model
+
+    model_dir = Path(churn_model.model_dir)
+    onnx_path = model_dir / ONNX_FILE
+    model = load_model(model_dir)
+    export_onnx(model, onnx_path)
+    holdout = pd.read_parquet(model_dir / HOLDOUT_FILE)
+    parity = parity_max_abs_diff(model, onnx_path, to_model_inputs(holdout))
+    sha256 = sha256_file(onnx_path)
+    model_uri = None
+    if churn_model.mlflow_run_id:
+        model_uri = tracking.log_onnx_artifact(
+            mlflow.tracking_uri, churn_model.mlflow_run_id, onnx_path
+        )
+    exported = ExportedModel(churn_model, str(onnx_path), sha256, parity, model_uri)
+    context.log.info(f"ONNX parity vs torch on {len(holdout)} holdout rows: {parity:.2e}")
+    return dg.Output(
+        exported,
+        metadata={
+            "path": dg.MetadataValue.path(str(onnx_path)),
+            "sha256": sha256,
+            "size_bytes": onnx_path.stat().st_size,
+            "parity_max_abs_diff": dg.MetadataValue.float(parity),
+            "parity_rows": len(holdout),
+            "mlflow_artifact": model_uri or "skipped (no MLflow run)",
+        },
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"mlflow"})
+def churn_model_version(
+    context: dg.AssetExecutionContext, churn_model_onnx: ExportedModel, mlflow: MlflowResource
+) -> dg.MaterializeResult:
+    """A version of the registered model ``churn-model`` in MLflow, created only for a model
+    that passed the AUC and parity gates, tagged with its lineage and gate results."""
+    trained = churn_model_onnx.trained
+    settings = load_settings()
+    gates = [
+        auc_gate(trained.metrics["roc_auc"], settings.min_auc),
+        parity_gate(churn_model_onnx.parity_max_abs_diff),
+    ]
+    # The blocking checks stop this asset in the run that trained the model; re-checking
+    # here also covers a later run that selects this asset alone.
+    failed = [gate for gate in gates if not gate.passed]
+    if failed:
+        raise dg.Failure(
+            description="refusing to register a model that failed "
+            + ", ".join(f"{g.name} ({g.observed} vs {g.comparison} {g.threshold})" for g in failed)
+        )
+    if not trained.mlflow_run_id or not churn_model_onnx.mlflow_model_uri:
+        reason = trained.mlflow_skipped_reason or "no MLflow run"
+        context.log.warning(f"registry step skipped: {reason}")
+        return dg.MaterializeResult(metadata={"registry": f"skipped: {reason}"})
+    try:
+        tracking.check_reachable(mlflow.tracking_uri)
+    except tracking.RegistryUnavailable as exc:
+        context.log.warning(f"registry step skipped: {exc}")
+        return dg.MaterializeResult(metadata={"registry": f"skipped: {exc}"})
+    tags = {
+        tracking.TAG_DAGSTER_RUN_ID: context.run.run_id,
+        tracking.TAG_DATA_AS_OF: trained.data_as_of,
+        tracking.TAG_DATASET_HASH: trained.dataset_sha256,
+        tracking.TAG_ONNX_SHA256: churn_model_onnx.onnx_sha256,
+        tracking.TAG_PARITY: repr(churn_model_onnx.parity_max_abs_diff),
+        tracking.TAG_TRAINED_AT: trained.trained_at,
+        tracking.TAG_GATES: tracking.gates_tag(
+            {
+                g.name: {"observed": g.observed, "threshold": g.threshold, "passed": g.passed}
+                for g in gates
+            }
+        ),
+    }
+    if trained.oracle_auc is not None:
+        tags[tracking.TAG_ORACLE_AUC] = repr(trained.oracle_auc)
+    version = tracking.register_version(
+        mlflow.tracking_uri,
+        source=churn_model_onnx.mlflow_model_uri,
+        run_id=trained.mlflow_run_id,
+        tags=tags,
+        description=f"Trained on data as of {trained.data_as_of}; "
+        f"holdout ROC AUC {trained.metrics['roc_auc']:.4f}.",
+        name=mlflow.model_name,
+    )
+    context.log.info(f"registered {mlflow.model_name} version {version}")
+    return dg.MaterializeResult(
+        metadata={
+            "registry": "registered",
+            "model_name": mlflow.model_name,
+            "version": version,
+            "onnx_sha256": churn_model_onnx.onnx_sha256,
+            "gates": dg.MetadataValue.json(json.loads(tags[tracking.TAG_GATES])),
+        }
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(
+        assets=[training_dataset, churn_model, churn_model_onnx, churn_model_version]
+    )

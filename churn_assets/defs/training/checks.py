@@ -1,0 +1,86 @@
+"""The gates: blocking asset checks, so a failure stops everything downstream in the run."""
+
+import json
+
+import dagster as dg
+import pandas as pd
+
+from churn_assets.defs.resources import MlflowResource
+from churn_assets.defs.training.assets import churn_model, churn_model_onnx, training_dataset
+from churn_assets.ml import tracking
+from churn_assets.ml.artifacts import ExportedModel, TrainedModel
+from churn_assets.ml.evaluate import Gate
+from churn_assets.ml.gates import auc_gate, parity_gate
+from churn_assets.settings import load_settings
+
+
+@dg.asset_check(asset=training_dataset, blocking=True)
+def training_data_quality(training_dataset: pd.DataFrame) -> dg.AssetCheckResult:
+    """Great Expectations suite: columns and dtypes, nulls, ranges, label values and rate,
+    row count, unique customers. No model trains on data that fails it."""
+    from churn_assets.quality.training_data import TrainingDataRules, validate_training_dataset
+
+    report = validate_training_dataset(training_dataset, TrainingDataRules())
+    return dg.AssetCheckResult(
+        passed=report.success,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "summary": dg.MetadataValue.md(report.summary_markdown()),
+            "expectations_evaluated": report.evaluated,
+            "expectations_failed": len(report.failures),
+            "failures": dg.MetadataValue.json([str(f) for f in report.failures]),
+        },
+    )
+
+
+@dg.asset_check(asset=churn_model, blocking=True)
+def auc_gate_check(churn_model: TrainedModel, mlflow: MlflowResource) -> dg.AssetCheckResult:
+    """Holdout ROC AUC >= CHURN_MIN_AUC (default 0.60). A weak model is never exported,
+    registered or promoted."""
+    gate = auc_gate(churn_model.metrics["roc_auc"], load_settings().min_auc)
+    _tag_run(mlflow, churn_model, "gate.auc", gate)
+    return _result(gate)
+
+
+@dg.asset_check(asset=churn_model_onnx, blocking=True)
+def onnx_parity_check(
+    churn_model_onnx: ExportedModel, mlflow: MlflowResource
+) -> dg.AssetCheckResult:
+    """onnxruntime and torch agree within 1e-6 on every holdout row, so what is served is
+    what was evaluated."""
+    gate = parity_gate(churn_model_onnx.parity_max_abs_diff)
+    _tag_run(mlflow, churn_model_onnx.trained, "gate.onnx_parity", gate)
+    return _result(gate)
+
+
+def _result(gate: Gate) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=bool(gate.passed),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "observed": dg.MetadataValue.float(float(gate.observed or 0.0)),
+            "threshold": dg.MetadataValue.float(gate.threshold),
+            "rule": f"{gate.name} {gate.comparison} {gate.threshold}",
+        },
+    )
+
+
+def _tag_run(mlflow: MlflowResource, model: TrainedModel, key: str, gate: Gate) -> None:
+    """Record the gate outcome on the MLflow run too, so MLflow alone tells the story."""
+    if not model.mlflow_run_id:
+        return
+    try:
+        tracking.check_reachable(mlflow.tracking_uri)
+    except tracking.RegistryUnavailable:
+        return
+    from mlflow.tracking import MlflowClient
+
+    value = json.dumps(
+        {"observed": gate.observed, "threshold": gate.threshold, "passed": gate.passed}
+    )
+    MlflowClient(mlflow.tracking_uri).set_tag(model.mlflow_run_id, key, value)
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(asset_checks=[training_data_quality, auc_gate_check, onnx_parity_check])

@@ -1,0 +1,112 @@
+"""One training run end to end, as a pure function: split, train, evaluate, write artefacts.
+
+The Dagster asset calls this and only adds storage and metadata; tests call it directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from churn_assets.ml.artifacts import CARD_FILE, HOLDOUT_FILE
+from churn_assets.ml.evaluate import (
+    calibration_png,
+    evaluate,
+    model_card,
+    oracle_auc,
+    roc_curve_png,
+)
+from churn_assets.ml.features import ID, labels, split_holdout, to_model_inputs
+from churn_assets.ml.gates import auc_gate, parity_gate
+from churn_assets.ml.model import count_parameters, predict_proba, save_model
+from churn_assets.ml.train import TrainConfig, train
+
+GROUND_TRUTH_FILES = ("ground_truth.parquet", "ground_truth.csv")
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """What a training run produced; the files are in the output directory."""
+
+    metrics: dict[str, float]
+    oracle_auc: float | None
+    data_as_of: str
+    n_parameters: int
+    best_epoch: int
+    params: dict[str, Any]
+    artifacts: tuple[Path, ...]
+
+
+def read_ground_truth(directory: Path) -> pd.DataFrame | None:
+    """The generator's hidden truth next to the raw files, if there is one."""
+    for name in GROUND_TRUTH_FILES:
+        path = directory / name
+        if path.is_file():
+            if path.suffix == ".csv":
+                return pd.read_csv(path, dtype={ID: str})
+            return pd.read_parquet(path)
+    return None
+
+
+def train_and_evaluate(
+    dataset: pd.DataFrame,
+    out_dir: Path,
+    *,
+    seed: int,
+    holdout_fraction: float,
+    max_epochs: int,
+    ground_truth_dir: Path | None,
+    min_auc: float,
+) -> TrainingOutcome:
+    """Train on a stratified split of ``dataset`` and write everything a model needs to
+    ``out_dir``: weights + spec, holdout rows (so any later model can be scored on exactly
+    them), ROC and calibration plots, and the model card."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_df, holdout = split_holdout(dataset, holdout_fraction, seed=seed)
+    config = TrainConfig(seed=seed, max_epochs=max_epochs)
+    result = train(train_df, config)
+    y_holdout = labels(holdout)
+    probabilities = predict_proba(result.model, to_model_inputs(holdout))
+    metrics = evaluate(y_holdout, probabilities, result.threshold)
+    truth = read_ground_truth(ground_truth_dir) if ground_truth_dir else None
+    oracle = oracle_auc(holdout[ID], truth) if truth is not None else None
+    as_of = ", ".join(sorted({str(v) for v in dataset["as_of"]}))
+
+    save_model(result.model, out_dir)
+    holdout.to_parquet(out_dir / HOLDOUT_FILE, index=False)
+    (out_dir / "roc_curve.png").write_bytes(roc_curve_png(y_holdout, probabilities))
+    (out_dir / "calibration.png").write_bytes(calibration_png(y_holdout, probabilities))
+    card = model_card(
+        result,
+        metrics,
+        as_of=as_of,
+        n_rows=len(dataset),
+        label_rate=float(labels(dataset).mean()),
+        n_holdout=len(holdout),
+        oracle=oracle,
+        gates=[auc_gate(metrics.roc_auc, min_auc), parity_gate(None)],
+    )
+    (out_dir / CARD_FILE).write_text(card)
+    params = {
+        **{k: v for k, v in asdict(config).items() if k != "hidden_sizes"},
+        "hidden_sizes": "x".join(map(str, config.hidden_sizes)),
+        "holdout_fraction": holdout_fraction,
+        "rows": len(dataset),
+        "best_epoch": result.best_epoch,
+        "pos_weight": round(result.pos_weight, 6),
+    }
+    artifacts = tuple(
+        out_dir / name for name in (CARD_FILE, HOLDOUT_FILE, "roc_curve.png", "calibration.png")
+    )
+    return TrainingOutcome(
+        metrics={k: float(v) for k, v in metrics.as_dict().items()},
+        oracle_auc=oracle,
+        data_as_of=as_of,
+        n_parameters=count_parameters(result.model),
+        best_epoch=result.best_epoch,
+        params=params,
+        artifacts=artifacts,
+    )

@@ -1,0 +1,207 @@
+"""MLflow tracking and registry, as plain functions (no Dagster).
+
+Every function takes the tracking URI explicitly and uses an ``MlflowClient`` bound to it,
+never MLflow's process-global "active run", so two assets in one process cannot log into
+each other's runs.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+REGISTERED_MODEL_NAME = "churn-model"
+EXPERIMENT_NAME = "churn"
+ONNX_ARTIFACT_DIR = "onnx"
+
+# Version tags: what `churn status` and the promotion sensor read back.
+TAG_DAGSTER_RUN_ID = "dagster_run_id"
+TAG_DATA_AS_OF = "data_as_of"
+TAG_DATASET_HASH = "dataset_sha256"
+TAG_ONNX_SHA256 = "onnx_sha256"
+TAG_PARITY = "onnx_parity_max_abs_diff"
+TAG_ORACLE_AUC = "oracle_auc"
+TAG_TRAINED_AT = "trained_at"
+TAG_GATES = "gates"
+
+
+class RegistryUnavailable(RuntimeError):
+    """The tracking server cannot be reached; callers skip registry steps and say so."""
+
+
+def is_remote(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+def check_reachable(tracking_uri: str, timeout_seconds: float = 3.0) -> None:
+    """Raise :class:`RegistryUnavailable` when a tracking server does not answer quickly.
+
+    MLflow's own client retries a dead server for minutes; this probe fails in seconds.
+    Local stores (sqlite, file) are always reachable.
+    """
+    if not is_remote(tracking_uri):
+        return
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_seconds) as response:
+            if response.status != 200:
+                raise RegistryUnavailable(f"{url} answered HTTP {response.status}")
+    except (urllib.error.URLError, OSError) as exc:
+        raise RegistryUnavailable(
+            f"MLflow tracking server {tracking_uri} unreachable: {exc}"
+        ) from exc
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    """The experiment's id, created on first use with an explicit artifact root.
+
+    Without ``artifact_location`` a SQLite store would put artifacts in ``./mlruns``
+    relative to whatever directory the process happens to run in.
+    """
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return str(experiment.experiment_id)
+    return str(client.create_experiment(name, artifact_location=artifact_location))
+
+
+@dataclass(frozen=True)
+class TrainingRunLog:
+    """What one training run sends to MLflow."""
+
+    params: Mapping[str, Any]
+    metrics: Mapping[str, float]
+    tags: Mapping[str, str]
+    artifacts: tuple[Path, ...]
+
+
+def log_training_run(
+    tracking_uri: str,
+    experiment_id: str,
+    run_name: str,
+    log: TrainingRunLog,
+) -> str:
+    """Create a finished MLflow run with params, metrics, tags and artifacts; return its id."""
+    client = MlflowClient(tracking_uri)
+    run = client.create_run(experiment_id, run_name=run_name, tags=dict(log.tags))
+    run_id = str(run.info.run_id)
+    try:
+        for key, value in log.params.items():
+            client.log_param(run_id, key, value)
+        for key, metric in log.metrics.items():
+            client.log_metric(run_id, key, float(metric))
+        for path in log.artifacts:
+            client.log_artifact(run_id, str(path))
+    except Exception:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+    return run_id
+
+
+def log_onnx_artifact(tracking_uri: str, run_id: str, onnx_path: Path) -> str:
+    """Attach the ONNX file to the training run; return the artifact URI to register."""
+    client = MlflowClient(tracking_uri)
+    client.log_artifact(run_id, str(onnx_path), artifact_path=ONNX_ARTIFACT_DIR)
+    return f"runs:/{run_id}/{ONNX_ARTIFACT_DIR}/{onnx_path.name}"
+
+
+def register_version(
+    tracking_uri: str,
+    source: str,
+    run_id: str,
+    tags: Mapping[str, str],
+    description: str,
+    name: str = REGISTERED_MODEL_NAME,
+) -> str:
+    """Register ``source`` as a new version of ``name`` with all its tags in one call.
+
+    Tags go in ``create_model_version`` itself, so a version never exists without them
+    (no half-written version for the promotion sensor to trip over).
+    """
+    client = MlflowClient(tracking_uri)
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(
+            name, description="Churn probability model (ONNX), gated by AUC and parity."
+        )
+    version = client.create_model_version(
+        name, source=source, run_id=run_id, tags=dict(tags), description=description
+    )
+    return str(version.version)
+
+
+def gates_tag(gates: Mapping[str, Mapping[str, Any]]) -> str:
+    return json.dumps(gates, sort_keys=True)
+
+
+def describe_version(
+    tracking_uri: str, version: str, name: str = REGISTERED_MODEL_NAME
+) -> dict[str, Any]:
+    """One version as `churn status` shows it: metrics from its run, facts from its tags."""
+    client = MlflowClient(tracking_uri)
+    model_version = client.get_model_version(name, version)
+    tags = dict(model_version.tags)
+    metrics: dict[str, float] = {}
+    if model_version.run_id:
+        metrics = dict(client.get_run(model_version.run_id).data.metrics)
+    return {
+        "version": str(model_version.version),
+        "metrics": {
+            "auc": metrics.get("roc_auc"),
+            "pr_auc": metrics.get("pr_auc"),
+            "brier": metrics.get("brier"),
+            "log_loss": metrics.get("log_loss"),
+            "f1": metrics.get("f1"),
+            "threshold": metrics.get("threshold"),
+        },
+        "oracle_auc": _float_or_none(tags.get(TAG_ORACLE_AUC)),
+        "onnx_parity_max_abs_diff": _float_or_none(tags.get(TAG_PARITY)),
+        "onnx_sha256": tags.get(TAG_ONNX_SHA256),
+        "data_as_of": tags.get(TAG_DATA_AS_OF),
+        "trained_at": tags.get(TAG_TRAINED_AT),
+        "dagster_run_id": tags.get(TAG_DAGSTER_RUN_ID),
+        "mlflow_run_id": model_version.run_id,
+        "gates": json.loads(tags[TAG_GATES]) if TAG_GATES in tags else None,
+    }
+
+
+def latest_version(tracking_uri: str, name: str = REGISTERED_MODEL_NAME) -> str | None:
+    """The highest version number of ``name``, or None when nothing is registered."""
+    client = MlflowClient(tracking_uri)
+    versions = client.search_model_versions(f"name = '{name}'")
+    numbers = [int(v.version) for v in versions]
+    return str(max(numbers)) if numbers else None
+
+
+def alias_version(tracking_uri: str, alias: str, name: str = REGISTERED_MODEL_NAME) -> str | None:
+    """The version an alias points at, or None."""
+    client = MlflowClient(tracking_uri)
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def count_runs(tracking_uri: str, experiment_name: str = EXPERIMENT_NAME) -> int:
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return 0
+    runs = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL)
+    return len(runs)
+
+
+def _float_or_none(value: str | None) -> float | None:
+    return float(value) if value else None
