@@ -32,6 +32,8 @@ def _settings() -> Settings:
 @click.group()
 def main() -> None:
     """Churn prediction on Dagster: dbt features -> gated model -> ONNX -> champion."""
+    # MLflow's per-download progress bars would interleave with the run logs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @main.command()
@@ -75,16 +77,26 @@ def generate(
 @main.command()
 @click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), help="Training snapshot date.")
 def run(as_of: datetime | None) -> None:
-    """Materialise the whole asset graph in process on the configured data."""
+    """Materialise the whole asset graph in process, then let the promotion sensor decide."""
     settings = _settings()
-    result = _run_pipeline(settings, as_of.date() if as_of else None)
-    _report(result, settings)
+    _run_and_promote(settings, as_of.date() if as_of else None)
 
 
 @main.command()
-def demo() -> None:
+@click.option(
+    "--scenario",
+    type=click.Choice(["baseline", "drift"]),
+    default="baseline",
+    show_default=True,
+    help="drift: train on period 1, then new drifted data arrives -> drift gate -> retrain "
+    "-> promotion decision (data under <CHURN_HOME>/scenario, not CHURN_RAW_DIR).",
+)
+def demo(scenario: str) -> None:
     """Generate data if CHURN_RAW_DIR holds none, then run the whole graph and summarise."""
     settings = _settings()
+    if scenario == "drift":
+        _drift_story(settings)
+        return
     from churn_assets.data.contract import has_raw_files
 
     if not has_raw_files(settings.raw_dir):
@@ -92,8 +104,69 @@ def demo() -> None:
         click.get_current_context().invoke(generate)
     else:
         click.echo(f"using the raw files in {settings.raw_dir}")
-    result = _run_pipeline(settings, None)
-    _report(result, settings)
+    _run_and_promote(settings, None)
+
+
+def _run_and_promote(settings: Settings, as_of: date | None) -> None:
+    from churn_assets.lib.runner import promote, run_job
+
+    _warm_up(settings)
+    ops = {"churn_dbt_models": {"config": {"as_of": as_of.isoformat()}}} if as_of else None
+    with _instance(settings) as instance:
+        result = run_job(instance, "churn_pipeline", ops)
+        _report(result, settings)
+        for line in promote(instance):
+            click.echo(f"  {line}")
+    champion = _status(settings)["champion"]
+    click.echo(f"  champion:  {_describe_model(champion)}")
+
+
+def _drift_story(settings: Settings) -> None:
+    """The platform running itself, in process: the same jobs and sensors the daemon runs."""
+    from churn_assets.data.generator import generate, write_raw_files
+    from churn_assets.data.scenarios import PERIOD_1, PERIOD_2
+    from churn_assets.lib.runner import promote, retrain_if_drifted, run_job
+
+    period_dirs = {}
+    for name, config in (("period1", PERIOD_1), ("period2", PERIOD_2)):
+        period_dirs[name] = settings.home / "scenario" / name
+        write_raw_files(generate(config), period_dirs[name])
+    _warm_up(settings)
+
+    def step(title: str) -> None:
+        click.echo(f"\n== {title}")
+
+    with _instance(settings) as instance:
+        step(f"1. period 1 (data to {PERIOD_1.end_date}): train, gate, register, promote")
+        os.environ["CHURN_RAW_DIR"] = str(period_dirs["period1"])
+        _report(run_job(instance, "churn_pipeline"), load_settings())
+        for line in promote(instance):
+            click.echo(line)
+        step(
+            f"2. new data arrives (to {PERIOD_2.end_date}, behaviour shifted from "
+            f"{PERIOD_2.drift.starts_at if PERIOD_2.drift else '?'}): load, features, drift"
+        )
+        os.environ["CHURN_RAW_DIR"] = str(period_dirs["period2"])
+        monitoring = run_job(instance, "monitoring_job")
+        for evaluation in monitoring.get_asset_check_evaluations():
+            if evaluation.check_name == "drift_gate":
+                meta = evaluation.metadata
+                click.echo(
+                    f"drift gate {'passed' if evaluation.passed else 'FAILED'}: share "
+                    f"{meta['drift_share'].value:.2f} vs threshold {meta['threshold'].value:.2f}; "
+                    f"drifted: {meta['drifted_features'].value}"
+                )
+        step("3. retraining sensor")
+        line, retrain = retrain_if_drifted(instance)
+        click.echo(line)
+        if retrain is not None:
+            _report(retrain, load_settings())
+        step("4. promotion sensor: challenger vs champion on the challenger's holdout")
+        for line in promote(instance):
+            click.echo(line)
+    status = _status(load_settings())
+    click.echo(f"\nlatest:   {_describe_model(status['latest_model'])}")
+    click.echo(f"champion: {_describe_model(status['champion'])}")
 
 
 @main.command()
@@ -247,21 +320,6 @@ def _instance(settings: Settings) -> DagsterInstance:
     from dagster import DagsterInstance
 
     return DagsterInstance.from_config(str(_ensure_dagster_home(settings)))
-
-
-def _run_pipeline(settings: Settings, as_of: date | None) -> ExecuteInProcessResult:
-    _warm_up(settings)
-    from churn_assets.definitions import defs
-
-    # INFO, not DEBUG: step and dbt progress without every engine event.
-    run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-    if as_of is not None:
-        run_config["ops"] = {"churn_dbt_models": {"config": {"as_of": as_of.isoformat()}}}
-    job = defs().resolve_job_def("churn_pipeline")
-    with _instance(settings) as instance:
-        return job.execute_in_process(
-            run_config=run_config, instance=instance, raise_on_error=False
-        )
 
 
 def _report(result: ExecuteInProcessResult, settings: Settings) -> None:

@@ -43,6 +43,14 @@ class Settings:
         mlflow_tracking_uri: MLflow tracking URI (``MLFLOW_TRACKING_URI``); ``None`` means a
             local SQLite store under ``<home>/mlflow``.
         min_auc: ROC AUC a model must reach to pass the gate (``CHURN_MIN_AUC``, default 0.60).
+        promotion_min_auc_gain: AUC a challenger must add over the champion
+            (``CHURN_PROMOTION_MIN_AUC_GAIN``, default 0.01).
+        drift_share_threshold: The drift gate fails when this share of features drifted
+            (``CHURN_DRIFT_SHARE_THRESHOLD``, default 0.3).
+        sensor_interval_seconds: How often the promotion and retraining sensors look
+            (``CHURN_SENSOR_INTERVAL_SECONDS``, default 30; read when the code loads).
+        retrain_cooldown_seconds: Minimum time between two drift-triggered retrains
+            (``CHURN_RETRAIN_COOLDOWN_SECONDS``, default 3600): no retrain storms.
     """
 
     home: Path
@@ -53,6 +61,10 @@ class Settings:
     dbt_target: str
     mlflow_tracking_uri: str | None
     min_auc: float
+    promotion_min_auc_gain: float
+    drift_share_threshold: float
+    sensor_interval_seconds: int
+    retrain_cooldown_seconds: int
 
     @property
     def embedded_pg_dir(self) -> Path:
@@ -96,6 +108,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         dbt_target=env.get("DBT_TARGET") or "local",
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
         min_auc=_parse_float(env, "CHURN_MIN_AUC", DEFAULT_MIN_AUC, low=0.0, high=1.0),
+        promotion_min_auc_gain=_parse_float(
+            env, "CHURN_PROMOTION_MIN_AUC_GAIN", 0.01, low=0.0, high=1.0
+        ),
+        drift_share_threshold=_parse_float(
+            env, "CHURN_DRIFT_SHARE_THRESHOLD", 0.3, low=0.0, high=1.0
+        ),
+        sensor_interval_seconds=_parse_int(env, "CHURN_SENSOR_INTERVAL_SECONDS", 30, minimum=1),
+        retrain_cooldown_seconds=_parse_int(env, "CHURN_RETRAIN_COOLDOWN_SECONDS", 3600, minimum=0),
     )
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import psycopg2.extensions
 
 TRAINING_SNAPSHOT_TABLE = "marts.training_snapshot"
+FEATURE_TABLES = (TRAINING_SNAPSHOT_TABLE, "marts.current_features")
 
 # Postgres numeric arrives as Decimal and integers as Python ints; the model and the
 # data-quality suite want plain numpy dtypes.
@@ -27,8 +28,15 @@ _DTYPES = {
 
 def read_training_snapshot(conn: psycopg2.extensions.connection) -> pd.DataFrame:
     """The whole training snapshot, one row per customer, ordered by ``customer_id``."""
+    return read_feature_table(conn, TRAINING_SNAPSHOT_TABLE)
+
+
+def read_feature_table(conn: psycopg2.extensions.connection, table: str) -> pd.DataFrame:
+    """A features table (e.g. ``marts.current_features``) with the same dtypes."""
+    if table not in FEATURE_TABLES:
+        raise ValueError(f"unknown feature table {table!r}; expected one of {FEATURE_TABLES}")
     with conn.cursor() as cur:
-        cur.execute(f"select * from {TRAINING_SNAPSHOT_TABLE} order by customer_id")
+        cur.execute(f"select * from {table} order by customer_id")
         columns = [column.name for column in cur.description or ()]
         frame = pd.DataFrame(cur.fetchall(), columns=columns)
     # Only cast columns that are present: a missing column is the quality suite's to report.

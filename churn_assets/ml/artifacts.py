@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HOLDOUT_FILE = "holdout.parquet"
+REFERENCE_FILE = "reference.parquet"
 ONNX_FILE = "model.onnx"
 CARD_FILE = "model_card.md"
 

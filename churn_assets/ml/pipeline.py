@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from churn_assets.ml.artifacts import CARD_FILE, HOLDOUT_FILE
+from churn_assets.ml.artifacts import CARD_FILE, HOLDOUT_FILE, REFERENCE_FILE
 from churn_assets.ml.evaluate import (
     calibration_png,
     evaluate,
@@ -71,12 +71,17 @@ def train_and_evaluate(
     y_holdout = labels(holdout)
     probabilities = predict_proba(result.model, to_model_inputs(holdout))
     metrics = evaluate(y_holdout, probabilities, result.threshold)
-    truth = read_ground_truth(ground_truth_dir) if ground_truth_dir else None
-    oracle = oracle_auc(holdout[ID], truth) if truth is not None else None
     as_of = ", ".join(sorted({str(v) for v in dataset["as_of"]}))
+    truth = read_ground_truth(ground_truth_dir) if ground_truth_dir else None
+    if truth is not None and "as_of" in truth.columns:
+        # Ground truth is only comparable at its own as_of (e.g. not for an earlier period).
+        truth = truth[truth["as_of"].astype(str) == as_of]
+    oracle = oracle_auc(holdout[ID], truth) if truth is not None and len(truth) else None
 
     save_model(result.model, out_dir)
     holdout.to_parquet(out_dir / HOLDOUT_FILE, index=False)
+    # The training rows are the reference the drift monitor compares new features with.
+    train_df.to_parquet(out_dir / REFERENCE_FILE, index=False)
     (out_dir / "roc_curve.png").write_bytes(roc_curve_png(y_holdout, probabilities))
     (out_dir / "calibration.png").write_bytes(calibration_png(y_holdout, probabilities))
     card = model_card(
@@ -99,7 +104,8 @@ def train_and_evaluate(
         "pos_weight": round(result.pos_weight, 6),
     }
     artifacts = tuple(
-        out_dir / name for name in (CARD_FILE, HOLDOUT_FILE, "roc_curve.png", "calibration.png")
+        out_dir / name
+        for name in (CARD_FILE, HOLDOUT_FILE, REFERENCE_FILE, "roc_curve.png", "calibration.png")
     )
     return TrainingOutcome(
         metrics={k: float(v) for k, v in metrics.as_dict().items()},

@@ -62,9 +62,41 @@ def test_dbt_tests_become_asset_checks_on_the_models(defs: dg.Definitions) -> No
     assert any("assert_no_order_after_as_of_reaches_features" in name for name in names)
 
 
-def test_pipeline_job_selects_every_asset(defs: dg.Definitions) -> None:
-    job = defs.resolve_job_def("churn_pipeline")
-    assert job.asset_layer.selected_asset_keys == set(_graph(defs).materializable_asset_keys)
+@pytest.mark.parametrize(
+    ("job_name", "must_have", "must_not_have"),
+    [
+        # everything from files to a registered version; drift needs a champion first
+        (
+            "churn_pipeline",
+            {"raw_orders", "training_snapshot", "churn_model_version"},
+            {"feature_drift"},
+        ),
+        # what the retraining sensor launches: features and labels rebuilt, no raw reload
+        (
+            "training_job",
+            {"training_snapshot", "churn_model", "churn_model_version"},
+            {"raw_orders", "feature_drift"},
+        ),
+        # new data arrives: load, rebuild features, measure drift; never trains
+        ("monitoring_job", {"raw_orders", "current_features", "feature_drift"}, {"churn_model"}),
+    ],
+)
+def test_jobs_select_their_part_of_the_graph(
+    defs: dg.Definitions, job_name: str, must_have: set[str], must_not_have: set[str]
+) -> None:
+    selected = {
+        key.to_user_string()
+        for key in defs.resolve_job_def(job_name).asset_layer.selected_asset_keys
+    }
+    assert must_have <= selected
+    assert not (must_not_have & selected)
+
+
+def test_sensors_are_on_by_default_so_the_platform_runs_itself(defs: dg.Definitions) -> None:
+    sensors = {sensor.name: sensor for sensor in defs.sensors or []}
+    assert set(sensors) == {"champion_promotion_sensor", "retrain_on_drift_sensor"}
+    for sensor in sensors.values():
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
 def test_dbt_build_args_pass_as_of_and_window_as_vars() -> None:

@@ -94,7 +94,9 @@ def test_demo_trains_gates_exports_and_registers_a_model(demo: tuple[Result, Pat
     assert latest["onnx_parity_max_abs_diff"] <= 1e-6
     assert latest["data_as_of"] == "2025-10-02"
     assert set(latest["metrics"]) >= {"auc", "pr_auc", "brier", "log_loss", "f1"}
-    assert json.loads(status.output)["champion"] is None  # promotion is a later issue
+    # the promotion sensor (evaluated in process by the demo) made the first gated model champion
+    assert json.loads(status.output)["champion"]["version"] == "1"
+    assert "promotion: v1: no champion yet" in result.output
     assert f"version {latest['version']}, AUC {latest['metrics']['auc']:.3f}" in result.output
 
 

@@ -1,0 +1,33 @@
+"""The jobs people and sensors launch. Each is a selection over the one asset graph."""
+
+import dagster as dg
+
+_MONITORING = dg.AssetSelection.groups("monitoring")
+
+# Raw files -> features -> gated, registered model: `churn run`, `churn demo`, "Materialize all".
+churn_pipeline = dg.define_asset_job(
+    "churn_pipeline",
+    selection=dg.AssetSelection.all() - _MONITORING,
+    description="Raw files -> warehouse -> dbt features and labels -> validated dataset -> "
+    "gated model -> ONNX -> registered version.",
+)
+
+# What the retraining sensor launches: rebuild features and labels for the latest complete
+# label window from the raw tables already loaded, then train, gate, export and register.
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.groups("staging", "features", "training"),
+    description="Rebuild dbt features and labels for the latest complete window and retrain.",
+)
+
+# New data arrives: load it, rebuild the features, measure drift against the champion.
+monitoring_job = dg.define_asset_job(
+    "monitoring_job",
+    selection=dg.AssetSelection.groups("ingest", "staging", "features") | _MONITORING,
+    description="Load the raw files, rebuild features and measure drift vs the champion.",
+)
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(jobs=[churn_pipeline, training_job, monitoring_job])

@@ -1,0 +1,83 @@
+"""The retraining sensor against a real (temporary) Dagster instance."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import dagster as dg
+import pytest
+
+from churn_assets.defs.monitoring.sensors import (
+    DRIFT_GATE,
+    retrain_decision,
+    retrain_on_drift_sensor,
+)
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def _drift_evaluation(instance: dg.DagsterInstance, *, passed: bool, share: float) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(
+            asset_key=DRIFT_GATE.asset_key,
+            check_name=DRIFT_GATE.name,
+            passed=passed,
+            metadata={"drift_share": share, "threshold": 0.3},
+        )
+    )
+
+
+def test_retrain_sensor_skips_until_the_drift_gate_has_run(instance: dg.DagsterInstance) -> None:
+    result = retrain_on_drift_sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(result, dg.SkipReason)
+    assert result.skip_message == "the drift gate has not been evaluated yet"
+
+
+def test_retrain_sensor_skips_when_the_latest_drift_gate_passed(
+    instance: dg.DagsterInstance,
+) -> None:
+    _drift_evaluation(instance, passed=False, share=0.6)
+    _drift_evaluation(instance, passed=True, share=0.1)  # latest wins
+    result = retrain_decision(instance, None, now=1_000.0, cooldown_seconds=0)
+    assert isinstance(result, dg.SkipReason)
+    assert "passed: share 0.10" in (result.skip_message or "")
+
+
+def test_retrain_sensor_requests_training_once_per_failed_evaluation(
+    instance: dg.DagsterInstance,
+) -> None:
+    _drift_evaluation(instance, passed=False, share=0.6)
+    first = retrain_on_drift_sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(first, dg.SensorResult)
+    (request,) = first.run_requests or []
+    assert request.tags["churn/trigger"] == "drift"
+    assert retrain_on_drift_sensor.job_name == "training_job"
+    # Same failed evaluation, next tick: no second run (no retrain storm).
+    again = retrain_on_drift_sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+    assert isinstance(again, dg.SkipReason)
+    assert "already retrained for drift evaluation" in (again.skip_message or "")
+
+
+@pytest.mark.parametrize(
+    ("seconds_since_last", "expect_run"),
+    [
+        (10.0, False),  # a new drift failure 10 s after the last retrain: cooling down
+        (4_000.0, True),  # past the one-hour cooldown: retrain again
+    ],
+)
+def test_retrain_sensor_respects_the_cooldown(
+    instance: dg.DagsterInstance, seconds_since_last: float, expect_run: bool
+) -> None:
+    cursor = json.dumps({"last_execution_id": 0, "last_triggered_at": 1_000.0})
+    _drift_evaluation(instance, passed=False, share=0.5)
+    result = retrain_decision(
+        instance, cursor, now=1_000.0 + seconds_since_last, cooldown_seconds=3_600
+    )
+    assert isinstance(result, dg.SensorResult) is expect_run
+    if not expect_run:
+        assert "cooldown" in (result.skip_message or "")  # type: ignore[union-attr]

@@ -1,0 +1,143 @@
+"""The promotion sensor against a real MLflow registry (its own SQLite store).
+
+Versions are registered from the demo model's real files (ONNX, holdout rows) with the
+gate results a test needs, then the sensor is evaluated with a real Dagster instance.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from click.testing import Result
+from mlflow.tracking import MlflowClient
+
+from churn_assets.defs.promotion.sensors import champion_promotion_sensor
+from churn_assets.defs.resources import MlflowResource
+from churn_assets.ml import tracking
+from churn_assets.ml.artifacts import HOLDOUT_FILE, ONNX_FILE, REFERENCE_FILE
+from churn_assets.ml.champion import TAG_DECISION
+from churn_assets.ml.export import sha256_file
+from churn_assets.settings import load_settings
+
+pytestmark = pytest.mark.integration
+
+PASSED = {"holdout ROC AUC": {"passed": True}, "ONNX parity": {"passed": True}}
+
+
+@pytest.fixture
+def demo_model_dir(demo: tuple[Result, Path]) -> Path:
+    settings = load_settings()
+    client = MlflowClient(settings.resolved_tracking_uri)
+    run_id = client.get_model_version("churn-model", "1").tags["dagster_run_id"]
+    return settings.models_dir / run_id
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[MlflowResource]:
+    yield MlflowResource(
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        artifact_location=(tmp_path / "artifacts").as_uri(),
+    )
+
+
+def _register(
+    mlflow: MlflowResource, model_dir: Path, gates: dict[str, dict[str, bool]], sha: str | None
+) -> str:
+    experiment_id = mlflow.experiment_id()
+    run_id = tracking.log_training_run(
+        mlflow.tracking_uri,
+        experiment_id,
+        "test",
+        tracking.TrainingRunLog(
+            params={},
+            metrics={},
+            tags={},
+            artifacts=(model_dir / HOLDOUT_FILE, model_dir / REFERENCE_FILE),
+        ),
+    )
+    source = tracking.log_onnx_artifact(mlflow.tracking_uri, run_id, model_dir / ONNX_FILE)
+    tags = {
+        tracking.TAG_GATES: json.dumps(gates),
+        tracking.TAG_ONNX_SHA256: sha or sha256_file(model_dir / ONNX_FILE),
+    }
+    return tracking.register_version(mlflow.tracking_uri, source, run_id, tags, "test")
+
+
+def _evaluate(mlflow: MlflowResource, cursor: str | None = None) -> dg.SensorResult | dg.SkipReason:
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources={"mlflow": mlflow}
+        )
+        return champion_promotion_sensor(context)  # type: ignore[return-value]
+
+
+def test_first_gated_version_becomes_champion_and_is_decided_once(
+    store: MlflowResource, demo_model_dir: Path
+) -> None:
+    _register(store, demo_model_dir, PASSED, None)
+    first = _evaluate(store)
+    assert isinstance(first, dg.SensorResult)
+    (event,) = first.asset_events
+    assert event.metadata["promoted"].value is True  # type: ignore[union-attr]
+    assert tracking.alias_version(store.tracking_uri, "champion") == "1"
+    again = _evaluate(store, first.cursor)
+    assert isinstance(again, dg.SkipReason)
+    assert "no undecided version of churn-model after v1" in (again.skip_message or "")
+    # even without the cursor, the decision tag stops a second decision
+    assert isinstance(_evaluate(store), dg.SkipReason)
+
+
+@pytest.mark.parametrize(
+    ("gates", "sha", "reason"),
+    [
+        # failed its AUC gate: never promoted, whatever its AUC
+        ({"holdout ROC AUC": {"passed": False}}, None, "failed gate(s): holdout ROC AUC"),
+        # gates passed, but the file is not the one that passed them
+        (PASSED, "0" * 64, "does not match the sha256 it was gated with"),
+        # no gate results at all (e.g. registered by hand)
+        ({}, None, "no gate results recorded"),
+    ],
+)
+def test_a_version_that_did_not_pass_its_gates_is_never_promoted(
+    store: MlflowResource,
+    demo_model_dir: Path,
+    gates: dict[str, dict[str, bool]],
+    sha: str | None,
+    reason: str,
+) -> None:
+    _register(store, demo_model_dir, gates, sha)
+    result = _evaluate(store)
+    assert isinstance(result, dg.SensorResult)
+    (event,) = result.asset_events
+    assert event.metadata["promoted"].value is False  # type: ignore[union-attr]
+    assert reason in (event.description or "")
+    assert tracking.alias_version(store.tracking_uri, "champion") is None
+    version = MlflowClient(store.tracking_uri).get_model_version("churn-model", "1")
+    assert version.tags[TAG_DECISION] == "kept"
+
+
+def test_an_identical_challenger_does_not_replace_the_champion(
+    store: MlflowResource, demo_model_dir: Path
+) -> None:
+    _register(store, demo_model_dir, PASSED, None)
+    _evaluate(store)
+    _register(store, demo_model_dir, PASSED, None)
+    result = _evaluate(store, json.dumps({"last_version": 1}))
+    assert isinstance(result, dg.SensorResult)
+    assert "required gain 0.010" in (result.asset_events[0].description or "")
+    assert tracking.alias_version(store.tracking_uri, "champion") == "1"
+    assert tracking.alias_version(store.tracking_uri, "challenger") == "2"
+
+
+def test_unreachable_registry_makes_the_sensor_skip_with_a_reason() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = _evaluate(MlflowResource(tracking_uri=f"http://127.0.0.1:{port}"))
+    assert isinstance(result, dg.SkipReason)
+    assert (result.skip_message or "").startswith("registry unreachable, nothing decided")
