@@ -117,8 +117,29 @@ def _run_and_promote(settings: Settings, as_of: date | None) -> None:
         _report(result, settings)
         for line in promote(instance):
             click.echo(f"  {line}")
-    champion = _status(settings)["champion"]
-    click.echo(f"  champion:  {_describe_model(champion)}")
+        champion = _status(settings)["champion"]
+        click.echo(f"  champion:  {_describe_model(champion)}")
+        if champion is not None:
+            scoring = run_job(instance, "scoring_job")
+            if not scoring.success:
+                _report(scoring, settings)
+            click.echo(f"  scores:    {_scores_summary(settings)}")
+            click.echo(
+                '  analysts:  psql "$(churn warehouse-url)" -c '
+                "'select * from analytics.churn_risk_by_segment'"
+            )
+
+
+def _scores_summary(settings: Settings) -> str:
+    from churn_assets.warehouse import connect
+
+    with connect(_warehouse_url(settings)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "select count(*), count(*) filter (where risk_band = 'high'), min(model_version) "
+            "from scoring.churn_scores"
+        )
+        rows, high, version = cur.fetchone()
+    return f"{rows:,} customers scored by champion v{version} ({high:,} high risk)"
 
 
 def _drift_story(settings: Settings) -> None:
@@ -194,7 +215,8 @@ def status(as_json: bool) -> None:
     JSON: {"tracking_uri", "model_name", "latest_model", "champion"}; each model is null or
     {"version", "metrics": {"auc", "pr_auc", "brier", "log_loss", "f1", "threshold"},
     "oracle_auc", "onnx_parity_max_abs_diff", "onnx_sha256", "data_as_of", "trained_at",
-    "dagster_run_id", "mlflow_run_id", "gates"}.
+    "dagster_run_id", "mlflow_run_id", "gates", "promotion": null or {"decision", "reason",
+    "compared_with"}}.
     """
     import json
 
@@ -217,7 +239,7 @@ def _status(settings: Settings) -> dict[str, Any]:
         "latest_model": None,
         "champion": None,
     }
-    if not tracking.is_remote(uri) and not (settings.mlflow_dir / "mlflow.db").exists():
+    if tracking.local_store_missing(uri):
         return report  # nothing trained yet; do not create an empty store just to look
     try:
         tracking.check_reachable(uri)
@@ -250,6 +272,26 @@ def _describe_model(model: dict[str, Any] | None) -> str:
         f"trained {model['trained_at']}",
     ]
     return ", ".join(part for part in parts if part)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address.")
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--api-key-env",
+    default="CHURN_API_KEY",
+    show_default=True,
+    help="Environment variable holding the API key; unset means no key is required.",
+)
+@click.option("--poll-seconds", default=5.0, show_default=True, type=float)
+def serve(host: str, port: int, api_key_env: str, poll_seconds: float) -> None:
+    """Serve the champion over HTTP (POST /predict, /predict/batch, GET /health, /model);
+    follows the MLflow `champion` alias without a restart."""
+    from churn_assets.serving.server import serve as run_server
+
+    run_server(
+        host=host, port=port, api_key=os.environ.get(api_key_env) or None, poll_seconds=poll_seconds
+    )
 
 
 @main.command("warehouse-url")

@@ -3,11 +3,13 @@
 import dagster as dg
 
 _MONITORING = dg.AssetSelection.groups("monitoring")
+# Scoring needs a champion, which the promotion sensor sets after the pipeline has run.
+_SCORING = dg.AssetSelection.groups("scoring", "analytics")
 
 # Raw files -> features -> gated, registered model: `churn run`, `churn demo`, "Materialize all".
 churn_pipeline = dg.define_asset_job(
     "churn_pipeline",
-    selection=dg.AssetSelection.all() - _MONITORING,
+    selection=dg.AssetSelection.all() - _MONITORING - _SCORING,
     description="Raw files -> warehouse -> dbt features and labels -> validated dataset -> "
     "gated model -> ONNX -> registered version.",
 )
@@ -28,6 +30,14 @@ monitoring_job = dg.define_asset_job(
 )
 
 
+# Score every current customer with the champion, then refresh the analyst views.
+scoring_job = dg.define_asset_job(
+    "scoring_job",
+    selection=_SCORING,
+    description="Batch-score current customers with the champion's ONNX; refresh analyst views.",
+)
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(jobs=[churn_pipeline, training_job, monitoring_job])
+    return dg.Definitions(jobs=[churn_pipeline, training_job, monitoring_job, scoring_job])

@@ -22,9 +22,13 @@ from churn_assets.settings import DBT_PROJECT_DIR, load_settings
 SOURCE_ASSET_KEYS: Mapping[tuple[str, str], dg.AssetKey] = {
     ("raw", "customers"): dg.AssetKey("raw_customers"),
     ("raw", "orders"): dg.AssetKey("raw_orders"),
+    ("scoring", "churn_scores"): dg.AssetKey("churn_scores"),
 }
 # dbt folder (fqn[1]) -> Dagster group; everything else lands in "features".
-_GROUPS_BY_FOLDER = {"staging": "staging", "marts": "features"}
+_GROUPS_BY_FOLDER = {"staging": "staging", "marts": "features", "analytics": "analytics"}
+# The analyst views read the batch scores, which the Dagster step `churn_scores` writes
+# after the features: they are a separate dbt step so the graph has no cycle.
+ANALYTICS_SELECT = "path:models/analytics"
 
 
 @cache

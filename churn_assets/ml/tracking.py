@@ -42,6 +42,13 @@ def is_remote(tracking_uri: str) -> bool:
     return tracking_uri.startswith(("http://", "https://"))
 
 
+def local_store_missing(tracking_uri: str) -> bool:
+    """A local SQLite store that nothing has written yet (reading it would create it)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return False
+    return not Path(tracking_uri.removeprefix("sqlite:///")).exists()
+
+
 def check_reachable(tracking_uri: str, timeout_seconds: float = 3.0) -> None:
     """Raise :class:`RegistryUnavailable` when a tracking server does not answer quickly.
 
@@ -174,6 +181,13 @@ def describe_version(
         "dagster_run_id": tags.get(TAG_DAGSTER_RUN_ID),
         "mlflow_run_id": model_version.run_id,
         "gates": json.loads(tags[TAG_GATES]) if TAG_GATES in tags else None,
+        "promotion": {
+            "decision": tags.get("promotion.decision"),
+            "reason": tags.get("promotion.reason"),
+            "compared_with": tags.get("promotion.champion_version"),
+        }
+        if "promotion.decision" in tags
+        else None,
     }
 
 

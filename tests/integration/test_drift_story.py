@@ -64,6 +64,9 @@ def test_drift_story_moves_the_alias_exactly_as_decided(home: Path) -> None:
     status = json.loads(CliRunner().invoke(main, ["status", "--json"]).output)
     assert status["champion"]["version"] == champion
     assert status["latest_model"]["version"] == "2"
+    promotion = status["latest_model"]["promotion"]
+    assert promotion["decision"] == v2.tags[TAG_DECISION]
+    assert promotion["compared_with"] == "1" and promotion["reason"]
 
 
 def test_drift_story_shows_the_champion_history_in_dagster(home: Path) -> None:

@@ -141,3 +141,13 @@ def test_unreachable_registry_makes_the_sensor_skip_with_a_reason() -> None:
     result = _evaluate(MlflowResource(tracking_uri=f"http://127.0.0.1:{port}"))
     assert isinstance(result, dg.SkipReason)
     assert (result.skip_message or "").startswith("registry unreachable, nothing decided")
+
+
+def test_sensor_skips_before_anything_was_ever_registered(tmp_path: Path) -> None:
+    # Regression guard: on a fresh CHURN_HOME the daemon ticks before any training; reading
+    # the not-yet-created SQLite store must not create it or fail.
+    uri = f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}"
+    result = _evaluate(MlflowResource(tracking_uri=uri))
+    assert isinstance(result, dg.SkipReason)
+    assert "no model registered yet" in (result.skip_message or "")
+    assert not (tmp_path / "none").exists()

@@ -107,7 +107,7 @@ def test_failure_midway_through_the_load_rolls_back_both_tables(
     bigger = tmp_path / "bigger"
     _write(bigger, pd.concat([CUSTOMERS, CUSTOMERS.assign(customer_id=["c3", "c4"])]), ORDERS)
     tables = read_raw_tables(bigger)
-    real_copy = loader._copy
+    real_copy = loader.copy_frame
     calls = []
 
     def copy_then_fail_on_orders(cur, table, frame):  # type: ignore[no-untyped-def]
@@ -117,7 +117,7 @@ def test_failure_midway_through_the_load_rolls_back_both_tables(
         real_copy(cur, table, frame)
 
     with (
-        mock.patch.object(loader, "_copy", copy_then_fail_on_orders),
+        mock.patch.object(loader, "copy_frame", copy_then_fail_on_orders),
         pytest.raises(ConnectionError),
         warehouse.connect(fresh_database_url) as conn,
     ):

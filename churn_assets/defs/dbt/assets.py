@@ -14,7 +14,13 @@ import psycopg2
 from dagster_dbt import DbtCliResource, dbt_assets
 
 from churn_assets.defs.resources import WarehouseResource
-from churn_assets.lib.dbt import ChurnDbtTranslator, churn_dbt_project, dbt_build_args, environ
+from churn_assets.lib.dbt import (
+    ANALYTICS_SELECT,
+    ChurnDbtTranslator,
+    churn_dbt_project,
+    dbt_build_args,
+    environ,
+)
 from churn_assets.settings import load_settings
 
 _PREVIEW_ROWS = 10
@@ -44,8 +50,36 @@ class DbtBuildConfig(dg.Config):
     manifest=churn_dbt_project().manifest_path,
     project=churn_dbt_project(),
     dagster_dbt_translator=ChurnDbtTranslator(),
+    exclude=ANALYTICS_SELECT,
 )
 def churn_dbt_models(
+    context: dg.AssetExecutionContext,
+    config: DbtBuildConfig,
+    dbt: DbtCliResource,
+    warehouse: WarehouseResource,
+) -> Iterator[Any]:
+    """Staging, features, labels and the training snapshot."""
+    yield from _build(context, config, dbt, warehouse)
+
+
+@dbt_assets(
+    manifest=churn_dbt_project().manifest_path,
+    project=churn_dbt_project(),
+    dagster_dbt_translator=ChurnDbtTranslator(),
+    select=ANALYTICS_SELECT,
+    name="analytics_dbt_models",
+)
+def analytics_dbt_models(
+    context: dg.AssetExecutionContext,
+    config: DbtBuildConfig,
+    dbt: DbtCliResource,
+    warehouse: WarehouseResource,
+) -> Iterator[Any]:
+    """Analyst views over the batch scores (customer_360, churn_risk_by_segment)."""
+    yield from _build(context, config, dbt, warehouse)
+
+
+def _build(
     context: dg.AssetExecutionContext,
     config: DbtBuildConfig,
     dbt: DbtCliResource,
@@ -137,4 +171,4 @@ def _preview(warehouse: WarehouseResource, query: str) -> dg.MetadataValue:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(assets=[churn_dbt_models])
+    return dg.Definitions(assets=[churn_dbt_models, analytics_dbt_models])

@@ -72,6 +72,8 @@ def promotion_events(
 def champion_promotion_sensor(
     context: dg.SensorEvaluationContext, mlflow: MlflowResource
 ) -> dg.SensorResult | dg.SkipReason:
+    if tracking.local_store_missing(mlflow.tracking_uri):
+        return dg.SkipReason("no model registered yet (the local MLflow store does not exist)")
     try:
         tracking.check_reachable(mlflow.tracking_uri)
     except tracking.RegistryUnavailable as exc:

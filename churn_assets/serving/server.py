@@ -1,0 +1,122 @@
+"""Run the scoring API: ``serve()`` for the CLI, :class:`BackgroundServer` for tests/benchmarks.
+
+The CLI command ``churn serve`` calls::
+
+    serve(host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          poll_seconds: float = 5.0, *, access_log: bool = True) -> None
+
+It reads the settings (MLflow tracking URI, warehouse URL or the embedded Postgres), loads
+the current ``champion`` of ``churn-model`` (raising :class:`ServingError` when there is
+none to load), starts the poller that hot-reloads it when the alias moves, and runs uvicorn
+until interrupted. It binds loopback by default: exposing the API is a deliberate
+``host="0.0.0.0"``, best with an ``api_key``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from churn_assets import warehouse
+from churn_assets.serving.app import WarehouseFeatureSource, create_app
+from churn_assets.serving.model_store import DEFAULT_POLL_SECONDS, ChampionHolder
+from churn_assets.settings import load_settings
+
+log = logging.getLogger(__name__)
+
+
+class ServingError(RuntimeError):
+    """The service cannot start (e.g. no champion to serve)."""
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    poll_seconds: float = DEFAULT_POLL_SECONDS,
+    *,
+    access_log: bool = True,
+) -> None:
+    """Serve the champion over HTTP until interrupted (Ctrl-C / SIGTERM)."""
+    settings = load_settings()
+    holder = ChampionHolder.from_mlflow(settings.resolved_tracking_uri, poll_seconds=poll_seconds)
+    holder.refresh()
+    state = holder.state()
+    if state.model is None:
+        # Failing fast beats a server that answers 503 until someone trains a model.
+        reason = state.last_error.message if state.last_error else "unknown"
+        raise ServingError(
+            f"no champion model to serve from {settings.resolved_tracking_uri}: {reason} "
+            "(run `churn demo` or train and promote a model first)"
+        )
+    url = settings.warehouse_url or warehouse.start_embedded(settings.embedded_pg_dir)
+    source = WarehouseFeatureSource(url)
+    if api_key is None and not _is_loopback(host):
+        log.warning("serving on %s without an API key: anyone who can reach it can score", host)
+    app = create_app(holder, source, api_key)
+    holder.start()
+    try:
+        uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
+    finally:
+        holder.stop()
+        source.close()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class BackgroundServer:
+    """A real uvicorn server in a daemon thread on loopback, as a context manager.
+
+    ``port=0`` lets the OS pick a free port (read it from :attr:`url`). uvicorn only
+    installs signal handlers in the main thread, so running it in another one is safe.
+    """
+
+    def __init__(
+        self,
+        app: FastAPI,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        startup_timeout: float = 30.0,
+        **config: Any,
+    ) -> None:
+        config.setdefault("log_level", "warning")
+        config.setdefault("access_log", False)
+        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **config))
+        self._thread = threading.Thread(target=self._server.run, name="uvicorn", daemon=True)
+        self._startup_timeout = startup_timeout
+        self.url = ""
+
+    def __enter__(self) -> BackgroundServer:
+        self._thread.start()
+        deadline = time.monotonic() + self._startup_timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._server.should_exit = True
+                raise ServingError("uvicorn did not start (see its log)")
+            time.sleep(0.01)
+        host, port = self._server.servers[0].sockets[0].getsockname()[:2]
+        self.url = f"http://{host}:{port}"
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=self._startup_timeout)

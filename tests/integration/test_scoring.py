@@ -1,0 +1,108 @@
+"""Batch scores in Postgres and the analyst views on top of them, after `churn demo`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import Result
+from dagster_dbt import DbtCliResource
+from mlflow.tracking import MlflowClient
+
+from churn_assets import warehouse
+from churn_assets.data import scores as scores_module
+from churn_assets.data.snapshot import read_feature_table
+from churn_assets.lib.dbt import churn_dbt_project, environ
+from churn_assets.ml.export import OnnxScorer
+from churn_assets.ml.features import to_model_inputs
+from churn_assets.serving.bands import risk_band
+from churn_assets.settings import load_settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def url(demo: tuple[Result, Path], embedded_url: str) -> str:
+    assert demo[0].exit_code == 0, demo[0].output
+    return embedded_url
+
+
+def _frame(url: str, query: str) -> pd.DataFrame:
+    with warehouse.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(query)
+        columns = [c.name for c in cur.description or ()]
+        return pd.DataFrame(cur.fetchall(), columns=columns)
+
+
+def _champion_version() -> Any:
+    client = MlflowClient(load_settings().resolved_tracking_uri)
+    return client.get_model_version_by_alias("churn-model", "champion")
+
+
+def test_every_current_customer_is_scored_with_lineage(url: str) -> None:
+    scores = _frame(url, "select * from scoring.churn_scores order by customer_id")
+    with warehouse.connect(url) as conn:
+        features = read_feature_table(conn, "marts.current_features")
+    assert list(scores["customer_id"]) == list(features["customer_id"])
+    champion = _champion_version()
+    assert set(scores["model_version"]) == {str(champion.version)}
+    assert set(scores["model_sha256"]) == {champion.tags["onnx_sha256"]}
+    assert set(scores["model_name"]) == {"churn-model"}
+    assert {str(d) for d in scores["feature_as_of"]} == {str(d) for d in features["as_of"]}
+    assert scores["dagster_run_id"].nunique() == 1 and scores["scored_at"].nunique() == 1
+    # the stored probability is what the champion's ONNX gives for those features
+    run_id = champion.tags["dagster_run_id"]
+    onnx = load_settings().models_dir / run_id / "model.onnx"
+    expected = OnnxScorer(onnx).predict(to_model_inputs(features))
+    np.testing.assert_allclose(scores["churn_probability"], expected, atol=1e-6)
+    assert [risk_band(p) for p in scores["churn_probability"]] == list(scores["risk_band"])
+
+
+def test_a_failure_mid_write_leaves_the_previous_scores(url: str) -> None:
+    before = _frame(url, "select * from scoring.churn_scores order by customer_id")
+    history = _frame(url, "select count(*) as n from scoring.churn_scores_history")["n"][0]
+    replacement = before.assign(churn_probability=0.5, risk_band="medium", dagster_run_id="x")
+    real_copy = scores_module.copy_frame
+
+    def fail_on_current(cur, table, frame):  # type: ignore[no-untyped-def]
+        if table == "scoring.churn_scores":
+            raise ConnectionError("connection lost while writing scores")
+        real_copy(cur, table, frame)
+
+    with (
+        mock.patch.object(scores_module, "copy_frame", fail_on_current),
+        pytest.raises(ConnectionError),
+        warehouse.connect(url) as conn,
+    ):
+        scores_module.write_scores(conn, replacement)
+    after = _frame(url, "select * from scoring.churn_scores order by customer_id")
+    pd.testing.assert_frame_equal(after, before)
+    assert _frame(url, "select count(*) as n from scoring.churn_scores_history")["n"][0] == history
+
+
+def test_analyst_views_cover_every_scored_customer(url: str) -> None:
+    c360 = _frame(url, "select * from analytics.customer_360")
+    scored = _frame(url, "select count(*) as n from scoring.churn_scores")["n"][0]
+    assert len(c360) == scored
+    assert c360["score_is_current"].all()
+    segments = _frame(url, "select * from analytics.churn_risk_by_segment")
+    assert segments["customers"].sum() == scored
+    high = (c360["risk_band"] == "high").sum()
+    assert segments["high_risk_customers"].sum() == high
+    assert set(segments["email_domain_class"]) <= {"free", "business", "education", "unknown"}
+
+
+def test_dbt_docs_generate_works_for_analysts(url: str, tmp_path: Path) -> None:
+    project = churn_dbt_project()
+    with environ(warehouse.parse_url(url).dbt_env()):
+        invocation = DbtCliResource(project_dir=project).cli(
+            ["docs", "generate"], target_path=tmp_path, raise_on_error=False
+        )
+        invocation.wait()
+    assert invocation.is_successful()
+    catalog = (project.project_dir / tmp_path / "catalog.json").read_text()
+    assert "customer_360" in catalog and "churn_risk_by_segment" in catalog
