@@ -48,10 +48,22 @@ def write_scores(conn: psycopg2.extensions.connection, scores: pd.DataFrame) -> 
             cur.execute(f"create schema if not exists {SCORES_SCHEMA}")
             for table in ("churn_scores", "churn_scores_history"):
                 cur.execute(f"create table if not exists {SCORES_SCHEMA}.{table} ({_DDL})")
-            copy_frame(cur, f"{SCORES_SCHEMA}.churn_scores_history", frame)
+            # One client-side COPY into a staging table, then server-side inserts: sending
+            # the rows twice (history and current) doubled the write time at 1M rows.
+            cur.execute(
+                f"create temp table scores_load (like {SCORES_SCHEMA}.churn_scores) on commit drop"
+            )
+            copy_frame(cur, "scores_load", frame)
+            cur.execute(
+                f"insert into {SCORES_SCHEMA}.churn_scores_history select * from scores_load"
+            )
             cur.execute(f"truncate {SCORES_SCHEMA}.churn_scores")
-            copy_frame(cur, f"{SCORES_SCHEMA}.churn_scores", frame)
+            _insert_current(cur)
         conn.commit()
     except BaseException:
         conn.rollback()
         raise
+
+
+def _insert_current(cur: psycopg2.extensions.cursor) -> None:
+    cur.execute(f"insert into {SCORES_SCHEMA}.churn_scores select * from scores_load")

@@ -66,15 +66,13 @@ def test_a_failure_mid_write_leaves_the_previous_scores(url: str) -> None:
     before = _frame(url, "select * from scoring.churn_scores order by customer_id")
     history = _frame(url, "select count(*) as n from scoring.churn_scores_history")["n"][0]
     replacement = before.assign(churn_probability=0.5, risk_band="medium", dagster_run_id="x")
-    real_copy = scores_module.copy_frame
 
-    def fail_on_current(cur, table, frame):  # type: ignore[no-untyped-def]
-        if table == "scoring.churn_scores":
-            raise ConnectionError("connection lost while writing scores")
-        real_copy(cur, table, frame)
+    def fail_on_current(cur):  # type: ignore[no-untyped-def]
+        # history is written and current truncated by now: the worst moment to fail
+        raise ConnectionError("connection lost while writing scores")
 
     with (
-        mock.patch.object(scores_module, "copy_frame", fail_on_current),
+        mock.patch.object(scores_module, "_insert_current", fail_on_current),
         pytest.raises(ConnectionError),
         warehouse.connect(url) as conn,
     ):
