@@ -23,7 +23,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' feature fixture
 
-from churn_assets import warehouse  # noqa: E402
+from churn_assets import warehouse
 from churn_assets.data.generator import GeneratorConfig, generate
 from churn_assets.data.scores import write_scores
 from churn_assets.data.snapshot import read_feature_table

@@ -294,6 +294,45 @@ def serve(host: str, port: int, api_key_env: str, poll_seconds: float) -> None:
     )
 
 
+@main.group()
+def stack() -> None:
+    """The production topology natively: Postgres, MLflow server, code server, webserver,
+    daemon and scorer as separate processes (what docker/compose.yaml runs)."""
+
+
+@stack.command("up")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="State directory [default: <CHURN_HOME>/stack].",
+)
+@click.option("--no-scorer", is_flag=True, help="Start the scorer later (needs a champion).")
+def stack_up(root: Path | None, no_scorer: bool) -> None:
+    """Start every process and wait until each is healthy; print where they listen."""
+    from churn_assets import stack as churn_stack
+
+    target = root or _settings().home / "stack"
+    try:
+        started = churn_stack.up(target, scorer=not no_scorer)
+    except churn_stack.StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"webserver  {started.webserver_url}")
+    click.echo(f"mlflow     {started.mlflow_url}")
+    click.echo(f"scorer     {started.scorer_url}" + (" (not started)" if no_scorer else ""))
+    click.echo(f"warehouse  {started.warehouse_url}")
+    click.echo(f"logs       {target / 'logs'}   stop with: churn stack down")
+
+
+@stack.command("down")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path))
+def stack_down(root: Path | None) -> None:
+    """Stop every stack process and its Postgres server (state stays on disk)."""
+    from churn_assets import stack as churn_stack
+
+    stopped = churn_stack.down(root or _settings().home / "stack")
+    click.echo("stopped: " + (", ".join(stopped) or "nothing was running"))
+
+
 @main.command("warehouse-url")
 def warehouse_url() -> None:
     """Print the warehouse URI (starts the embedded server if needed); psql accepts it."""

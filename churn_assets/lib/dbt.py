@@ -39,7 +39,16 @@ def churn_dbt_project() -> DbtProject:
     no manifest exists, so a fresh clone loads under any entry point (pytest, ``churn``).
     """
     _put_interpreter_bin_on_path()
-    project = DbtProject(project_dir=DBT_PROJECT_DIR, target=load_settings().dbt_target)
+    settings = load_settings()
+    project = DbtProject(project_dir=DBT_PROJECT_DIR, target=settings.dbt_target)
+    if settings.warehouse_url:
+        # The manifest records the database name; Dagster's row-count queries use it, so
+        # parse against the configured warehouse (no connection is made to parse).
+        from churn_assets.warehouse import parse_url
+
+        with environ(parse_url(settings.warehouse_url).dbt_env()):
+            project.preparer.prepare(project)
+        return project
     project.prepare_if_dev()
     if not project.manifest_path.exists():
         project.preparer.prepare(project)

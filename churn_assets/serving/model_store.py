@@ -293,9 +293,7 @@ class ChampionHolder:
             if self._thread is not None:
                 return
             self._stop.clear()
-            self._thread = threading.Thread(
-                target=self._poll, name="champion-poller", daemon=True
-            )
+            self._thread = threading.Thread(target=self._poll, name="champion-poller", daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:

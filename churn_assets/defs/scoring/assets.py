@@ -66,7 +66,7 @@ def churn_scores(
             "mean_churn_probability": dg.MetadataValue.float(float(probabilities.mean()))
             if len(scores)
             else 0.0,
-            "risk_bands": dg.MetadataValue.json({k: int(v) for k, v in bands.items()}),
+            "risk_bands": dg.MetadataValue.json({str(k): int(v) for k, v in bands.items()}),
             "preview": dg.MetadataValue.md(
                 scores.sort_values("churn_probability", ascending=False)
                 .head(10)[["customer_id", "churn_probability", "risk_band"]]

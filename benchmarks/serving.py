@@ -1,0 +1,343 @@
+"""Online scoring latency: single ``/predict`` requests against a real uvicorn server.
+
+Why: the scoring API promises interactive latency (goal p99 <= 5 ms on a 2-core machine,
+reference bar 50 ms); this measures what a client sees, and what the server part of it is.
+
+Setup: needs a finished ``churn demo`` (a champion in MLflow, ``marts.current_features`` in
+the warehouse) under the current settings (``CHURN_HOME``). The server runs in its own
+process, built like ``churn_assets.serving.server.serve`` builds it (MLflow champion with
+the 5-second poller running, pooled warehouse lookups, uvicorn with uvloop/httptools when
+installed, loopback) plus two baseline routes for comparison: ``GET /baseline`` (a trivial
+async endpoint: HTTP + FastAPI + client floor) and ``POST /baseline/validate`` (parses and
+validates the same request body as ``/predict``, scores nothing). An ASGI wrapper reports
+the application's own time per request in a ``Server-Timing`` header.
+
+The client is this process: ``--threads`` threads, one keep-alive ``httpx.Client`` each,
+sending ``--requests`` requests per scenario back to back after ``--warmup`` untimed ones.
+Feature payloads are the demo's current feature rows; ids are its customers. Latency is
+measured around each ``client.post`` call, so it includes the client's own Python work.
+Finally the steps inside one ``/predict`` are timed in process, without HTTP.
+
+    churn demo                          # once, if CHURN_HOME holds no demo yet
+    python benchmarks/serving.py        # 1 and 4 client threads, 2,000 requests each
+    python benchmarks/serving.py --threads 4 --requests 5000 --access-log
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# At module level: FastAPI resolves the (postponed) annotations of the baseline routes here.
+from churn_assets.serving.app import PredictRequest
+
+SCENARIOS: dict[str, tuple[str, str, str]] = {
+    # name -> (method, path, body kind)
+    "GET /baseline (trivial endpoint)": ("GET", "/baseline", "none"),
+    "POST /baseline/validate (no scoring)": ("POST", "/baseline/validate", "features"),
+    "POST /predict with features": ("POST", "/predict", "features"),
+    "POST /predict with customer_id": ("POST", "/predict", "customer_id"),
+}
+
+
+# --- server (child process) -------------------------------------------------------------
+
+
+def run_server(access_log: bool) -> None:
+    """Child: serve like ``serve()`` does, print the URL, run until stdin closes."""
+    from fastapi import FastAPI
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from churn_assets import warehouse
+    from churn_assets.serving.app import WarehouseFeatureSource, create_app
+    from churn_assets.serving.model_store import ChampionHolder
+    from churn_assets.serving.server import BackgroundServer
+    from churn_assets.settings import load_settings
+
+    settings = load_settings()
+    holder = ChampionHolder.from_mlflow(settings.resolved_tracking_uri)
+    if not holder.refresh():
+        raise SystemExit(f"no champion to serve: {holder.state().last_error}")
+    url = settings.warehouse_url or warehouse.start_embedded(settings.embedded_pg_dir)
+    source = WarehouseFeatureSource(url)
+    app = create_app(holder, source, None)
+
+    @app.get("/baseline")
+    async def baseline() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.post("/baseline/validate")
+    async def baseline_validate(request: PredictRequest) -> dict[str, bool]:
+        return {"ok": request.features is not None}
+
+    class ServerTiming:
+        """Adds the app's time to ``Server-Timing`` when the response headers go out."""
+
+        def __init__(self, inner: ASGIApp) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            started = time.perf_counter()
+
+            async def timed_send(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    ms = (time.perf_counter() - started) * 1e3
+                    headers = [
+                        *message.get("headers", []),
+                        (b"server-timing", f"app;dur={ms:.4f}".encode()),
+                    ]
+                    message = {**message, "headers": headers}
+                await send(message)
+
+            await self.inner(scope, receive, timed_send)
+
+    wrapped: Any = ServerTiming(app)
+    assert isinstance(app, FastAPI)
+    holder.start()
+    config: dict[str, Any] = {"access_log": access_log}
+    if access_log:
+        config["log_level"] = "info"
+    try:
+        with BackgroundServer(wrapped, **config) as running:
+            print(running.url, flush=True)
+            sys.stdin.read()  # the parent closes our stdin to stop us
+    finally:
+        holder.stop()
+        source.close()
+
+
+# --- client (this process) --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Result:
+    latencies_ms: np.ndarray
+    app_ms: np.ndarray
+    wall_seconds: float
+    errors: int
+
+
+def run_scenario(
+    url: str, method: str, path: str, bodies: list[Any], n_requests: int, n_threads: int
+) -> Result:
+    import httpx
+
+    per_thread = n_requests // n_threads
+    latencies: list[list[float]] = [[] for _ in range(n_threads)]
+    app_times: list[list[float]] = [[] for _ in range(n_threads)]
+    errors = [0] * n_threads
+    ready = threading.Barrier(n_threads + 1)
+
+    def worker(index: int) -> None:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            client.request(method, path, json=bodies[0])  # open the keep-alive connection
+            ready.wait()
+            for n in range(per_thread):
+                body = bodies[(index * per_thread + n) % len(bodies)]
+                started = time.perf_counter()
+                response = client.request(method, path, json=body)
+                latencies[index].append((time.perf_counter() - started) * 1e3)
+                if response.status_code != 200:
+                    errors[index] += 1
+                timing = response.headers.get("server-timing", "")
+                if "dur=" in timing:
+                    app_times[index].append(float(timing.split("dur=")[1]))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    return Result(
+        np.concatenate([np.asarray(x) for x in latencies]),
+        np.concatenate([np.asarray(x) for x in app_times]),
+        wall,
+        sum(errors),
+    )
+
+
+def in_process_steps(bodies: list[dict[str, Any]], repeats: int = 2_000) -> dict[str, float]:
+    """Median microseconds of the steps inside one ``/predict`` (features), without HTTP."""
+    import json
+    import uuid
+    from datetime import UTC, datetime
+
+    from churn_assets.serving.app import Prediction, input_hash, score
+    from churn_assets.serving.bands import risk_band
+    from churn_assets.serving.model_store import ChampionHolder
+    from churn_assets.settings import load_settings
+
+    holder = ChampionHolder.from_mlflow(load_settings().resolved_tracking_uri)
+    holder.refresh()
+    model = holder.model
+    assert model is not None
+    raw = [json.dumps(b).encode() for b in bodies]
+    request = PredictRequest.model_validate_json(raw[0])
+    assert request.features is not None
+    features = request.features
+    p = float(score(model, [features])[0])
+
+    def build() -> bytes:
+        return (
+            Prediction(
+                model_name=model.name,
+                model_version=model.version,
+                model_sha256=model.sha256,
+                request_id=str(uuid.uuid4()),
+                scored_at=datetime.now(UTC),
+                customer_id=None,
+                features_as_of=None,
+                features=features,
+                input_hash=input_hash(features.model_dump()),
+                churn_probability=p,
+                risk_band=risk_band(p),
+            )
+            .model_dump_json()
+            .encode()
+        )
+
+    steps: dict[str, Callable[[], object]] = {
+        "parse + validate request body (pydantic)": lambda: PredictRequest.model_validate_json(
+            raw[0]
+        ),
+        "score 1 row (numpy arrays + onnxruntime)": lambda: score(model, [features]),
+        "onnxruntime session.run alone": lambda: model.scorer.session.run(
+            None,
+            {
+                "numeric": np.ones((1, 7), dtype=np.float32),
+                "email_domain_class": np.zeros(1, dtype=np.int64),
+            },
+        ),
+        "input hash (canonical JSON + sha256)": lambda: input_hash(features.model_dump()),
+        "build + serialise the response": build,
+    }
+    medians = {}
+    for name, step in steps.items():
+        step()
+        timings = []
+        for _ in range(repeats):
+            started = time.perf_counter_ns()
+            step()
+            timings.append((time.perf_counter_ns() - started) / 1e3)
+        medians[name] = statistics.median(timings)
+    return medians
+
+
+def demo_bodies() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Feature payloads and customer-id payloads from the demo's ``marts.current_features``."""
+    from churn_assets import warehouse
+    from churn_assets.data.snapshot import read_feature_table
+    from churn_assets.ml.features import CATEGORICAL_FEATURE, NUMERIC_FEATURES
+    from churn_assets.settings import load_settings
+
+    settings = load_settings()
+    url = settings.warehouse_url or warehouse.start_embedded(settings.embedded_pg_dir)
+    with warehouse.connect(url) as conn:
+        frame = read_feature_table(conn, "marts.current_features")
+    if frame.empty:
+        raise SystemExit("marts.current_features is empty: run `churn demo` first")
+    features = [
+        {
+            "features": {
+                **{n: float(row[n]) for n in NUMERIC_FEATURES},
+                CATEGORICAL_FEATURE: str(row[CATEGORICAL_FEATURE]),
+            }
+        }
+        for _, row in frame.iterrows()
+    ]
+    ids = [{"customer_id": c} for c in frame["customer_id"]]
+    return features, ids
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--requests", type=int, default=2_000, help="timed, per scenario")
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--access-log", action="store_true", help="uvicorn access log on")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        run_server(args.access_log)
+        return
+
+    features, ids = demo_bodies()
+    bodies: dict[str, list[Any]] = {"none": [None], "features": features, "customer_id": ids}
+    cmd = [sys.executable, __file__, "--child"] + (["--access-log"] if args.access_log else [])
+    server = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        if not url.startswith("http://127.0.0.1:"):
+            raise SystemExit("the server did not start (see its output above)")
+        load_before = os.getloadavg()[0]
+        rows = []
+        for n_threads in args.threads:
+            for name, (method, path, kind) in SCENARIOS.items():
+                run_scenario(url, method, path, bodies[kind], args.warmup, 1)
+                result = run_scenario(url, method, path, bodies[kind], args.requests, n_threads)
+                if result.errors:
+                    raise SystemExit(f"{name}: {result.errors} failed requests")
+                rows.append((name, n_threads, result))
+        load_after = os.getloadavg()[0]
+    finally:
+        if server.stdin is not None:
+            server.stdin.close()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    steps = in_process_steps(features[:1])
+
+    import fastapi
+    import httpx
+    import onnxruntime
+    import uvicorn
+
+    print(
+        f"python {platform.python_version()}, fastapi {fastapi.__version__}, uvicorn "
+        f"{uvicorn.__version__}, httpx {httpx.__version__}, onnxruntime "
+        f"{onnxruntime.__version__}, {platform.machine()}, {os.cpu_count()} cores; "
+        f"{args.requests:,} timed requests per row after {args.warmup} warm-up; access log "
+        f"{'on' if args.access_log else 'off'}; 1-min load average {load_before:.2f} -> "
+        f"{load_after:.2f}"
+    )
+    print()
+    print(
+        "| scenario | client threads | p50 (ms) | p95 (ms) | p99 (ms) | max (ms) | req/s "
+        "| app p50 (ms) | app p99 (ms) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, n_threads, r in rows:
+        p50, p95, p99 = np.percentile(r.latencies_ms, [50, 95, 99])
+        a50, a99 = np.percentile(r.app_ms, [50, 99])
+        print(
+            f"| {name} | {n_threads} | {p50:.2f} | {p95:.2f} | {p99:.2f} | "
+            f"{r.latencies_ms.max():.2f} | {len(r.latencies_ms) / r.wall_seconds:,.0f} | "
+            f"{a50:.3f} | {a99:.3f} |"
+        )
+    print()
+    print("In process, one /predict with features (median of 2,000 calls):")
+    print()
+    print("| step | median (us) |")
+    print("|---|---:|")
+    for name, micros in steps.items():
+        print(f"| {name} | {micros:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
