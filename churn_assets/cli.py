@@ -284,14 +284,29 @@ def _describe_model(model: dict[str, Any] | None) -> str:
     help="Environment variable holding the API key; unset means no key is required.",
 )
 @click.option("--poll-seconds", default=5.0, show_default=True, type=float)
-def serve(host: str, port: int, api_key_env: str, poll_seconds: float) -> None:
+@click.option(
+    "--wait-for-champion",
+    is_flag=True,
+    help="Start even when nothing is promoted yet (/health answers 503 until then).",
+)
+def serve(
+    host: str, port: int, api_key_env: str, poll_seconds: float, wait_for_champion: bool
+) -> None:
     """Serve the champion over HTTP (POST /predict, /predict/batch, GET /health, /model);
     follows the MLflow `champion` alias without a restart."""
+    from churn_assets.serving.server import ServingError
     from churn_assets.serving.server import serve as run_server
 
-    run_server(
-        host=host, port=port, api_key=os.environ.get(api_key_env) or None, poll_seconds=poll_seconds
-    )
+    try:
+        run_server(
+            host=host,
+            port=port,
+            api_key=os.environ.get(api_key_env) or None,
+            poll_seconds=poll_seconds,
+            wait_for_champion=wait_for_champion,
+        )
+    except ServingError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.group()

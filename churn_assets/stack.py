@@ -149,6 +149,7 @@ def up(root: Path, *, sensor_interval_seconds: int = 30, scorer: bool = True) ->
             str(ports["scorer"]),
             "--poll-seconds",
             "2",
+            "--wait-for-champion",
         ],
     }
     pids: dict[str, int] = {}

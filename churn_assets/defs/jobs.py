@@ -30,11 +30,11 @@ monitoring_job = dg.define_asset_job(
 )
 
 
-# Score every current customer with the champion, then refresh the analyst views.
+# Score every current customer with the champion, then refresh the analyst tables.
 scoring_job = dg.define_asset_job(
     "scoring_job",
     selection=_SCORING,
-    description="Batch-score current customers with the champion's ONNX; refresh analyst views.",
+    description="Batch-score current customers with the champion's ONNX; refresh analyst tables.",
 )
 
 

@@ -88,9 +88,14 @@ class WarehouseFeatureSource:
     one from a ``ThreadedConnectionPool``. That pool raises instead of waiting when it is
     exhausted, hence the semaphore with one slot per connection in front of it. A connection
     broken by a server restart is discarded and the lookup retried once on a fresh one.
+
+    One connection by default: a lookup is ~0.2 ms of mostly CPU, and on the 2-core
+    reference machine more concurrent lookups only oversubscribe the cores (4 connections
+    halved throughput and tripled p99 under 4 concurrent clients; ``benchmarks/RESULTS.md``).
+    Raise it for a remote warehouse, where concurrency hides network round trips.
     """
 
-    def __init__(self, url: str, max_connections: int = 4) -> None:
+    def __init__(self, url: str, max_connections: int = 1) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {max_connections}")
         self._url = url
@@ -372,12 +377,7 @@ def create_app(
         features = request.features
         if request.customer_id is not None:
             # psycopg2 blocks: keep it off the event loop
-            import os
-
-            if os.environ.get("EXP_INLINE"):
-                row = lookup(request.customer_id, request_id)
-            else:
-                row = await run_in_threadpool(lookup, request.customer_id, request_id)
+            row = await run_in_threadpool(lookup, request.customer_id, request_id)
             features, as_of = _stored_features(request.customer_id, row), _as_of(row)
         assert features is not None  # the request validator guarantees one of the two
         model = serving_model()  # read once: scoring and envelope use the same model

@@ -43,13 +43,18 @@ def serve(
     poll_seconds: float = DEFAULT_POLL_SECONDS,
     *,
     access_log: bool = True,
+    wait_for_champion: bool = False,
 ) -> None:
-    """Serve the champion over HTTP until interrupted (Ctrl-C / SIGTERM)."""
+    """Serve the champion over HTTP until interrupted (Ctrl-C / SIGTERM).
+
+    ``wait_for_champion`` starts without a model (``/health`` answers 503) and picks the
+    champion up when one is promoted: what a container wants, instead of a restart loop.
+    """
     settings = load_settings()
     holder = ChampionHolder.from_mlflow(settings.resolved_tracking_uri, poll_seconds=poll_seconds)
     holder.refresh()
     state = holder.state()
-    if state.model is None:
+    if state.model is None and not wait_for_champion:
         # Failing fast beats a server that answers 503 until someone trains a model.
         reason = state.last_error.message if state.last_error else "unknown"
         raise ServingError(

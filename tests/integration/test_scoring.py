@@ -82,7 +82,18 @@ def test_a_failure_mid_write_leaves_the_previous_scores(url: str) -> None:
     assert _frame(url, "select count(*) as n from scoring.churn_scores_history")["n"][0] == history
 
 
-def test_analyst_views_cover_every_scored_customer(url: str) -> None:
+def test_analyst_tables_cover_every_scored_customer(
+    url: str, demo: tuple[Result, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression guard: as views they were dropped (CASCADE) whenever a later dbt build
+    # rebuilt current_features, e.g. in a retraining run. Rebuild upstream, no rescoring:
+    import dagster as dg
+
+    from churn_assets.lib.runner import run_job
+
+    monkeypatch.setenv("CHURN_RAW_DIR", str(demo[1]))
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_job(instance, "churn_pipeline").success
     c360 = _frame(url, "select * from analytics.customer_360")
     scored = _frame(url, "select count(*) as n from scoring.churn_scores")["n"][0]
     assert len(c360) == scored

@@ -75,7 +75,7 @@ def analytics_dbt_models(
     dbt: DbtCliResource,
     warehouse: WarehouseResource,
 ) -> Iterator[Any]:
-    """Analyst views over the batch scores (customer_360, churn_risk_by_segment)."""
+    """Analyst tables over the batch scores (customer_360, churn_risk_by_segment)."""
     yield from _build(context, config, dbt, warehouse)
 
 
