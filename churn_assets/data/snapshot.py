@@ -7,23 +7,14 @@ import hashlib
 import pandas as pd
 import psycopg2.extensions
 
+from churn_assets.quality.training_data import EXPECTED_COLUMNS
+
 TRAINING_SNAPSHOT_TABLE = "marts.training_snapshot"
 FEATURE_TABLES = (TRAINING_SNAPSHOT_TABLE, "marts.current_features")
 
 # Postgres numeric arrives as Decimal and integers as Python ints; the model and the
-# data-quality suite want plain numpy dtypes.
-_DTYPES = {
-    "customer_id": "object",
-    "days_since_last_order": "int64",
-    "total_revenue_30d": "float64",
-    "total_revenue_90d": "float64",
-    "total_revenue_365d": "float64",
-    "order_frequency": "float64",
-    "cart_diversity": "int64",
-    "email_domain_class": "object",
-    "customer_lifetime_days": "int64",
-    "churned": "int64",
-}
+# data-quality suite want plain numpy dtypes: the suite's own table is the one definition.
+_DTYPES = {column: dtype for column, dtype in EXPECTED_COLUMNS.items() if column != "as_of"}
 
 
 def read_training_snapshot(conn: psycopg2.extensions.connection) -> pd.DataFrame:

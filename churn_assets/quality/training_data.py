@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from churn_assets.ml.features import NUMERIC_FEATURES
+
 # GX 1.x may phone home with usage statistics; the platform runs offline and must not try.
 # Set before the (lazy) import so it holds no matter which caller imports GX first.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -52,15 +54,8 @@ EXPECTED_COLUMNS: dict[str, str] = {
 }
 """Every column of the snapshot and the pandas dtype name it must have."""
 
-NON_NEGATIVE_COLUMNS: tuple[str, ...] = (
-    "days_since_last_order",
-    "total_revenue_30d",
-    "total_revenue_90d",
-    "total_revenue_365d",
-    "order_frequency",
-    "cart_diversity",
-    "customer_lifetime_days",
-)
+# Every numeric feature is a count, duration or amount of money.
+NON_NEGATIVE_COLUMNS: tuple[str, ...] = NUMERIC_FEATURES
 """Counts, durations and money: a negative value means a broken join or sign error upstream."""
 
 REVENUE_WINDOWS: tuple[str, ...] = ("total_revenue_30d", "total_revenue_90d", "total_revenue_365d")
