@@ -5,17 +5,20 @@ reference bar 50 ms); this measures what a client sees, and what the server part
 
 Setup: needs a finished ``churn demo`` (a champion in MLflow, ``marts.current_features`` in
 the warehouse) under the current settings (``CHURN_HOME``). The server runs in its own
-process, built like ``churn_assets.serving.server.serve`` builds it (MLflow champion with
-the 5-second poller running, pooled warehouse lookups, uvicorn with uvloop/httptools when
-installed, loopback) plus two baseline routes for comparison: ``GET /baseline`` (a trivial
-async endpoint: HTTP + FastAPI + client floor) and ``POST /baseline/validate`` (parses and
-validates the same request body as ``/predict``, scores nothing). An ASGI wrapper reports
+process, built by ``build_service`` exactly as ``serve()`` builds it (MLflow champion with
+the 5-second poller running, pooled warehouse lookups, frozen startup objects, uvicorn with
+uvloop/httptools when installed, loopback) plus two baseline routes for comparison:
+``GET /baseline`` (a trivial async endpoint: HTTP + FastAPI + client floor) and
+``POST /baseline/validate`` (parses and validates the same body as ``/predict``, scores
+nothing). An ASGI wrapper reports
 the application's own time per request in a ``Server-Timing`` header.
 
 The client is this process: ``--threads`` threads, one keep-alive ``httpx.Client`` each,
 sending ``--requests`` requests per scenario back to back after ``--warmup`` untimed ones.
 Feature payloads are the demo's current feature rows; ids are its customers. Latency is
-measured around each ``client.post`` call, so it includes the client's own Python work.
+measured around each ``client.post`` call, so it includes the client's own Python work
+(both processes freeze their startup objects, or a full garbage collection would add a
+~250 ms stall to one request).
 Finally the steps inside one ``/predict`` are timed in process, without HTTP.
 
     churn demo                          # once, if CHURN_HOME holds no demo yet
@@ -26,6 +29,7 @@ Finally the steps inside one ``/predict`` are timed in process, without HTTP.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import statistics
@@ -55,23 +59,17 @@ SCENARIOS: dict[str, tuple[str, str, str]] = {
 
 
 def run_server(access_log: bool) -> None:
-    """Child: serve like ``serve()`` does, print the URL, run until stdin closes."""
-    from fastapi import FastAPI
+    """Child: serve what ``serve()`` serves, print the URL, run until stdin closes."""
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-    from churn_assets import warehouse
-    from churn_assets.serving.app import WarehouseFeatureSource, create_app
-    from churn_assets.serving.model_store import ChampionHolder
-    from churn_assets.serving.server import BackgroundServer
-    from churn_assets.settings import load_settings
+    from churn_assets.serving.server import (
+        BackgroundServer,
+        build_service,
+        freeze_startup_objects,
+    )
 
-    settings = load_settings()
-    holder = ChampionHolder.from_mlflow(settings.resolved_tracking_uri)
-    if not holder.refresh():
-        raise SystemExit(f"no champion to serve: {holder.state().last_error}")
-    url = settings.warehouse_url or warehouse.start_embedded(settings.embedded_pg_dir)
-    source = WarehouseFeatureSource(url)
-    app = create_app(holder, source, None)
+    service = build_service()
+    app = service.app
 
     @app.get("/baseline")
     async def baseline() -> dict[str, bool]:
@@ -102,19 +100,17 @@ def run_server(access_log: bool) -> None:
 
             await self.inner(scope, receive, timed_send)
 
-    wrapped: Any = ServerTiming(app)
-    assert isinstance(app, FastAPI)
-    holder.start()
+    service.holder.start()
+    freeze_startup_objects()  # as serve() does
     config: dict[str, Any] = {"access_log": access_log}
     if access_log:
         config["log_level"] = "info"
     try:
-        with BackgroundServer(wrapped, **config) as running:
+        with BackgroundServer(ServerTiming(app), **config) as running:
             print(running.url, flush=True)
             sys.stdin.read()  # the parent closes our stdin to stop us
     finally:
-        holder.stop()
-        source.close()
+        service.close()
 
 
 # --- client (this process) --------------------------------------------------------------
@@ -276,6 +272,10 @@ def main() -> None:
         return
 
     features, ids = demo_bodies()
+    # The client has the same ~500k objects from imports; without this a full collection
+    # stalls one request ~250 ms and the client would report its own pause as latency.
+    gc.collect()
+    gc.freeze()
     bodies: dict[str, list[Any]] = {"none": [None], "features": features, "customer_id": ids}
     cmd = [sys.executable, __file__, "--child"] + (["--access-log"] if args.access_log else [])
     server = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
