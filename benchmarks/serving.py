@@ -106,8 +106,11 @@ def run_server(access_log: bool) -> None:
     if access_log:
         config["log_level"] = "info"
     try:
+        # Logs (uvicorn's access log writes to stdout) go to stderr: the parent reads only
+        # the URL line from our stdout, so a filling pipe would block the server.
+        url_out, sys.stdout = sys.stdout, sys.stderr
         with BackgroundServer(ServerTiming(app), **config) as running:
-            print(running.url, flush=True)
+            print(running.url, file=url_out, flush=True)
             sys.stdin.read()  # the parent closes our stdin to stop us
     finally:
         service.close()

@@ -91,7 +91,7 @@ class WarehouseFeatureSource:
 
     One connection by default: a lookup is ~0.2 ms of mostly CPU, and on the 2-core
     reference machine more concurrent lookups only oversubscribe the cores (4 connections
-    halved throughput and tripled p99 under 4 concurrent clients; ``benchmarks/RESULTS.md``).
+    cut throughput 2-3x under 4 concurrent clients; see ``benchmarks/RESULTS.md``).
     Raise it for a remote warehouse, where concurrency hides network round trips.
     """
 
