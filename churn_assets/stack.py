@@ -65,7 +65,7 @@ def up(root: Path, *, sensor_interval_seconds: int = 30, scorer: bool = True) ->
     admin_url = warehouse.start_embedded(root / "pg")
     params = warehouse.parse_url(admin_url)
     for name in DATABASES:
-        _ensure_database(admin_url, name)
+        warehouse.ensure_database(admin_url, name)
     warehouse_url = f"postgresql://{params.user}@/warehouse?host={params.host}"
     ports = {name: _free_port() for name in ("mlflow", "grpc", "webserver", "scorer")}
     mlflow_url = f"http://127.0.0.1:{ports['mlflow']}"
@@ -226,20 +226,6 @@ def _environment(root: Path, warehouse_url: str, mlflow_url: str) -> dict[str, s
         "GX_ANALYTICS_ENABLED": "false",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
-
-
-def _ensure_database(admin_url: str, name: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(admin_url)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("select 1 from pg_database where datname = %s", (name,))
-            if cur.fetchone() is None:
-                cur.execute(f'create database "{name}"')
-    finally:
-        conn.close()
 
 
 def _spawn(name: str, command: list[str], env: dict[str, str], root: Path) -> int:

@@ -84,7 +84,7 @@ def start_embedded(pg_dir: Path) -> str:
     """
     server = _embedded_server(pg_dir)
     admin_url = server.get_uri()
-    _ensure_database(admin_url, EMBEDDED_DATABASE)
+    ensure_database(admin_url, EMBEDDED_DATABASE)
     return server.get_uri(database=EMBEDDED_DATABASE)
 
 
@@ -114,7 +114,8 @@ def _embedded_server(pg_dir: Path):  # type: ignore[no-untyped-def]  # pgserver 
             ) from exc
 
 
-def _ensure_database(admin_url: str, dbname: str) -> None:
+def ensure_database(admin_url: str, dbname: str) -> None:
+    """Create ``dbname`` on the server behind ``admin_url`` unless it exists."""
     conn = psycopg2.connect(admin_url)
     try:
         conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
