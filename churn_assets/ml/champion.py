@@ -22,11 +22,19 @@ from churn_assets.ml import tracking
 from churn_assets.ml.artifacts import HOLDOUT_FILE, REFERENCE_FILE
 from churn_assets.ml.export import OnnxScorer, sha256_file
 from churn_assets.ml.features import ModelInputs, labels, to_model_inputs
-from churn_assets.ml.promote import Candidate, PromotionDecision, PromotionPolicy, should_promote
+from churn_assets.ml.promote import (
+    Candidate,
+    PromotionDecision,
+    PromotionPolicy,
+    UnusableChampion,
+    should_promote,
+)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG_DECISION = "promotion.decision"  # set once per version: the sensor decides each version once
+ONNX_MISMATCH = "ONNX file does not match the sha256 it was gated with"
+_MAX_PROBLEM_CHARS = 300  # an exception text (e.g. a protobuf dump) is cut to this in reasons
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,7 @@ class VersionFiles:
     run_dir: Path
     gates_passed: bool
     gate_problem: str | None
+    file_verified: bool  # the ONNX file is byte for byte the one that was gated
 
 
 def undecided_versions(
@@ -76,8 +85,10 @@ def fetch_version(
             tracking_uri=tracking_uri,
         )
     ).parent
-    problem = _gate_problem(dict(model_version.tags), onnx_path)
-    return VersionFiles(version, onnx_path, run_dir, problem is None, problem)
+    tags = dict(model_version.tags)
+    verified = sha256_file(onnx_path) == tags.get(tracking.TAG_ONNX_SHA256)
+    problem = _gate_problem(tags, verified)
+    return VersionFiles(version, onnx_path, run_dir, problem is None, problem, verified)
 
 
 def fetch_reference(
@@ -95,7 +106,7 @@ def fetch_reference(
     return pd.read_parquet(path)
 
 
-def _gate_problem(tags: dict[str, str], onnx_path: Path) -> str | None:
+def _gate_problem(tags: dict[str, str], file_verified: bool) -> str | None:
     """Why a version must not be promoted, or None when both gates passed and the file is
     byte-for-byte the one that passed them."""
     gates = json.loads(tags.get(tracking.TAG_GATES, "{}"))
@@ -104,8 +115,8 @@ def _gate_problem(tags: dict[str, str], onnx_path: Path) -> str | None:
     failed = [name for name, gate in gates.items() if not gate.get("passed")]
     if failed:
         return f"failed gate(s): {', '.join(failed)}"
-    if sha256_file(onnx_path) != tags.get(tracking.TAG_ONNX_SHA256):
-        return "ONNX file does not match the sha256 it was gated with"
+    if not file_verified:
+        return ONNX_MISMATCH
     return None
 
 
@@ -125,17 +136,40 @@ def decide(
             version, challenger.gates_passed, _scores(challenger.onnx_path, inputs)
         )
         champion_version = tracking.alias_version(tracking_uri, CHAMPION, name)
-        champion = None
+        champion: Candidate | UnusableChampion | None = None
         if champion_version is not None and champion_version != version:
-            files = fetch_version(tracking_uri, champion_version, workdir, name)
-            champion = Candidate(
-                champion_version, files.gates_passed, _scores(files.onnx_path, inputs)
-            )
+            champion = _score_champion(tracking_uri, champion_version, workdir, inputs, name)
         decision = should_promote(y, challenger_scores, champion, policy)
     if challenger.gate_problem and not decision.promote:
         # Name the concrete problem (failed gate, tampered file) in the recorded reason.
         decision = _with_reason(decision, f"not promoted: {challenger.gate_problem}")
     return decision
+
+
+def _score_champion(
+    tracking_uri: str, version: str, workdir: Path, inputs: ModelInputs, name: str
+) -> Candidate | UnusableChampion:
+    """The champion's scores on the challenger's holdout, or why it cannot be scored.
+
+    A champion whose file was deleted, corrupted or swapped cannot serve either, so it must
+    not block every later promotion. Any failure to download, verify or score it makes it
+    unusable, unless the registry itself is unreachable: then nothing is decided (the probe
+    raises :class:`tracking.RegistryUnavailable`), so an outage never replaces a champion.
+    """
+    try:
+        files = fetch_version(tracking_uri, version, workdir, name)
+        if not files.file_verified:
+            return UnusableChampion(version, ONNX_MISMATCH)
+        # The incumbent's own gate results are not consulted (see should_promote).
+        return Candidate(version, files.gates_passed, _scores(files.onnx_path, inputs))
+    except Exception as exc:  # MLflow, I/O, protobuf and onnxruntime errors all land here
+        tracking.check_reachable(tracking_uri)
+        return UnusableChampion(version, _one_line(exc))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= _MAX_PROBLEM_CHARS else text[: _MAX_PROBLEM_CHARS - 1] + "…"
 
 
 def _scores(onnx_path: Path, inputs: ModelInputs) -> npt.NDArray[np.float64]:

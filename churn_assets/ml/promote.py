@@ -204,17 +204,25 @@ def paired_bootstrap_auc_diff(
     return observed, float(low), float(high)
 
 
+@dataclass(frozen=True)
+class UnusableChampion:
+    """The current champion could not be downloaded, verified or scored."""
+
+    version: str
+    problem: str  # one line: what failed (missing artifact, sha256 mismatch, bad ONNX, ...)
+
+
 def should_promote(
     y_true: npt.ArrayLike,
     challenger: Candidate,
-    champion: Candidate | None,
+    champion: Candidate | UnusableChampion | None,
     policy: PromotionPolicy = PromotionPolicy(),
 ) -> PromotionDecision:
     """Decide whether ``challenger`` replaces ``champion``. Rules, in this order:
 
     1. a challenger whose gates did not pass is never promoted, whatever its AUC;
-    2. with no champion, a gated challenger is promoted (the first model that passes the
-       gates becomes champion);
+    2. with no champion, or a champion that is unusable (its file is gone or corrupt, so
+       it cannot serve either), a gated challenger is promoted and the reason says why;
     3. otherwise promote iff challenger AUC >= champion AUC + ``min_auc_gain``, the paired
        bootstrap interval of the AUC difference lies above 0 (``ci_low > 0``), and challenger
        Brier <= champion Brier + ``brier_tolerance``.
@@ -227,10 +235,12 @@ def should_promote(
     y = _labels(y_true)
     n = int(y.size)
     challenger_p = _probabilities(challenger.probabilities, n, f"challenger {challenger.version}")
+    unusable = champion if isinstance(champion, UnusableChampion) else None
+    incumbent = champion if isinstance(champion, Candidate) else None
     champion_p = (
         None
-        if champion is None
-        else _probabilities(champion.probabilities, n, f"champion {champion.version}")
+        if incumbent is None
+        else _probabilities(incumbent.probabilities, n, f"champion {incumbent.version}")
     )
     # threshold only affects F1, which the decision does not use.
     new = evaluate(y, challenger_p, threshold=0.5)
@@ -241,8 +251,14 @@ def should_promote(
             f"challenger {challenger.version} did not pass its gates (AUC and ONNX parity), "
             f"so it is not promoted whatever its {summary}"
         )
-        return _decision(False, reason, challenger, new, champion)
-    if champion is None or champion_p is None:
+        return _decision(False, reason, challenger, new, incumbent)
+    if unusable is not None:
+        reason = (
+            f"champion unusable: v{unusable.version}: {unusable.problem}; challenger "
+            f"{challenger.version} passed the gates and replaces it ({summary})"
+        )
+        return _decision(True, reason, challenger, new, None, champion_version=unusable.version)
+    if incumbent is None or champion_p is None:
         reason = (
             f"no champion yet: challenger {challenger.version} passed the gates and becomes "
             f"the first champion ({summary})"
@@ -289,7 +305,7 @@ def should_promote(
         reason,
         challenger,
         new,
-        champion,
+        incumbent,
         old,
         (diff, ci_low, ci_high),
     )
@@ -303,13 +319,15 @@ def _decision(
     champion: Candidate | None,
     old: Metrics | None = None,
     interval: tuple[float, float, float] | None = None,
+    *,
+    champion_version: str | None = None,
 ) -> PromotionDecision:
     diff, low, high = (None, None, None) if interval is None else interval
     return PromotionDecision(
         promote=promote,
         reason=reason,
         challenger_version=challenger.version,
-        champion_version=None if champion is None else champion.version,
+        champion_version=champion.version if champion is not None else champion_version,
         challenger_auc=new.roc_auc,
         champion_auc=None if old is None else old.roc_auc,
         auc_diff=diff,

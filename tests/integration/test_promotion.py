@@ -134,6 +134,50 @@ def test_an_identical_challenger_does_not_replace_the_champion(
     assert tracking.alias_version(store.tracking_uri, "challenger") == "2"
 
 
+def _onnx_files_of(mlflow: MlflowResource, version: str, artifacts: Path) -> list[Path]:
+    run_id = MlflowClient(mlflow.tracking_uri).get_model_version("churn-model", version).run_id
+    files = [path for path in artifacts.rglob("*.onnx") if run_id in path.parts]
+    assert files, f"no ONNX file of v{version} under {artifacts}"
+    return files
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        # bytes that are not a model: onnxruntime cannot load it, and the sha256 differs
+        ("corrupt", "ONNX file does not match the sha256 it was gated with"),
+        # the file is gone from the artifact store
+        ("delete", "champion unusable: v1: "),
+    ],
+)
+def test_an_unusable_champion_is_replaced_by_a_gated_challenger(
+    store: MlflowResource, demo_model_dir: Path, tmp_path: Path, damage: str, problem: str
+) -> None:
+    # Regression (issue 10.4): a corrupted or deleted champion ONNX made every later
+    # promotion crash (InvalidProtobuf / "Failed to download artifacts").
+    _register(store, demo_model_dir, PASSED, None)
+    first = _evaluate(store)
+    assert tracking.alias_version(store.tracking_uri, "champion") == "1"
+    for path in _onnx_files_of(store, "1", tmp_path / "artifacts"):
+        if damage == "corrupt":
+            path.write_bytes(b"not a model")
+        else:
+            path.unlink()
+    _register(store, demo_model_dir, PASSED, None)
+
+    result = _evaluate(store, first.cursor if isinstance(first, dg.SensorResult) else None)
+
+    assert isinstance(result, dg.SensorResult)
+    (event,) = result.asset_events
+    assert event.metadata["promoted"].value is True  # type: ignore[union-attr]
+    assert "champion unusable: v1" in (event.description or "")
+    assert problem in (event.description or "")
+    assert tracking.alias_version(store.tracking_uri, "champion") == "2"
+    version = MlflowClient(store.tracking_uri).get_model_version("churn-model", "2")
+    assert version.tags["promotion.champion_version"] == "1"
+    assert version.tags[TAG_DECISION] == "promoted"
+
+
 def test_unreachable_registry_makes_the_sensor_skip_with_a_reason() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

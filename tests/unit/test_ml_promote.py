@@ -12,6 +12,7 @@ from sklearn import metrics as skm
 from churn_assets.ml.promote import (
     Candidate,
     PromotionPolicy,
+    UnusableChampion,
     _resampled_aucs,
     paired_bootstrap_auc_diff,
     should_promote,
@@ -312,3 +313,31 @@ def test_promotion_decision_as_tags_are_prefixed_strings(champion: str | None) -
     if champion is None:
         assert tags["promotion.ci_low"] == "none"
     assert set(decision.as_tags(prefix="")) == set(decision.as_dict())
+
+
+@pytest.mark.parametrize(
+    ("challenger_gates", "promote", "reason"),
+    [
+        # A gated challenger replaces a champion that can no longer be scored (or served),
+        # even when it is the weaker model: "bad" would never beat a working "good".
+        (True, True, "champion unusable: v1: artifact missing; challenger v2 passed the gates"),
+        # An ungated challenger is still never promoted, champion or no champion.
+        (False, False, "did not pass its gates"),
+    ],
+)
+def test_should_promote_replaces_an_unusable_champion_only_with_a_gated_challenger(
+    challenger_gates: bool, promote: bool, reason: str
+) -> None:
+    # Regression (issue 10.4): a corrupted or deleted champion ONNX blocked every later
+    # promotion with a traceback.
+    y, scores = _scores(2000, 0)
+    decision = should_promote(
+        y,
+        Candidate("v2", challenger_gates, scores["bad"]),
+        UnusableChampion("1", "artifact missing"),
+    )
+    assert decision.promote is promote
+    assert reason in decision.reason
+    if promote:
+        assert decision.champion_version == "1"  # the replaced version is on record
+        assert decision.champion_auc is None  # it was not scored

@@ -40,7 +40,12 @@ def promotion_events(
     lines: list[str] = []
     newest = after_version
     for version in undecided_versions(mlflow.tracking_uri, after_version, mlflow.model_name):
-        decision = decide(mlflow.tracking_uri, version, policy, mlflow.model_name)
+        try:
+            decision = decide(mlflow.tracking_uri, version, policy, mlflow.model_name)
+        except tracking.RegistryUnavailable as exc:
+            # The registry went away mid-tick: keep what was decided, retry the rest later.
+            lines.append(f"v{version}: not decided, registry unreachable: {exc}")
+            break
         apply_decision(mlflow.tracking_uri, decision, mlflow.model_name)
         champion = tracking.alias_version(mlflow.tracking_uri, "champion", mlflow.model_name)
         events.append(
@@ -83,7 +88,8 @@ def champion_promotion_sensor(
     events, newest, lines = promotion_events(mlflow, int(cursor["last_version"]))
     if not events:
         return dg.SkipReason(
-            f"no undecided version of {mlflow.model_name} after v{cursor['last_version']}"
+            "; ".join(lines)
+            or f"no undecided version of {mlflow.model_name} after v{cursor['last_version']}"
         )
     for line in lines:
         context.log.info(line)
