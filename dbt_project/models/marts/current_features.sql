@@ -1,5 +1,6 @@
 -- The features at the scoring as_of (latest data): what batch scoring, online scoring and
--- the drift monitor read. A filter on customer_features, never a second copy of the logic.
+-- the drift monitor read. A filter on customer_features, never a second copy of the logic
+-- (materialised as a table so it never disappears during a rebuild; see the yml).
 
 with
 
