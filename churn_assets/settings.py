@@ -19,6 +19,8 @@ DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 
 DEFAULT_WINDOW_DAYS = 90
 DEFAULT_MIN_AUC = 0.60
+# A full 1M-customer run takes a few minutes; a second run waits that long, not forever.
+DEFAULT_LOCK_TIMEOUT_SECONDS = 900
 
 
 class SettingsError(ValueError):
@@ -51,6 +53,9 @@ class Settings:
             (``CHURN_SENSOR_INTERVAL_SECONDS``, default 30; read when the code loads).
         retrain_cooldown_seconds: Minimum time between two drift-triggered retrains
             (``CHURN_RETRAIN_COOLDOWN_SECONDS``, default 3600): no retrain storms.
+        warehouse_lock_timeout_seconds: How long a run waits for another run that is
+            writing the warehouse (``CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS``, default 900;
+            0 fails at once, naming the run that holds it).
     """
 
     home: Path
@@ -65,6 +70,7 @@ class Settings:
     drift_share_threshold: float
     sensor_interval_seconds: int
     retrain_cooldown_seconds: int
+    warehouse_lock_timeout_seconds: int
 
     @property
     def embedded_pg_dir(self) -> Path:
@@ -116,6 +122,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         sensor_interval_seconds=_parse_int(env, "CHURN_SENSOR_INTERVAL_SECONDS", 30, minimum=1),
         retrain_cooldown_seconds=_parse_int(env, "CHURN_RETRAIN_COOLDOWN_SECONDS", 3600, minimum=0),
+        warehouse_lock_timeout_seconds=_parse_int(
+            env, "CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS", DEFAULT_LOCK_TIMEOUT_SECONDS, minimum=0
+        ),
     )
 
 

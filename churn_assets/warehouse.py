@@ -8,8 +8,9 @@ connection from the same URL.
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -137,5 +138,101 @@ def connect(url: str) -> Iterator[psycopg2.extensions.connection]:
     try:
         with conn:
             yield conn
+    finally:
+        conn.close()
+
+
+# --- one writer at a time ----------------------------------------------------------------
+
+# pg_advisory_lock(int4, int4) key of the warehouse write lock. Advisory locks are scoped to
+# the database, so this is one lock per warehouse (per CHURN_HOME with the embedded server).
+_LOCK_KEY = (0x43485552, 1)  # "CHUR", lock 1
+_LOCK_APP_PREFIX = "churn writer "
+_LOCK_POLL_SECONDS = 1.0
+
+
+class WarehouseBusy(WarehouseError):
+    """Another run holds the warehouse write lock and did not release it in time."""
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds the write lock: the name it registered and since when it has held it."""
+
+    name: str
+    since: str
+
+    def __str__(self) -> str:
+        return f"{self.name} (holding it since {self.since})"
+
+
+def lock_holder(conn: psycopg2.extensions.connection) -> LockHolder | None:
+    """The session holding the write lock, read from ``pg_locks`` and ``pg_stat_activity``."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            select a.application_name, to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ')
+            from pg_locks l join pg_stat_activity a on a.pid = l.pid
+            where l.locktype = 'advisory' and l.granted
+              and l.database = (select oid from pg_database where datname = current_database())
+              and l.classid = %s and l.objid = %s and l.objsubid = 2
+            """,
+            _LOCK_KEY,
+        )
+        row = cur.fetchone()
+    if row is None:
+        return None
+    name = str(row[0]).removeprefix(_LOCK_APP_PREFIX) or "an unnamed session"
+    return LockHolder(name, str(row[1]))
+
+
+@contextlib.contextmanager
+def write_lock(
+    url: str,
+    holder: str,
+    timeout_seconds: float,
+    on_wait: Callable[[LockHolder | None], None] = lambda _: None,
+) -> Iterator[None]:
+    """Hold the warehouse write lock for the duration of the block.
+
+    A Postgres session-level advisory lock on a connection of its own: it is released when
+    the block ends, and by the server when the holding process dies (no stale lock file
+    to clean up after a crash). ``holder`` (e.g. ``run <run id>``) is stored as the
+    connection's ``application_name``, so a waiting writer can say who it waits for.
+    Waits up to ``timeout_seconds`` (0: do not wait), calling ``on_wait`` once with the
+    current holder, then raises :class:`WarehouseBusy` naming it.
+    """
+    # application_name is cut at 63 bytes by the server: keep the run id whole.
+    name = (_LOCK_APP_PREFIX + holder)[:63]
+    try:
+        conn = psycopg2.connect(url, connect_timeout=10, application_name=name)
+    except psycopg2.OperationalError as exc:
+        raise WarehouseError(f"cannot connect to the warehouse at {redact(url)}: {exc}") from exc
+    try:
+        conn.autocommit = True  # a session lock; no transaction left open while it is held
+        deadline = time.monotonic() + timeout_seconds
+        waited = False
+        while True:
+            with conn.cursor() as cur:
+                cur.execute("select pg_try_advisory_lock(%s, %s)", _LOCK_KEY)
+                if cur.fetchone()[0]:
+                    break
+            current = lock_holder(conn)
+            if time.monotonic() >= deadline:
+                raise WarehouseBusy(
+                    f"the warehouse {redact(url)} is being written by "
+                    f"{current or 'another session'}; waited {timeout_seconds:g} s. "
+                    "Run again when it has finished (or raise "
+                    "CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS to wait longer)."
+                )
+            if not waited:
+                on_wait(current)
+                waited = True
+            time.sleep(min(_LOCK_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(psycopg2.Error), conn.cursor() as cur:
+                cur.execute("select pg_advisory_unlock(%s, %s)", _LOCK_KEY)
     finally:
         conn.close()

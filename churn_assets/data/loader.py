@@ -8,9 +8,12 @@ dropped because dbt's staging views depend on them.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import psycopg2.extensions
@@ -18,6 +21,21 @@ import psycopg2.extensions
 from churn_assets.data.contract import RawTables
 
 RAW_SCHEMA = "raw"
+# One row per load, written in the load's transaction: which files (by sha256) the raw
+# tables hold now and which Dagster run put them there. Training records the row it
+# trained on, so a model names the exact raw data behind it.
+LOADS_TABLE = f"{RAW_SCHEMA}.loads"
+_LOADS_DDL = """
+    load_id          bigserial primary key,
+    dagster_run_id   text,
+    customers_file   text not null,
+    customers_sha256 text not null,
+    customers_rows   bigint not null,
+    orders_file      text not null,
+    orders_sha256    text not null,
+    orders_rows      bigint not null,
+    loaded_at        timestamptz not null default now()
+"""
 _COPY_CHUNK_ROWS = 500_000
 
 # The warehouse schema of the contract.
@@ -47,27 +65,70 @@ class LoadResult:
 
     row_counts: dict[str, int]
     loaded_at: datetime
+    load_id: int
+    files_sha256: dict[str, str]
 
 
-def load_raw_tables(conn: psycopg2.extensions.connection, tables: RawTables) -> LoadResult:
-    """Replaces ``raw.customers`` and ``raw.orders`` with ``tables`` in a single transaction."""
+def load_raw_tables(
+    conn: psycopg2.extensions.connection, tables: RawTables, dagster_run_id: str | None = None
+) -> LoadResult:
+    """Replaces ``raw.customers`` and ``raw.orders`` with ``tables`` in a single transaction
+    and records the load (files, their sha256, row counts, run) in ``raw.loads``."""
     frames = {"customers": tables.customers, "orders": tables.orders}
+    files = {"customers": tables.customers_file, "orders": tables.orders_file}
+    digests = {table: file_sha256(path) for table, path in files.items()}
     try:
         with conn.cursor() as cur:
             cur.execute(f"create schema if not exists {RAW_SCHEMA}")
             for table, ddl in RAW_DDL.items():
                 cur.execute(f"create table if not exists {RAW_SCHEMA}.{table} ({ddl})")
+            cur.execute(f"create table if not exists {LOADS_TABLE} ({_LOADS_DDL})")
             cur.execute(f"truncate {RAW_SCHEMA}.customers, {RAW_SCHEMA}.orders")
             for table, frame in frames.items():
                 copy_frame(cur, f"{RAW_SCHEMA}.{table}", frame)
-            # now() is the transaction start, the same value the column default wrote.
-            cur.execute("select now()")
-            loaded_at = cur.fetchone()[0]
+            cur.execute(
+                f"""
+                insert into {LOADS_TABLE} (dagster_run_id, customers_file, customers_sha256,
+                    customers_rows, orders_file, orders_sha256, orders_rows)
+                values (%s, %s, %s, %s, %s, %s, %s)
+                returning load_id, loaded_at
+                """,
+                (
+                    dagster_run_id,
+                    files["customers"].name,
+                    digests["customers"],
+                    len(tables.customers),
+                    files["orders"].name,
+                    digests["orders"],
+                    len(tables.orders),
+                ),
+            )
+            # loaded_at is now(), the transaction start: the value every row's default wrote.
+            load_id, loaded_at = cur.fetchone()
         conn.commit()
     except BaseException:
         conn.rollback()
         raise
-    return LoadResult({table: len(frame) for table, frame in frames.items()}, loaded_at)
+    row_counts = {table: len(frame) for table, frame in frames.items()}
+    return LoadResult(row_counts, loaded_at, load_id, digests)
+
+
+def latest_load(conn: psycopg2.extensions.connection) -> dict[str, Any] | None:
+    """The row of ``raw.loads`` describing what the raw tables hold now (None: never loaded
+    by this version of the loader)."""
+    with conn.cursor() as cur:
+        cur.execute("select to_regclass(%s) is not null", (LOADS_TABLE,))
+        if not cur.fetchone()[0]:
+            return None
+        cur.execute(f"select * from {LOADS_TABLE} order by load_id desc limit 1")
+        row = cur.fetchone()
+        names = [column.name for column in cur.description or ()]
+    return dict(zip(names, row, strict=True)) if row is not None else None
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def copy_frame(cur: psycopg2.extensions.cursor, table: str, frame: pd.DataFrame) -> None:

@@ -10,6 +10,8 @@ import psycopg2.extensions
 from churn_assets.quality.training_data import EXPECTED_COLUMNS
 
 TRAINING_SNAPSHOT_TABLE = "marts.training_snapshot"
+# DataFrame.attrs key under which the training dataset carries the raw load it came from.
+RAW_LOAD_ATTR = "raw_load"
 FEATURE_TABLES = (TRAINING_SNAPSHOT_TABLE, "marts.current_features")
 
 # Postgres numeric arrives as Decimal and integers as Python ints; the model and the

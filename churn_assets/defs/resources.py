@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import dagster as dg
 import psycopg2.extensions
@@ -14,14 +15,46 @@ from mlflow.tracking import MlflowClient
 from churn_assets import warehouse
 from churn_assets.lib.dbt import churn_dbt_project
 from churn_assets.ml import tracking
-from churn_assets.settings import load_settings
+from churn_assets.settings import DEFAULT_LOCK_TIMEOUT_SECONDS, load_settings
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The Postgres warehouse. Assets connect through it, never on their own."""
+    """The Postgres warehouse. Assets connect through it, never on their own.
+
+    A run that uses it holds the warehouse write lock from its first step to its last
+    (see :func:`churn_assets.warehouse.write_lock`), so two runs never interleave: the
+    model a run trains is trained on the raw data and features that run built. Runs
+    execute in one process (``in_process_executor`` below), which is what lets a
+    resource hold the lock for the whole run rather than per step.
+
+    Attributes:
+        lock_timeout_seconds: How long a run waits for another run to release the
+            warehouse before failing with a message naming it
+            (``CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS``; 0 fails at once).
+    """
+
+    lock_timeout_seconds: int = DEFAULT_LOCK_TIMEOUT_SECONDS
 
     def url(self) -> str:
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[Self]:
+        run = context.run
+        holder = f"run {run.run_id} ({run.job_name})" if run else "a session without a run"
+        log = context.log
+
+        def waiting(current: warehouse.LockHolder | None) -> None:
+            if log is not None:
+                log.warning(
+                    f"waiting up to {self.lock_timeout_seconds} s for the warehouse: it is "
+                    f"being written by {current or 'another session'}"
+                )
+
+        with warehouse.write_lock(self.url(), holder, self.lock_timeout_seconds, waiting):
+            if log is not None:
+                log.info("holding the warehouse write lock until this run ends")
+            yield self
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[psycopg2.extensions.connection]:
@@ -103,9 +136,14 @@ class MlflowResource(dg.ConfigurableResource):
 def warehouse_resource() -> WarehouseResource:
     """Embedded unless ``CHURN_WAREHOUSE_URL`` is set (a switch fixed per deployment)."""
     settings = load_settings()
+    timeout = settings.warehouse_lock_timeout_seconds
     if settings.warehouse_url:
-        return ExternalPostgresWarehouse(connection_url=dg.EnvVar("CHURN_WAREHOUSE_URL"))
-    return EmbeddedPostgresWarehouse(data_dir=str(settings.embedded_pg_dir))
+        return ExternalPostgresWarehouse(
+            connection_url=dg.EnvVar("CHURN_WAREHOUSE_URL"), lock_timeout_seconds=timeout
+        )
+    return EmbeddedPostgresWarehouse(
+        data_dir=str(settings.embedded_pg_dir), lock_timeout_seconds=timeout
+    )
 
 
 def mlflow_resource() -> MlflowResource:
@@ -120,6 +158,10 @@ def mlflow_resource() -> MlflowResource:
 def defs() -> dg.Definitions:
     settings = load_settings()
     return dg.Definitions(
+        # One process per run: the warehouse resource holds the write lock for the whole
+        # run (a step-per-process executor would take it per step and let runs interleave),
+        # and on two cores it also saves re-importing dbt, torch and GX in every step.
+        executor=dg.in_process_executor,
         resources={
             "warehouse": warehouse_resource(),
             "dbt": DbtCliResource(project_dir=churn_dbt_project()),
@@ -128,5 +170,5 @@ def defs() -> dg.Definitions:
             # so a later run can materialise one asset from an earlier run's upstream,
             # whether that run came from the UI or from `churn run`.
             "io_manager": dg.FilesystemIOManager(base_dir=str(settings.dagster_home / "storage")),
-        }
+        },
     )

@@ -30,6 +30,8 @@ class TrainedModel:
     mlflow_run_id: str | None = None
     mlflow_skipped_reason: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    # The raw load the dataset was built from, as MLflow tags (run id, file sha256s).
+    raw_load: dict[str, str] = field(default_factory=dict)
 
     @property
     def holdout_path(self) -> Path:

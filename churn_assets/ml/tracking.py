@@ -7,7 +7,9 @@ each other's runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -32,6 +34,11 @@ TAG_PARITY = "onnx_parity_max_abs_diff"
 TAG_ORACLE_AUC = "oracle_auc"
 TAG_TRAINED_AT = "trained_at"
 TAG_GATES = "gates"
+# The raw load (``raw.loads``) the training data was built from: run and file hashes.
+TAG_RAW_LOAD_RUN_ID = "raw_load_dagster_run_id"
+TAG_RAW_CUSTOMERS_SHA256 = "raw_customers_sha256"
+TAG_RAW_ORDERS_SHA256 = "raw_orders_sha256"
+RAW_LOAD_TAGS = (TAG_RAW_LOAD_RUN_ID, TAG_RAW_CUSTOMERS_SHA256, TAG_RAW_ORDERS_SHA256)
 
 
 class RegistryUnavailable(RuntimeError):
@@ -49,13 +56,32 @@ def local_store_missing(tracking_uri: str) -> bool:
     return not Path(tracking_uri.removeprefix("sqlite:///")).exists()
 
 
+def _check_local_store(tracking_uri: str) -> None:
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    path = Path(tracking_uri.removeprefix("sqlite:///"))
+    if not path.exists():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            db.execute("pragma schema_version").fetchone()
+    except sqlite3.Error as exc:
+        raise RegistryUnavailable(
+            f"the MLflow store {path} is not a readable SQLite database ({exc}): restore it "
+            "from a backup, or move it aside to start an empty registry"
+        ) from exc
+
+
 def check_reachable(tracking_uri: str, timeout_seconds: float = 3.0) -> None:
     """Raise :class:`RegistryUnavailable` when a tracking server does not answer quickly.
 
     MLflow's own client retries a dead server for minutes; this probe fails in seconds.
-    Local stores (sqlite, file) are always reachable.
+    A local SQLite store is reachable when it is missing (it is created on first use) or
+    a readable SQLite database; a corrupt file is reported here, in one line, instead of
+    as a SQLAlchemy traceback from deep inside MLflow.
     """
     if not is_remote(tracking_uri):
+        _check_local_store(tracking_uri)
         return
     url = tracking_uri.rstrip("/") + "/health"
     try:
@@ -179,6 +205,7 @@ def describe_version(
         "data_as_of": tags.get(TAG_DATA_AS_OF),
         "trained_at": tags.get(TAG_TRAINED_AT),
         "dagster_run_id": tags.get(TAG_DAGSTER_RUN_ID),
+        "raw_data": {tag: tags.get(tag) for tag in RAW_LOAD_TAGS},
         "mlflow_run_id": model_version.run_id,
         "gates": json.loads(tags[TAG_GATES]) if TAG_GATES in tags else None,
         "promotion": {

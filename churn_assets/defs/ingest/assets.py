@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from churn_assets.data.contract import RawTables, read_raw_tables
-from churn_assets.data.loader import RAW_SCHEMA, load_raw_tables
+from churn_assets.data.loader import RAW_SCHEMA, LoadResult, load_raw_tables
 from churn_assets.defs.resources import WarehouseResource
 from churn_assets.settings import load_settings
 
@@ -52,15 +52,15 @@ def raw_tables(
     raw_dir = Path(config.raw_dir) if config.raw_dir else load_settings().raw_dir
     tables = read_raw_tables(raw_dir)  # raises before anything is written
     with warehouse.connect() as conn:
-        result = load_raw_tables(conn, tables)
-    context.log.info(f"loaded {result.row_counts} from {raw_dir}")
-    yield from _results(tables, result.loaded_at.isoformat())
+        result = load_raw_tables(conn, tables, context.run.run_id)
+    context.log.info(f"loaded {result.row_counts} from {raw_dir} (raw.loads #{result.load_id})")
+    yield from _results(tables, result)
 
 
-def _results(tables: RawTables, loaded_at: str) -> Iterator[dg.MaterializeResult]:
-    for key, frame, path in (
-        ("raw_customers", tables.customers, tables.customers_file),
-        ("raw_orders", tables.orders, tables.orders_file),
+def _results(tables: RawTables, result: LoadResult) -> Iterator[dg.MaterializeResult]:
+    for key, table, frame, path in (
+        ("raw_customers", "customers", tables.customers, tables.customers_file),
+        ("raw_orders", "orders", tables.orders, tables.orders_file),
     ):
         yield dg.MaterializeResult(
             asset_key=key,
@@ -68,7 +68,9 @@ def _results(tables: RawTables, loaded_at: str) -> Iterator[dg.MaterializeResult
                 "dagster/row_count": len(frame),
                 "dagster/column_schema": _column_schema(frame),
                 "source_file": dg.MetadataValue.path(str(path)),
-                "loaded_at": loaded_at,
+                "source_sha256": result.files_sha256[table],
+                "load_id": result.load_id,
+                "loaded_at": result.loaded_at.isoformat(),
                 "preview": dg.MetadataValue.md(frame.head(10).to_markdown(index=False)),
             },
         )

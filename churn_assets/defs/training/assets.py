@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 import pandas as pd
 
-from churn_assets.data.snapshot import dataset_sha256, read_training_snapshot
+from churn_assets.data.loader import latest_load
+from churn_assets.data.snapshot import RAW_LOAD_ATTR, dataset_sha256, read_training_snapshot
 from churn_assets.defs.resources import MlflowResource, WarehouseResource
 from churn_assets.ml import tracking
 from churn_assets.ml.artifacts import (
@@ -38,11 +39,19 @@ GROUP = "training"
     group_name=GROUP,
     kinds={"pandas", "postgres"},
 )
-def training_dataset(warehouse: WarehouseResource) -> dg.Output[pd.DataFrame]:
+def training_dataset(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.Output[pd.DataFrame]:
     """The dbt training snapshot as a typed DataFrame, one row per customer at the training
-    as_of. The Great Expectations check on it blocks training when the data is wrong."""
+    as_of, with the raw load it was built from. The Great Expectations check on it blocks
+    training when the data is wrong."""
     with warehouse.connect() as conn:
+        # One snapshot of the database for both reads: the rows and the load they came from.
+        conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         frame = read_training_snapshot(conn)
+        load = latest_load(conn)
+    raw_load = _raw_load_tags(context, load)
+    frame.attrs[RAW_LOAD_ATTR] = raw_load  # travels with the frame to churn_model's tags
     as_of = sorted({str(value) for value in frame.get("as_of", [])})
     label_rate = float(frame["churned"].mean()) if len(frame) else 0.0
     return dg.Output(
@@ -52,8 +61,34 @@ def training_dataset(warehouse: WarehouseResource) -> dg.Output[pd.DataFrame]:
             "as_of": ", ".join(as_of),
             "label_rate": dg.MetadataValue.float(label_rate),
             "dataset_sha256": dataset_sha256(frame),
+            **raw_load,
         },
     )
+
+
+def _raw_load_tags(
+    context: dg.AssetExecutionContext, load: dict[str, Any] | None
+) -> dict[str, str]:
+    """The raw load behind the dataset, as MLflow tags; refuses another run's data.
+
+    The warehouse write lock already keeps runs apart; this is the check that it did: a
+    run that loaded raw files itself must train on exactly that load.
+    """
+    if load is None:
+        return {}
+    loaded_by = str(load["dagster_run_id"] or "")
+    selection = context.run.asset_selection or set()
+    if dg.AssetKey("raw_orders") in selection and loaded_by != context.run.run_id:
+        raise dg.Failure(
+            description=f"the raw tables now hold load #{load['load_id']} by run {loaded_by}, "
+            f"not the files this run ({context.run.run_id}) loaded: refusing to train on "
+            "another run's data. Re-run once the other run has finished."
+        )
+    return {
+        tracking.TAG_RAW_LOAD_RUN_ID: loaded_by,
+        tracking.TAG_RAW_CUSTOMERS_SHA256: str(load["customers_sha256"]),
+        tracking.TAG_RAW_ORDERS_SHA256: str(load["orders_sha256"]),
+    }
 
 
 class TrainingConfig(dg.Config):
@@ -101,6 +136,7 @@ def churn_model(
         dataset_sha256=dataset_sha256(training_dataset),
         trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
         n_parameters=outcome.n_parameters,
+        raw_load=dict(training_dataset.attrs.get(RAW_LOAD_ATTR, {})),
     )
     trained, link = _log_to_mlflow(context, mlflow, trained, outcome)
     metadata: dict[str, Any] = {
@@ -146,6 +182,7 @@ def _log_to_mlflow(
                     tracking.TAG_DAGSTER_RUN_ID: trained.dagster_run_id,
                     tracking.TAG_DATA_AS_OF: trained.data_as_of,
                     tracking.TAG_DATASET_HASH: trained.dataset_sha256,
+                    **trained.raw_load,
                 },
                 artifacts=outcome.artifacts,
             ),
@@ -238,6 +275,7 @@ def churn_model_version(
         tracking.TAG_ONNX_SHA256: churn_model_onnx.onnx_sha256,
         tracking.TAG_PARITY: repr(churn_model_onnx.parity_max_abs_diff),
         tracking.TAG_TRAINED_AT: trained.trained_at,
+        **trained.raw_load,
         tracking.TAG_GATES: tracking.gates_tag(
             {
                 g.name: {"observed": g.observed, "threshold": g.threshold, "passed": g.passed}
