@@ -29,7 +29,26 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from exc
 
 
-@click.group()
+class _OneLineErrors(click.Group):
+    """Known environment problems end as one ``Error:`` line saying what to do, not a
+    traceback. Anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from churn_assets.warehouse import WarehouseError
+
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            where = f" {exc.filename}" if exc.filename else ""
+            raise click.ClickException(
+                f"cannot write or read{where}: {exc.strerror or exc}. CHURN_HOME must be a "
+                "writable directory (set CHURN_HOME to one, e.g. CHURN_HOME=$PWD/.churn)."
+            ) from exc
+        except WarehouseError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_OneLineErrors)
 def main() -> None:
     """Churn prediction on Dagster: dbt features -> gated model -> ONNX -> champion."""
     # MLflow's per-download progress bars would interleave with the run logs.
@@ -120,26 +139,16 @@ def _run_and_promote(settings: Settings, as_of: date | None) -> None:
         champion = _status(settings)["champion"]
         click.echo(f"  champion:  {_describe_model(champion)}")
         if champion is not None:
+            from churn_assets.lib.report import scores_summary
+
             scoring = run_job(instance, "scoring_job")
             if not scoring.success:
                 _report(scoring, settings)
-            click.echo(f"  scores:    {_scores_summary(settings)}")
+            click.echo(f"  scores:    {scores_summary(scoring)}")
             click.echo(
                 '  analysts:  psql "$(churn warehouse-url)" -c '
                 "'select * from analytics.churn_risk_by_segment'"
             )
-
-
-def _scores_summary(settings: Settings) -> str:
-    from churn_assets.warehouse import connect
-
-    with connect(_warehouse_url(settings)) as conn, conn.cursor() as cur:
-        cur.execute(
-            "select count(*), count(*) filter (where risk_band = 'high'), min(model_version) "
-            "from scoring.churn_scores"
-        )
-        rows, high, version = cur.fetchone()
-    return f"{rows:,} customers scored by champion v{version} ({high:,} high risk)"
 
 
 def _drift_story(settings: Settings) -> None:
@@ -419,55 +428,28 @@ def _instance(settings: Settings) -> DagsterInstance:
 
 
 def _report(result: ExecuteInProcessResult, settings: Settings) -> None:
+    """This run's own outcome: its failed gates and root cause as the last lines, or what
+    it loaded, built and registered (from its events, not from the shared warehouse)."""
+    from churn_assets.lib import report
+
     if not result.success:
-        for evaluation in result.get_asset_check_evaluations():
-            if not evaluation.passed:
-                meta = {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}
-                detail = meta.get("rule") or meta.get("failures") or ""
-                observed = f" (observed {meta['observed']})" if "observed" in meta else ""
-                click.echo(
-                    f"gate {evaluation.check_name} on {evaluation.asset_key.to_user_string()} "
-                    f"failed: {detail}{observed}",
-                    err=True,
-                )
-        for event in result.all_events:
-            if event.is_step_failure and event.step_failure_data is not None:
-                error = event.step_failure_data.error
-                message = error.message.strip() if error else "unknown error"
-                click.echo(f"step {event.step_key} failed:\n{message}", err=True)
-        raise click.ClickException(f"run {result.run_id} failed; nothing downstream was changed")
-    click.echo(_summary(settings, result.run_id))
-    click.echo(f"  model:     {_describe_model(_status(settings)['latest_model'])}")
+        for line in report.gate_failures(result):
+            click.echo(line, err=True)
+        raise click.ClickException(report.failure_message(result))
+    for line in report.run_summary(result):
+        click.echo(line)
+    version = report.registered_version(result)
+    if version is not None:
+        click.echo(f"  model:     {_describe_registered(settings, version)}")
     click.echo("  status:    churn status --json")
 
 
-def _summary(settings: Settings, run_id: str) -> str:
-    from churn_assets.warehouse import connect
+def _describe_registered(settings: Settings, version: str) -> str:
+    if version.startswith("not registered"):
+        return version
+    from churn_assets.ml import tracking
 
-    url = _warehouse_url(settings)
-    with connect(url) as conn, conn.cursor() as cur:
-        cur.execute(
-            """
-            select
-                (select count(*) from raw.customers),
-                (select count(*) from raw.orders),
-                (select count(*) from marts.customer_features where purpose = 'training'),
-                (select min(as_of) from marts.training_snapshot),
-                (select avg(churned::float) from marts.training_snapshot)
-            """
-        )
-        customers, orders, features, as_of, label_rate = cur.fetchone()
-    return "\n".join(
-        [
-            f"run {run_id} succeeded",
-            f"  raw:       {customers:,} customers, {orders:,} orders",
-            f"  features:  {features:,} customers at training as_of {as_of}"
-            f" (label rate {label_rate:.1%})",
-            "  open the UI:   churn dev   (then http://127.0.0.1:3000)",
-            '  query in SQL:  psql "$(churn warehouse-url)"'
-            " -c 'select * from marts.training_snapshot limit 5'",
-        ]
-    )
+    return _describe_model(tracking.describe_version(settings.resolved_tracking_uri, version))
 
 
 if __name__ == "__main__":

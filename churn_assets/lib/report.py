@@ -1,0 +1,116 @@
+"""What a finished run says to a person: why it failed, or what it built.
+
+Everything here is read from the run's own events, never re-queried from the warehouse
+afterwards: by the time a run is summarised another run may already be writing (it waited
+for the write lock), and its numbers must not be reported under this run's id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import dagster as dg
+from dagster._utils.error import SerializableErrorInfo
+
+_FAILURE_EVENTS = ("STEP_FAILURE", "RESOURCE_INIT_FAILURE", "RUN_FAILURE")
+
+
+def gate_failures(result: dg.ExecuteInProcessResult) -> list[str]:
+    """One line per failed asset check: which gate, on which asset, the rule and what was seen."""
+    lines = []
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.passed:
+            continue
+        meta = {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}
+        detail = meta.get("rule") or meta.get("failures") or ""
+        observed = f" (observed {meta['observed']})" if "observed" in meta else ""
+        lines.append(
+            f"gate {evaluation.check_name} on {evaluation.asset_key.to_user_string()} "
+            f"failed: {detail}{observed}"
+        )
+    return lines
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """Why the run failed, ending with the root cause's own words (e.g. every contract
+    violation), so it can be the last thing a command prints."""
+    for event in result.all_events:
+        if event.event_type_value not in _FAILURE_EVENTS:
+            continue
+        error = getattr(event.event_specific_data, "error", None)
+        if error is None:
+            continue
+        where = f" at step {event.step_key}" if event.step_key else ""
+        cause = root_cause(error)
+        return f"run {result.run_id} failed{where}; the steps after it did not run:\n{cause}"
+    return f"run {result.run_id} failed (see the run's event log)"
+
+
+def root_cause(error: SerializableErrorInfo) -> str:
+    """The innermost error's message without its ``module.Class:`` prefix.
+
+    Dagster wraps a step's exception ("Error occurred while executing op ...") and the
+    user's exception is the last cause; its message is the one that says what to do.
+    """
+    while error.cause is not None:
+        error = error.cause
+    message = error.message.strip()
+    prefix, separator, rest = message.partition(": ")
+    if separator and error.cls_name and prefix.endswith(error.cls_name):
+        message = rest.strip()
+    return message
+
+
+def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, Mapping[str, Any]]:
+    """The last materialisation metadata of each asset in the run, as plain values."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        found[materialization.asset_key.to_user_string()] = {
+            key: getattr(value, "value", value) for key, value in materialization.metadata.items()
+        }
+    return found
+
+
+def run_summary(result: dg.ExecuteInProcessResult) -> Iterator[str]:
+    """What this run loaded and built, from its own materialisations."""
+    built = _materializations(result)
+    yield f"run {result.run_id} succeeded"
+    if "raw_customers" in built and "raw_orders" in built:
+        customers = built["raw_customers"]["dagster/row_count"]
+        orders = built["raw_orders"]["dagster/row_count"]
+        yield f"  raw:       {customers:,} customers, {orders:,} orders"
+    features, snapshot = built.get("customer_features"), built.get("training_snapshot")
+    if features and snapshot and "training_customers" in features:
+        yield (
+            f"  features:  {features['training_customers']:,} customers at training as_of "
+            f"{features.get('training_as_of')} (label rate {snapshot['label_rate']:.1%})"
+        )
+    yield "  open the UI:   churn dev   (then http://127.0.0.1:3000)"
+    yield (
+        '  query in SQL:  psql "$(churn warehouse-url)"'
+        " -c 'select * from marts.training_snapshot limit 5'"
+    )
+
+
+def registered_version(result: dg.ExecuteInProcessResult) -> str | None:
+    """The registry version this run created, or why it created none (None: not in the run)."""
+    registered = _materializations(result).get("churn_model_version")
+    if registered is None:
+        return None
+    if registered.get("registry") != "registered":
+        return f"not registered: {registered.get('registry')}"
+    return str(registered["version"])
+
+
+def scores_summary(result: dg.ExecuteInProcessResult) -> str | None:
+    """How many customers this scoring run scored, with which version; None if it did not."""
+    scores = _materializations(result).get("churn_scores")
+    if scores is None:
+        return None
+    high = int(scores.get("risk_bands", {}).get("high", 0))
+    return (
+        f"{scores['dagster/row_count']:,} customers scored by champion "
+        f"v{scores['model_version']} ({high:,} high risk)"
+    )
