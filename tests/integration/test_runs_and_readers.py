@@ -135,9 +135,7 @@ def test_two_runs_on_one_home_each_train_on_their_own_data(
     versions = {v.tags[tracking.TAG_DAGSTER_RUN_ID]: v for v in client.search_model_versions()}
     hashes = set()
     for seed, output in outputs.items():
-        (run_id,) = [
-            line.split()[1] for line in output.splitlines() if line.endswith(" succeeded")
-        ]
+        (run_id,) = [line.split()[1] for line in output.splitlines() if line.endswith(" succeeded")]
         tags = versions[run_id].tags
         # the model names the raw data behind it, and that is the data its own run loaded
         assert tags[tracking.TAG_RAW_LOAD_RUN_ID] == run_id

@@ -1,0 +1,80 @@
+"""What `churn` prints when something is wrong: one readable ending, never a traceback.
+
+Regressions (issue 10.7): the last line of a failed `churn run` was "step raw_tables
+failed:" with the violations only in the log above; a corrupt `mlflow.db`, an unusable
+CHURN_HOME and a busy warehouse each ended in a stack trace or said nothing useful.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from churn_assets import warehouse
+from churn_assets.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+def _write_bad_raw_files(raw_dir: Path) -> None:
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    (raw_dir / "customers.csv").write_text("customer_id,signup_at,email\nc1,2024-01-01,a@b.io\n")
+    (raw_dir / "orders.csv").write_text(
+        "order_id,customer_id,ordered_at,amount,item_count,category\n"
+        "o1,c1,2024-01-05,-4.5,1,books\n"
+        "o2,c9,2024-01-06,3,1,books\n"
+    )
+
+
+def test_run_ends_with_every_contract_violation(churn_env: Path, embedded_url: str) -> None:
+    _write_bad_raw_files(churn_env)
+    result = CliRunner().invoke(main, ["run"])
+    assert result.exit_code == 1
+    last = result.output.rstrip().splitlines()[-4:]
+    assert last[0].startswith("Error: run ") and "failed at step raw_tables" in last[0]
+    assert last[1] == "raw data breaks the contract (2 violation(s)); nothing was loaded:"
+    assert last[2].startswith("  - orders.csv: column 'amount' breaks rule 'amount >= 0'")
+    assert last[3].startswith("  - orders.csv: column 'customer_id' breaks rule 'exists in")
+    assert "Traceback" not in result.output[result.output.rindex("Error: run ") :]
+
+
+def test_run_while_another_run_writes_names_that_run(
+    churn_env: Path, embedded_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_bad_raw_files(churn_env)  # never read: the run stops before its first step
+    monkeypatch.setenv("CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS", "0")
+    with warehouse.write_lock(embedded_url, "run 1234-abcd (churn_pipeline)", 0):
+        result = CliRunner().invoke(main, ["run"])
+    assert result.exit_code == 1
+    ending = result.output[result.output.rindex("Error: run ") :]
+    assert "is being written by run 1234-abcd (churn_pipeline)" in ending
+    assert "Run again when it has finished" in ending
+
+
+def test_a_corrupt_mlflow_store_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHURN_HOME", str(tmp_path))
+    (tmp_path / "mlflow").mkdir()
+    (tmp_path / "mlflow" / "mlflow.db").write_text("not a database")
+    result = CliRunner().invoke(main, ["status"])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1, result.output
+    assert "is not a readable SQLite database" in result.output
+    assert "move it aside to start an empty registry" in result.output
+
+
+def test_an_unusable_churn_home_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A regular file where CHURN_HOME's directory should be: the same OSError path as a
+    # read-only home (which chmod cannot simulate when the tests run as root).
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("CHURN_HOME", str(tmp_path / "file" / "home"))
+    result = CliRunner().invoke(main, ["warehouse-url"])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1, result.output
+    assert f"cannot write or read {tmp_path / 'file' / 'home'}: Not a directory" in result.output
+    assert "CHURN_HOME must be a writable directory" in result.output
