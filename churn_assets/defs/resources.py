@@ -41,7 +41,10 @@ class WarehouseResource(dg.ConfigurableResource):
     @contextlib.contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[Self]:
         run = context.run
-        holder = f"run {run.run_id} ({run.job_name})" if run else "a session without a run"
+        if run is None:  # built outside a run (``dg.build_resources``, a notebook): no lock
+            yield self
+            return
+        holder = f"run {run.run_id} ({run.job_name})"
         log = context.log
 
         def waiting(current: warehouse.LockHolder | None) -> None:
