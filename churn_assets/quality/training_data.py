@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from churn_assets.ml.features import NUMERIC_FEATURES
@@ -57,6 +58,15 @@ EXPECTED_COLUMNS: dict[str, str] = {
 # Every numeric feature is a count, duration or amount of money.
 NON_NEGATIVE_COLUMNS: tuple[str, ...] = NUMERIC_FEATURES
 """Counts, durations and money: a negative value means a broken join or sign error upstream."""
+
+MAX_FEATURE_VALUE = float(np.finfo(np.float32).max)
+"""Upper bound of every numeric feature: the largest float32, the model's input type.
+
+It makes the range check a finiteness check too (inf > any bound; NaN is caught as null).
+The raw-data contract already refuses infinite and oversized amounts; this is defence in
+depth against an overflow or a bad value reaching the snapshot another way, which would
+otherwise only fail late, inside training.
+"""
 
 REVENUE_WINDOWS: tuple[str, ...] = ("total_revenue_30d", "total_revenue_90d", "total_revenue_365d")
 """Nested windows, shortest first: each one's revenue is part of the next one's."""
@@ -216,8 +226,9 @@ def build_suite(rules: TrainingDataRules) -> ExpectationSuite:
             gxe.ExpectColumnValuesToBeBetween(
                 column=column,
                 min_value=0,
-                max_value=None,
-                notes="Counts, days and revenue cannot be negative.",
+                max_value=MAX_FEATURE_VALUE,
+                notes="Counts, days and revenue are >= 0 and finite in float32 (the model's "
+                "input); inf means an overflow or an infinite raw amount upstream.",
             )
         )
     for shorter, longer in itertools.pairwise(REVENUE_WINDOWS):

@@ -11,6 +11,13 @@ import pytest
 from churn_assets import warehouse
 from churn_assets.data import loader
 from churn_assets.data.contract import RawDataContractError, read_raw_tables
+from churn_assets.limits import (
+    MAX_AMOUNT,
+    MAX_EMAIL_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_ITEM_COUNT,
+    MAX_TEXT_LENGTH,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -124,3 +131,57 @@ def test_failure_midway_through_the_load_rolls_back_both_tables(
         loader.load_raw_tables(conn, tables)
     assert calls == ["raw.customers", "raw.orders"]  # customers had been written...
     assert _snapshot(fresh_database_url) == before  # ...and were rolled back
+
+
+# Bug: these values passed the contract and either reached Postgres (amount inf was stored
+# as Infinity, a 50 MB category as is, a 2999 order date as a date) or failed inside the load
+# as a raw OverflowError / NumericValueOutOfRange. Each case: column, value, rule fragment.
+HOSTILE_ORDERS = [
+    ("amount", "inf", "finite"),  # was stored as Infinity, then summed into features
+    ("amount", "2e12", "amount <= "),  # above MAX_AMOUNT
+    ("item_count", "inf", "finite"),  # was an OverflowError while copying
+    ("item_count", "99999999999", "item_count <= "),  # was NumericValueOutOfRange (integer)
+    ("ordered_at", "2999-01-01", "not in the future"),  # was "not ISO 8601"
+    ("category", "x" * 1_000_000, "at most "),  # was stored whole
+]
+
+
+@pytest.mark.parametrize(("column", "value", "rule"), HOSTILE_ORDERS)
+def test_load_refuses_hostile_values_before_touching_the_warehouse(
+    fresh_database_url: str, tmp_path: Path, column: str, value: str, rule: str
+) -> None:
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    _write(good, CUSTOMERS, ORDERS)
+    _load(fresh_database_url, good)
+    before = _snapshot(fresh_database_url)
+    orders = ORDERS.astype(object)
+    orders.loc[1, column] = value
+    _write(bad, CUSTOMERS, orders)
+    with pytest.raises(RawDataContractError) as excinfo:
+        _load(fresh_database_url, bad)
+    assert [v.column for v in excinfo.value.violations] == [column]
+    assert rule in excinfo.value.violations[0].rule
+    assert _snapshot(fresh_database_url) == before
+
+
+def test_values_at_every_limit_load_and_read_back_exactly(
+    fresh_database_url: str, tmp_path: Path
+) -> None:
+    # The limits are chosen to fit the warehouse types: the largest accepted values load.
+    longest_id = "c" * MAX_ID_LENGTH
+    customers = CUSTOMERS.assign(
+        customer_id=[longest_id, "c2"], email=pd.Series(["e" * MAX_EMAIL_LENGTH, None])
+    )
+    orders = ORDERS.assign(
+        customer_id=[longest_id, "c2", "c2"],
+        amount=[float(MAX_AMOUNT), 0.0, 99.99],
+        item_count=pd.Series([MAX_ITEM_COUNT, None, 3]),
+        category=pd.Series(["k" * MAX_TEXT_LENGTH, None, "toys"]),
+    )
+    _write(tmp_path, customers, orders)
+    _load(fresh_database_url, tmp_path)
+    o1 = _snapshot(fresh_database_url)["orders"][0]
+    assert o1[1] == longest_id
+    assert o1[3] == MAX_AMOUNT  # numeric: exact
+    assert o1[4] == MAX_ITEM_COUNT
+    assert o1[5] == "k" * MAX_TEXT_LENGTH

@@ -313,3 +313,27 @@ def test_importing_the_module_does_not_import_great_expectations() -> None:
         "sys.exit('great_expectations' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# Bug: an infinite amount in the raw files became Infinity in marts.customer_features and
+# the suite passed it (revenue had only a lower bound), so training failed late. Each case:
+# the feature column and the value planted in one row.
+INFINITE_CASES = [
+    pytest.param("total_revenue_365d", np.inf, id="inf-revenue"),  # sum over an inf amount
+    pytest.param("order_frequency", -np.inf, id="minus-inf-frequency"),  # caught by min too
+    pytest.param("total_revenue_30d", 1e39, id="beyond-float32"),  # finite, inf as float32
+]
+
+
+@pytest.mark.parametrize(("column", "value"), INFINITE_CASES)
+def test_validate_training_dataset_rejects_non_finite_features(
+    valid_frame: pd.DataFrame, column: str, value: float
+) -> None:
+    frame = valid_frame.copy()
+    frame.loc[7, column] = value
+    report = validate_training_dataset(frame)
+
+    assert report.success is False
+    failure = _failure(report, "expect_column_values_to_be_between", column)
+    assert failure.unexpected_count == 1
+    assert failure.examples == (f"{value:.6g}",)
