@@ -1,5 +1,8 @@
 """Every setting the platform reads from the environment, in one place.
 
+Settings say *where* things are (directories, URLs, targets); the thresholds the platform
+*decides* with live in :mod:`churn_assets.policy`.
+
 Nothing else in the package calls ``os.environ`` for configuration: modules ask
 :func:`load_settings`, which reads the environment when called (never at import
 time), so tests can ``monkeypatch.setenv`` and a long-lived process sees one
@@ -18,7 +21,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 
 DEFAULT_WINDOW_DAYS = 90
-DEFAULT_MIN_AUC = 0.60
 # A full 1M-customer run takes a few minutes; a second run waits that long, not forever.
 DEFAULT_LOCK_TIMEOUT_SECONDS = 900
 
@@ -44,15 +46,8 @@ class Settings:
         dbt_target: dbt profile target (``DBT_TARGET``, default ``local``).
         mlflow_tracking_uri: MLflow tracking URI (``MLFLOW_TRACKING_URI``); ``None`` means a
             local SQLite store under ``<home>/mlflow``.
-        min_auc: ROC AUC a model must reach to pass the gate (``CHURN_MIN_AUC``, default 0.60).
-        promotion_min_auc_gain: AUC a challenger must add over the champion
-            (``CHURN_PROMOTION_MIN_AUC_GAIN``, default 0.01).
-        drift_share_threshold: The drift gate fails when this share of features drifted
-            (``CHURN_DRIFT_SHARE_THRESHOLD``, default 0.3).
         sensor_interval_seconds: How often the promotion and retraining sensors look
             (``CHURN_SENSOR_INTERVAL_SECONDS``, default 30; read when the code loads).
-        retrain_cooldown_seconds: Minimum time between two drift-triggered retrains
-            (``CHURN_RETRAIN_COOLDOWN_SECONDS``, default 3600): no retrain storms.
         warehouse_lock_timeout_seconds: How long a run waits for another run that is
             writing the warehouse (``CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS``, default 900;
             0 fails at once, naming the run that holds it).
@@ -65,11 +60,7 @@ class Settings:
     warehouse_url: str | None
     dbt_target: str
     mlflow_tracking_uri: str | None
-    min_auc: float
-    promotion_min_auc_gain: float
-    drift_share_threshold: float
     sensor_interval_seconds: int
-    retrain_cooldown_seconds: int
     warehouse_lock_timeout_seconds: int
 
     @property
@@ -113,15 +104,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         warehouse_url=env.get("CHURN_WAREHOUSE_URL") or None,
         dbt_target=env.get("DBT_TARGET") or "local",
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
-        min_auc=_parse_float(env, "CHURN_MIN_AUC", DEFAULT_MIN_AUC, low=0.0, high=1.0),
-        promotion_min_auc_gain=_parse_float(
-            env, "CHURN_PROMOTION_MIN_AUC_GAIN", 0.01, low=0.0, high=1.0
-        ),
-        drift_share_threshold=_parse_float(
-            env, "CHURN_DRIFT_SHARE_THRESHOLD", 0.3, low=0.0, high=1.0
-        ),
         sensor_interval_seconds=_parse_int(env, "CHURN_SENSOR_INTERVAL_SECONDS", 30, minimum=1),
-        retrain_cooldown_seconds=_parse_int(env, "CHURN_RETRAIN_COOLDOWN_SECONDS", 3600, minimum=0),
         warehouse_lock_timeout_seconds=_parse_int(
             env, "CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS", DEFAULT_LOCK_TIMEOUT_SECONDS, minimum=0
         ),
@@ -148,19 +131,4 @@ def _parse_int(env: Mapping[str, str], name: str, default: int, *, minimum: int)
         raise SettingsError(f"{name}={raw!r} is not an integer") from None
     if value < minimum:
         raise SettingsError(f"{name}={value} must be >= {minimum}")
-    return value
-
-
-def _parse_float(
-    env: Mapping[str, str], name: str, default: float, *, low: float, high: float
-) -> float:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name}={value} must be between {low} and {high}")
     return value

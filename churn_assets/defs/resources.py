@@ -5,16 +5,18 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import dagster as dg
 import psycopg2.extensions
 from dagster_dbt import DbtCliResource
 from mlflow.tracking import MlflowClient
+from pydantic import Field, create_model
 
 from churn_assets import warehouse
 from churn_assets.lib.dbt import churn_dbt_project
 from churn_assets.ml import tracking
+from churn_assets.policy import Policy, load_policy, rules
 from churn_assets.settings import DEFAULT_LOCK_TIMEOUT_SECONDS, load_settings
 
 
@@ -136,6 +138,40 @@ class MlflowResource(dg.ConfigurableResource):
         return f"mlflow ui --backend-store-uri {self.tracking_uri}  (run {run_id})"
 
 
+# The resource's fields are generated from ``churn_assets.policy.Policy``: one definition of
+# every threshold (name, type, default, meaning, variable), shown in the UI and launchpad.
+if TYPE_CHECKING:
+    _PolicyFields = dg.ConfigurableResource
+else:
+    _PolicyFields = create_model(
+        "_PolicyFields",
+        __base__=dg.ConfigurableResource,
+        **{
+            rule.name: (
+                rule.kind,
+                Field(default=rule.default, description=f"{rule.meaning} ({rule.env})"),
+            )
+            for rule in rules()
+        },
+    )
+
+
+class ChurnPolicy(_PolicyFields):
+    """Every threshold the platform decides with: data rules, gates, promotion, drift,
+    retraining, risk bands. Each field's description names its environment variable; the
+    values in the UI are the deployment's (defaults overridden by those variables), and a
+    run can override any of them in the launchpad."""
+
+    def policy(self) -> Policy:
+        """The validated pure policy the ML code takes."""
+        return Policy(**{rule.name: getattr(self, rule.name) for rule in rules()})
+
+
+def policy_resource() -> ChurnPolicy:
+    """The deployment's policy: defaults overridden by the ``CHURN_*`` policy variables."""
+    return ChurnPolicy(**load_policy().as_dict())
+
+
 def warehouse_resource() -> WarehouseResource:
     """Embedded unless ``CHURN_WAREHOUSE_URL`` is set (a switch fixed per deployment)."""
     settings = load_settings()
@@ -169,6 +205,7 @@ def defs() -> dg.Definitions:
             "warehouse": warehouse_resource(),
             "dbt": DbtCliResource(project_dir=churn_dbt_project()),
             "mlflow": mlflow_resource(),
+            "policy": policy_resource(),
             # Asset values (the training DataFrame, model handles) persist under CHURN_HOME,
             # so a later run can materialise one asset from an earlier run's upstream,
             # whether that run came from the UI or from `churn run`.

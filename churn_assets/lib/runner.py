@@ -35,9 +35,11 @@ def run_job(
 def promote(instance: dg.DagsterInstance) -> list[str]:
     """Evaluate the promotion sensor once; record its champion events in the instance."""
     from churn_assets.defs.promotion.sensors import champion_promotion_sensor
-    from churn_assets.defs.resources import mlflow_resource
+    from churn_assets.defs.resources import mlflow_resource, policy_resource
 
-    context = dg.build_sensor_context(instance=instance, resources={"mlflow": mlflow_resource()})
+    context = dg.build_sensor_context(
+        instance=instance, resources={"mlflow": mlflow_resource(), "policy": policy_resource()}
+    )
     result = champion_promotion_sensor(context)
     if isinstance(result, dg.SkipReason):
         return [f"promotion: {result.skip_message}"]

@@ -26,6 +26,7 @@ from churn_assets.ml.features import (
     FEATURE_DESCRIPTIONS,
     NUMERIC_FEATURES,
 )
+from churn_assets.policy import Policy
 
 # Floor for a bin's share before taking logs. An empty bin would make PSI infinite; 1e-4 is
 # below the share of a single row for samples up to 10,000 rows, so it only stands in for
@@ -47,10 +48,18 @@ _HEADERS = (
 class DriftPolicy:
     """When a feature counts as drifted, and when the drift gate fails."""
 
-    psi_threshold: float = 0.2  # "significant shift" rule of thumb
-    ks_pvalue_threshold: float = 0.01  # also used for the chi-square p-value
-    drift_share_threshold: float = 0.3  # the gate fails when share of drifted features >= this
-    n_bins: int = 10
+    psi_threshold: float  # "significant shift" rule of thumb
+    ks_pvalue_threshold: float  # also used for the chi-square p-value
+    drift_share_threshold: float  # the gate fails when share of drifted features >= this
+    n_bins: int = 10  # a method setting, not a threshold: deciles of the reference
+
+    @classmethod
+    def from_policy(cls, policy: Policy) -> DriftPolicy:
+        return cls(
+            psi_threshold=policy.drift_psi_threshold,
+            ks_pvalue_threshold=policy.drift_p_value,
+            drift_share_threshold=policy.drift_share_threshold,
+        )
 
     def __post_init__(self) -> None:
         if self.psi_threshold < 0:
@@ -88,6 +97,12 @@ class FeatureDrift:
     current_mean: float | None
 
 
+def drift_gate_passes(drift_share: float, threshold: float) -> bool:
+    """The drift gate's one rule: it fails once the share of drifted features reaches the
+    threshold (``CHURN_DRIFT_SHARE_THRESHOLD``)."""
+    return drift_share < threshold
+
+
 @dataclass(frozen=True)
 class DriftReport:
     """Per-feature drift and the gate verdict."""
@@ -100,7 +115,7 @@ class DriftReport:
 
     @property
     def gate_passed(self) -> bool:
-        return self.drift_share < self.threshold
+        return drift_gate_passes(self.drift_share, self.threshold)
 
     @property
     def n_drifted(self) -> int:
@@ -220,7 +235,7 @@ def numeric_drift(
     feature: str,
     reference: npt.ArrayLike,
     current: npt.ArrayLike,
-    policy: DriftPolicy = DriftPolicy(),
+    policy: DriftPolicy,
 ) -> FeatureDrift:
     """PSI and the two-sample KS test (``scipy.stats.ks_2samp``) of one numeric feature."""
     ref = _numeric(reference, f"reference {feature}")
@@ -245,7 +260,7 @@ def categorical_drift(
     reference: Sequence[str] | pd.Series,
     current: Sequence[str] | pd.Series,
     categories: Sequence[str],
-    policy: DriftPolicy = DriftPolicy(),
+    policy: DriftPolicy,
 ) -> FeatureDrift:
     """PSI and the chi-square test of homogeneity (``scipy.stats.chi2_contingency``) on the
     2 x categories table of counts; categories absent from both samples are left out (their
@@ -283,7 +298,7 @@ def _check_frames(reference: pd.DataFrame, current: pd.DataFrame) -> None:
 
 
 def compute_drift(
-    reference: pd.DataFrame, current: pd.DataFrame, policy: DriftPolicy = DriftPolicy()
+    reference: pd.DataFrame, current: pd.DataFrame, policy: DriftPolicy
 ) -> DriftReport:
     """Drift of every model feature: ``NUMERIC_FEATURES`` in order, then the email class
     over ``EMAIL_DOMAIN_CLASSES``.

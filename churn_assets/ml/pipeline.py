@@ -23,6 +23,7 @@ from churn_assets.ml.features import ID, labels, split_holdout, to_model_inputs
 from churn_assets.ml.gates import auc_gate, parity_gate
 from churn_assets.ml.model import count_parameters, predict_proba, save_model
 from churn_assets.ml.train import TrainConfig, train
+from churn_assets.policy import Policy
 
 GROUND_TRUTH_FILES = ("ground_truth.parquet", "ground_truth.csv")
 
@@ -59,7 +60,7 @@ def train_and_evaluate(
     holdout_fraction: float,
     max_epochs: int,
     ground_truth_dir: Path | None,
-    min_auc: float,
+    policy: Policy,
 ) -> TrainingOutcome:
     """Train on a stratified split of ``dataset`` and write everything a model needs to
     ``out_dir``: weights + spec, holdout rows (so any later model can be scored on exactly
@@ -92,7 +93,10 @@ def train_and_evaluate(
         label_rate=float(labels(dataset).mean()),
         n_holdout=len(holdout),
         oracle=oracle,
-        gates=[auc_gate(metrics.roc_auc, min_auc), parity_gate(None)],
+        gates=[
+            auc_gate(metrics.roc_auc, policy.min_auc),
+            parity_gate(None, policy.parity_tolerance),
+        ],
     )
     (out_dir / CARD_FILE).write_text(card)
     params = {

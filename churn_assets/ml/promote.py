@@ -16,6 +16,7 @@ import numpy.typing as npt
 from sklearn import metrics as skm
 
 from churn_assets.ml.evaluate import Metrics, evaluate
+from churn_assets.policy import Policy
 
 # A class with k rows is missing from a resample with probability ~e^-k, so this rejects
 # evaluation sets with only 1-2 rows of a class (~37% / ~14% of resamples invalid), where the
@@ -28,13 +29,24 @@ _CHUNK_CELLS = 2_000_000
 
 @dataclass(frozen=True)
 class PromotionPolicy:
-    """When a challenger replaces the champion; see :func:`should_promote` for the rules."""
+    """When a challenger replaces the champion; see :func:`should_promote` for the rules.
+    The thresholds come from :class:`churn_assets.policy.Policy` (:meth:`from_policy`)."""
 
-    min_auc_gain: float = 0.01  # challenger AUC must beat champion AUC by at least this
-    brier_tolerance: float = 0.005  # challenger Brier may be worse by at most this
-    n_bootstrap: int = 1000
-    confidence: float = 0.95  # two-sided interval of the paired bootstrap
-    seed: int = 42
+    min_auc_gain: float  # challenger AUC must beat champion AUC by at least this
+    brier_tolerance: float  # challenger Brier may be worse by at most this
+    n_bootstrap: int
+    confidence: float  # two-sided interval of the paired bootstrap
+    seed: int = 42  # not a threshold: the bootstrap's resamples, fixed for reproducibility
+
+    @classmethod
+    def from_policy(cls, policy: Policy, seed: int = 42) -> PromotionPolicy:
+        return cls(
+            min_auc_gain=policy.promotion_min_auc_gain,
+            brier_tolerance=policy.promotion_brier_tolerance,
+            n_bootstrap=policy.promotion_bootstrap_resamples,
+            confidence=policy.promotion_confidence,
+            seed=seed,
+        )
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.min_auc_gain) and self.min_auc_gain >= 0):
@@ -216,7 +228,7 @@ def should_promote(
     y_true: npt.ArrayLike,
     challenger: Candidate,
     champion: Candidate | UnusableChampion | None,
-    policy: PromotionPolicy = PromotionPolicy(),
+    policy: PromotionPolicy,
 ) -> PromotionDecision:
     """Decide whether ``challenger`` replaces ``champion``. Rules, in this order:
 

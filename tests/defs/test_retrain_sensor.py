@@ -13,6 +13,9 @@ from churn_assets.defs.monitoring.sensors import (
     retrain_decision,
     retrain_on_drift_sensor,
 )
+from churn_assets.defs.resources import ChurnPolicy
+
+RESOURCES = {"policy": ChurnPolicy()}
 
 
 @pytest.fixture
@@ -33,7 +36,9 @@ def _drift_evaluation(instance: dg.DagsterInstance, *, passed: bool, share: floa
 
 
 def test_retrain_sensor_skips_until_the_drift_gate_has_run(instance: dg.DagsterInstance) -> None:
-    result = retrain_on_drift_sensor(dg.build_sensor_context(instance=instance))
+    result = retrain_on_drift_sensor(
+        dg.build_sensor_context(instance=instance, resources=RESOURCES)
+    )
     assert isinstance(result, dg.SkipReason)
     assert result.skip_message == "the drift gate has not been evaluated yet"
 
@@ -52,13 +57,15 @@ def test_retrain_sensor_requests_training_once_per_failed_evaluation(
     instance: dg.DagsterInstance,
 ) -> None:
     _drift_evaluation(instance, passed=False, share=0.6)
-    first = retrain_on_drift_sensor(dg.build_sensor_context(instance=instance))
+    first = retrain_on_drift_sensor(dg.build_sensor_context(instance=instance, resources=RESOURCES))
     assert isinstance(first, dg.SensorResult)
     (request,) = first.run_requests or []
     assert request.tags["churn/trigger"] == "drift"
     assert retrain_on_drift_sensor.job_name == "training_job"
     # Same failed evaluation, next tick: no second run (no retrain storm).
-    again = retrain_on_drift_sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+    again = retrain_on_drift_sensor(
+        dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=RESOURCES)
+    )
     assert isinstance(again, dg.SkipReason)
     assert "already retrained for drift evaluation" in (again.skip_message or "")
 

@@ -17,7 +17,7 @@ from click.testing import Result
 from mlflow.tracking import MlflowClient
 
 from churn_assets.defs.promotion.sensors import champion_promotion_sensor
-from churn_assets.defs.resources import MlflowResource
+from churn_assets.defs.resources import ChurnPolicy, MlflowResource
 from churn_assets.ml import tracking
 from churn_assets.ml.artifacts import HOLDOUT_FILE, ONNX_FILE, REFERENCE_FILE
 from churn_assets.ml.champion import TAG_DECISION
@@ -71,7 +71,7 @@ def _register(
 def _evaluate(mlflow: MlflowResource, cursor: str | None = None) -> dg.SensorResult | dg.SkipReason:
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(
-            instance=instance, cursor=cursor, resources={"mlflow": mlflow}
+            instance=instance, cursor=cursor, resources={"mlflow": mlflow, "policy": ChurnPolicy()}
         )
         return champion_promotion_sensor(context)  # type: ignore[return-value]
 

@@ -54,9 +54,11 @@ def test_write_lock_waits_for_the_holder_then_proceeds(fresh_database_url: str) 
         seen.append(holder)
         release.set()  # the first writer finishes while the second waits
 
-    with warehouse.write_lock(fresh_database_url, "run second", 30, on_wait):
-        with warehouse.connect(fresh_database_url) as conn:
-            holder = warehouse.lock_holder(conn)
+    with (
+        warehouse.write_lock(fresh_database_url, "run second", 30, on_wait),
+        warehouse.connect(fresh_database_url) as conn,
+    ):
+        holder = warehouse.lock_holder(conn)
     thread.join(timeout=30)
     assert [h.name if h else None for h in seen] == ["run first"]
     assert holder is not None and holder.name == "run second"

@@ -6,6 +6,7 @@ import base64
 import math
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from functools import cache
 
 import numpy as np
@@ -24,7 +25,10 @@ from churn_assets.ml.drift import (
     psi,
 )
 from churn_assets.ml.features import CATEGORICAL_FEATURE, EMAIL_DOMAIN_CLASSES, NUMERIC_FEATURES
+from churn_assets.policy import Policy
 from tests.unit._features import generated_snapshot
+
+DRIFT = DriftPolicy.from_policy(Policy())
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ALL_FEATURES = (*NUMERIC_FEATURES, CATEGORICAL_FEATURE)
@@ -149,7 +153,7 @@ def test_categorical_psi_matches_the_hand_computed_value(
 
 def test_numeric_drift_ks_finds_no_difference_between_samples_of_one_distribution() -> None:
     rng = np.random.default_rng(1)
-    result = numeric_drift("x", rng.normal(size=5000), rng.normal(size=5000))
+    result = numeric_drift("x", rng.normal(size=5000), rng.normal(size=5000), DRIFT)
     assert result.p_value > 0.2
     assert result.psi < 0.02
     assert not result.drifted
@@ -157,7 +161,7 @@ def test_numeric_drift_ks_finds_no_difference_between_samples_of_one_distributio
 
 def test_numeric_drift_ks_finds_a_shifted_normal() -> None:
     rng = np.random.default_rng(2)
-    result = numeric_drift("x", rng.normal(size=2000), rng.normal(0.5, 1.0, size=2000))
+    result = numeric_drift("x", rng.normal(size=2000), rng.normal(0.5, 1.0, size=2000), DRIFT)
     assert result.p_value < 1e-6
     assert result.statistic > 0.15
     assert result.drifted
@@ -179,8 +183,8 @@ def test_numeric_drift_needs_both_psi_and_the_test_to_flag(
     n: int, shift: float, psi_flags: bool, test_flags: bool, drifted: bool
 ) -> None:
     rng = np.random.default_rng(3)
-    result = numeric_drift("x", rng.normal(size=n), rng.normal(shift, 1.0, size=n))
-    policy = DriftPolicy()
+    result = numeric_drift("x", rng.normal(size=n), rng.normal(shift, 1.0, size=n), DRIFT)
+    policy = DRIFT
     assert (result.psi >= policy.psi_threshold) is psi_flags
     assert (result.p_value < policy.ks_pvalue_threshold) is test_flags
     assert result.drifted is drifted
@@ -189,18 +193,20 @@ def test_numeric_drift_needs_both_psi_and_the_test_to_flag(
 def test_categorical_drift_uses_the_chi_square_test_and_skips_unused_categories() -> None:
     reference = ["free"] * 600 + ["business"] * 400
     vocabulary = ("free", "business", "education")  # education is in neither sample
-    shifted = categorical_drift("c", reference, ["free"] * 300 + ["business"] * 700, vocabulary)
+    shifted = categorical_drift(
+        "c", reference, ["free"] * 300 + ["business"] * 700, vocabulary, DRIFT
+    )
     assert shifted.kind == "categorical" and shifted.reference_mean is None
     assert shifted.p_value < 1e-6 and shifted.drifted
-    same = categorical_drift("c", reference, list(reversed(reference)), ("free", "business"))
+    same = categorical_drift("c", reference, list(reversed(reference)), ("free", "business"), DRIFT)
     assert same.statistic == 0.0 and same.p_value == 1.0 and not same.drifted
-    single = categorical_drift("c", ["free"] * 10, ["free"] * 5, EMAIL_DOMAIN_CLASSES)
+    single = categorical_drift("c", ["free"] * 10, ["free"] * 5, EMAIL_DOMAIN_CLASSES, DRIFT)
     assert (single.statistic, single.p_value) == (0.0, 1.0)
 
 
 def test_compute_drift_of_identical_frames_is_zero_everywhere() -> None:
     reference, _ = _snapshots()
-    report = compute_drift(reference, reference.copy())
+    report = compute_drift(reference, reference.copy(), DRIFT)
     assert [f.feature for f in report.features] == list(ALL_FEATURES)
     assert all(f.psi == 0.0 and not f.drifted for f in report.features)
     assert report.drift_share == 0.0 and report.gate_passed
@@ -208,7 +214,7 @@ def test_compute_drift_of_identical_frames_is_zero_everywhere() -> None:
 
 def test_compute_drift_passes_two_samples_of_the_same_distribution() -> None:
     reference, current = _snapshots()
-    report = compute_drift(reference, current)
+    report = compute_drift(reference, current, DRIFT)
     assert report.gate_passed
     assert report.n_drifted == 0
     assert max(f.psi for f in report.features) < 0.1
@@ -217,7 +223,7 @@ def test_compute_drift_passes_two_samples_of_the_same_distribution() -> None:
 
 def test_compute_drift_fails_the_gate_on_shifted_customers() -> None:
     reference, current = _snapshots()
-    report = compute_drift(reference, _shifted(current))
+    report = compute_drift(reference, _shifted(current), DRIFT)
     drifted = {f.feature for f in report.features if f.drifted}
     assert drifted == {
         "days_since_last_order",
@@ -264,7 +270,7 @@ def test_compute_drift_share_is_drifted_features_over_all_features(
     current = current.copy()
     for name in shifted:
         current[name] = current[name] + 3 * current[name].std()
-    report = compute_drift(reference, current, DriftPolicy(drift_share_threshold=threshold))
+    report = compute_drift(reference, current, replace(DRIFT, drift_share_threshold=threshold))
     assert {f.feature for f in report.features if f.drifted} == set(shifted)
     assert report.drift_share == share
     assert report.threshold == threshold
@@ -294,7 +300,7 @@ def test_compute_drift_rejects_unusable_frames(
 ) -> None:
     reference, current = _snapshots()
     with pytest.raises(ValueError, match=match):
-        compute_drift(reference, change(current))
+        compute_drift(reference, change(current), DRIFT)
 
 
 @pytest.mark.parametrize(
@@ -308,12 +314,12 @@ def test_compute_drift_rejects_unusable_frames(
 )
 def test_drift_policy_rejects_meaningless_settings(kwargs: dict[str, float], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        DriftPolicy(**kwargs)  # type: ignore[arg-type]
+        replace(DRIFT, **kwargs)
 
 
 def test_drift_report_to_frame_and_markdown_have_one_row_per_feature() -> None:
     reference, current = _snapshots()
-    report = compute_drift(reference, _shifted(current))
+    report = compute_drift(reference, _shifted(current), DRIFT)
     frame = report.to_frame()
     assert list(frame["feature"]) == list(ALL_FEATURES)
     assert frame["drifted"].tolist() == [f.drifted for f in report.features]
@@ -335,7 +341,7 @@ def test_histograms_png_is_png_bytes_of_the_panel_grid() -> None:
 
 def test_html_report_is_a_standalone_page_with_verdict_table_context_and_image() -> None:
     reference, current = _snapshots()
-    report = compute_drift(reference, _shifted(current))
+    report = compute_drift(reference, _shifted(current), DRIFT)
     png = b"\x89PNG\r\n\x1a\nnot really"
     page = html_report(
         report,

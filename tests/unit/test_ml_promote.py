@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from functools import cache
 
 import numpy as np
@@ -17,8 +18,10 @@ from churn_assets.ml.promote import (
     paired_bootstrap_auc_diff,
     should_promote,
 )
+from churn_assets.policy import Policy
 
 Scores = dict[str, npt.NDArray[np.float64]]
+DEFAULT = PromotionPolicy.from_policy(Policy())
 
 
 def _sigmoid(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -87,6 +90,7 @@ def test_should_promote_follows_the_rules_in_order(
         y,
         Candidate("v2", gates_passed, scores[challenger]),
         None if champion is None else Candidate("v1", True, scores[champion].copy()),
+        DEFAULT,
     )
     assert decision.promote is promote
     assert reason in decision.reason
@@ -105,18 +109,24 @@ def test_should_promote_cases_have_the_properties_they_claim() -> None:
     # Guards the table above: each case fails (or passes) for the reason it names.
     y, scores = _scores(2000, 0)
     slightly = should_promote(
-        y, Candidate("b", True, scores["slightly_better"]), Candidate("a", True, scores["medium"])
+        y,
+        Candidate("b", True, scores["slightly_better"]),
+        Candidate("a", True, scores["medium"]),
+        DEFAULT,
     )
     assert slightly.auc_diff is not None and slightly.ci_low is not None
     assert 0 < slightly.auc_diff < 0.01 and slightly.ci_low > 0
     y_small, small = _scores(60, 1)
     tiny = should_promote(
-        y_small, Candidate("b", True, small["good"]), Candidate("a", True, small["medium"])
+        y_small, Candidate("b", True, small["good"]), Candidate("a", True, small["medium"]), DEFAULT
     )
     assert tiny.auc_diff is not None and tiny.ci_low is not None
     assert tiny.auc_diff >= 0.01 and tiny.ci_low <= 0
     wrecked = should_promote(
-        y, Candidate("b", True, scores["overconfident"]), Candidate("a", True, scores["medium"])
+        y,
+        Candidate("b", True, scores["overconfident"]),
+        Candidate("a", True, scores["medium"]),
+        DEFAULT,
     )
     assert wrecked.ci_low is not None and wrecked.ci_low > 0
     assert wrecked.champion_brier is not None
@@ -126,7 +136,7 @@ def test_should_promote_cases_have_the_properties_they_claim() -> None:
 def test_should_promote_reason_reads_as_one_sentence_with_every_number() -> None:
     y, scores = _scores(2000, 0)
     decision = should_promote(
-        y, Candidate("v2", True, scores["good"]), Candidate("v1", True, scores["medium"])
+        y, Candidate("v2", True, scores["good"]), Candidate("v1", True, scores["medium"]), DEFAULT
     )
     assert decision.reason.startswith("challenger AUC 0.862 beats champion 0.740 by 0.122 >= 0.010")
     assert "bootstrap 95% CI of the difference [" in decision.reason
@@ -136,9 +146,9 @@ def test_should_promote_reason_reads_as_one_sentence_with_every_number() -> None
 def test_should_promote_is_deterministic_for_a_seed() -> None:
     y, scores = _scores(200, 3)
     args = (y, Candidate("b", True, scores["good"]), Candidate("a", True, scores["medium"]))
-    assert should_promote(*args) == should_promote(*args)
-    other = should_promote(*args, PromotionPolicy(seed=7))
-    assert other.ci_low != should_promote(*args).ci_low
+    assert should_promote(*args, DEFAULT) == should_promote(*args, DEFAULT)
+    other = should_promote(*args, PromotionPolicy.from_policy(Policy(), seed=7))
+    assert other.ci_low != should_promote(*args, DEFAULT).ci_low
 
 
 def test_paired_bootstrap_interval_contains_the_observed_difference() -> None:
@@ -267,6 +277,7 @@ def test_should_promote_rejects_invalid_inputs(
             np.array(y),
             Candidate("v2", True, np.array(challenger)),
             Candidate("v1", True, np.array(champion)),
+            DEFAULT,
         )
 
 
@@ -283,7 +294,7 @@ def test_promotion_policy_rejects_meaningless_settings(
     kwargs: dict[str, float], match: str
 ) -> None:
     with pytest.raises(ValueError, match=match):
-        PromotionPolicy(**kwargs)  # type: ignore[arg-type]
+        PromotionPolicy(**{**asdict(DEFAULT), **kwargs})
 
 
 def test_candidate_probabilities_are_a_read_only_copy() -> None:
@@ -302,6 +313,7 @@ def test_promotion_decision_as_tags_are_prefixed_strings(champion: str | None) -
         y,
         Candidate("v2", True, scores["good"]),
         None if champion is None else Candidate("v1", True, scores[champion]),
+        DEFAULT,
     )
     tags = decision.as_tags()
     assert set(tags) == {f"promotion.{key}" for key in decision.as_dict()}
@@ -335,6 +347,7 @@ def test_should_promote_replaces_an_unusable_champion_only_with_a_gated_challeng
         y,
         Candidate("v2", challenger_gates, scores["bad"]),
         UnusableChampion("1", "artifact missing"),
+        DEFAULT,
     )
     assert decision.promote is promote
     assert reason in decision.reason

@@ -16,7 +16,8 @@ def test_load_settings_defaults_put_all_state_under_churn_home(tmp_path: Path) -
     assert settings.home == tmp_path
     assert settings.raw_dir == tmp_path / "raw"
     assert settings.embedded_pg_dir == tmp_path / "pg"
-    assert (settings.as_of, settings.window_days, settings.min_auc) == (None, 90, 0.60)
+    assert (settings.as_of, settings.window_days) == (None, 90)
+    assert settings.warehouse_lock_timeout_seconds == 900
     assert settings.warehouse_url is None
     assert settings.dbt_target == "local"
 
@@ -29,7 +30,7 @@ def test_load_settings_reads_every_override(tmp_path: Path) -> None:
             "CHURN_AS_OF": "2025-06-30",
             "CHURN_WINDOW_DAYS": "60",
             "CHURN_WAREHOUSE_URL": "postgresql://u:p@db:5433/w",
-            "CHURN_MIN_AUC": "0.7",
+            "CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS": "0",
             "DBT_TARGET": "prod",
         }
     )
@@ -37,7 +38,7 @@ def test_load_settings_reads_every_override(tmp_path: Path) -> None:
     assert settings.as_of == date(2025, 6, 30)
     assert settings.window_days == 60
     assert settings.warehouse_url == "postgresql://u:p@db:5433/w"
-    assert settings.min_auc == 0.7
+    assert settings.warehouse_lock_timeout_seconds == 0
     assert settings.dbt_target == "prod"
 
 
@@ -47,7 +48,7 @@ def test_load_settings_reads_every_override(tmp_path: Path) -> None:
         ("CHURN_AS_OF", "30/06/2025", "CHURN_AS_OF='30/06/2025' is not an ISO date"),
         ("CHURN_WINDOW_DAYS", "ninety", "CHURN_WINDOW_DAYS='ninety' is not an integer"),
         ("CHURN_WINDOW_DAYS", "0", "CHURN_WINDOW_DAYS=0 must be >= 1"),
-        ("CHURN_MIN_AUC", "1.5", "CHURN_MIN_AUC=1.5 must be between 0.0 and 1.0"),
+        ("CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS", "-1", "TIMEOUT_SECONDS=-1 must be >= 0"),
     ],
 )
 def test_load_settings_names_the_bad_variable(name: str, value: str, message: str) -> None:

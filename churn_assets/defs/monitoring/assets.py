@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from churn_assets.data.snapshot import read_feature_table
-from churn_assets.defs.resources import MlflowResource, WarehouseResource
+from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
 from churn_assets.ml import tracking
 from churn_assets.settings import load_settings
 
@@ -28,7 +28,9 @@ class DriftSummary:
 
     @property
     def gate_passed(self) -> bool:
-        return self.drift_share < self.threshold
+        from churn_assets.ml.drift import drift_gate_passes
+
+        return drift_gate_passes(self.drift_share, self.threshold)
 
 
 @dg.asset(
@@ -37,7 +39,10 @@ class DriftSummary:
     kinds={"pandas", "mlflow"},
 )
 def feature_drift(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowResource
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    mlflow: MlflowResource,
+    policy: ChurnPolicy,
 ) -> dg.Output[DriftSummary]:
     """Per-feature PSI and KS (chi-square for the email class) between the current features
     (scoring as_of) and the champion's training rows, with overlaid histograms and a
@@ -58,8 +63,7 @@ def feature_drift(
         reference = fetch_reference(mlflow.tracking_uri, version, Path(tmp), mlflow.model_name)
     with warehouse.connect() as conn:
         current = read_feature_table(conn, "marts.current_features")
-    policy = DriftPolicy(drift_share_threshold=settings.drift_share_threshold)
-    report = compute_drift(reference, current, policy)
+    report = compute_drift(reference, current, DriftPolicy.from_policy(policy.policy()))
     histograms = histograms_png(reference, current)
     reference_as_of = _dates(reference)
     current_as_of = _dates(current)

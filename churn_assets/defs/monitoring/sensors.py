@@ -6,6 +6,7 @@ import time
 import dagster as dg
 
 from churn_assets.defs.jobs import training_job
+from churn_assets.defs.resources import ChurnPolicy
 from churn_assets.settings import load_settings
 
 DRIFT_GATE = dg.AssetCheckKey(dg.AssetKey("feature_drift"), "drift_gate")
@@ -54,9 +55,11 @@ def retrain_decision(
     description="When the drift gate fails, rebuild features and labels and retrain; once per "
     "failed evaluation and at most once per CHURN_RETRAIN_COOLDOWN_SECONDS.",
 )
-def retrain_on_drift_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+def retrain_on_drift_sensor(
+    context: dg.SensorEvaluationContext, policy: ChurnPolicy
+) -> dg.SensorResult | dg.SkipReason:
     return retrain_decision(
-        context.instance, context.cursor, time.time(), load_settings().retrain_cooldown_seconds
+        context.instance, context.cursor, time.time(), policy.policy().retrain_cooldown_seconds
     )
 
 

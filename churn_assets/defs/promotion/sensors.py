@@ -10,8 +10,9 @@ import json
 
 import dagster as dg
 
-from churn_assets.defs.resources import MlflowResource
+from churn_assets.defs.resources import ChurnPolicy, MlflowResource
 from churn_assets.ml import tracking
+from churn_assets.ml.promote import PromotionPolicy
 from churn_assets.settings import load_settings
 
 CHAMPION_ASSET = dg.AssetKey("churn_champion")
@@ -28,14 +29,12 @@ churn_champion = dg.AssetSpec(
 
 
 def promotion_events(
-    mlflow: MlflowResource, after_version: int
+    mlflow: MlflowResource, policy: PromotionPolicy, after_version: int
 ) -> tuple[list[dg.AssetMaterialization], int, list[str]]:
     """Decide every undecided version newer than ``after_version``; return the Dagster
     events, the newest version decided and one log line per decision."""
     from churn_assets.ml.champion import apply_decision, decide, undecided_versions
-    from churn_assets.ml.promote import PromotionPolicy
 
-    policy = PromotionPolicy(min_auc_gain=load_settings().promotion_min_auc_gain)
     events: list[dg.AssetMaterialization] = []
     lines: list[str] = []
     newest = after_version
@@ -75,7 +74,7 @@ def promotion_events(
     "the champion (AUC gain, paired bootstrap, Brier), and moves the MLflow aliases.",
 )
 def champion_promotion_sensor(
-    context: dg.SensorEvaluationContext, mlflow: MlflowResource
+    context: dg.SensorEvaluationContext, mlflow: MlflowResource, policy: ChurnPolicy
 ) -> dg.SensorResult | dg.SkipReason:
     if tracking.local_store_missing(mlflow.tracking_uri):
         return dg.SkipReason("no model registered yet (the local MLflow store does not exist)")
@@ -85,7 +84,8 @@ def champion_promotion_sensor(
         # Nothing is read or written: no half-promotion when the registry is down.
         return dg.SkipReason(f"registry unreachable, nothing decided: {exc}")
     cursor = json.loads(context.cursor) if context.cursor else {"last_version": 0}
-    events, newest, lines = promotion_events(mlflow, int(cursor["last_version"]))
+    rules = PromotionPolicy.from_policy(policy.policy())
+    events, newest, lines = promotion_events(mlflow, rules, int(cursor["last_version"]))
     if not events:
         return dg.SkipReason(
             "; ".join(lines)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from churn_assets.data.loader import latest_load
 from churn_assets.data.snapshot import RAW_LOAD_ATTR, dataset_sha256, read_training_snapshot
-from churn_assets.defs.resources import MlflowResource, WarehouseResource
+from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
 from churn_assets.ml import tracking
 from churn_assets.ml.artifacts import (
     CARD_FILE,
@@ -111,6 +111,7 @@ def churn_model(
     config: TrainingConfig,
     training_dataset: pd.DataFrame,
     mlflow: MlflowResource,
+    policy: ChurnPolicy,
 ) -> dg.Output[TrainedModel]:
     """ChurnMLP trained on the validated dataset, with holdout metrics, the oracle AUC (when
     the generator's ground truth is available), plots and a model card. Logged to MLflow."""
@@ -125,7 +126,7 @@ def churn_model(
         holdout_fraction=config.holdout_fraction,
         max_epochs=config.max_epochs,
         ground_truth_dir=settings.raw_dir,
-        min_auc=settings.min_auc,
+        policy=policy.policy(),
     )
     trained = TrainedModel(
         model_dir=str(model_dir),
@@ -241,15 +242,18 @@ def churn_model_onnx(
 
 @dg.asset(group_name=GROUP, kinds={"mlflow"})
 def churn_model_version(
-    context: dg.AssetExecutionContext, churn_model_onnx: ExportedModel, mlflow: MlflowResource
+    context: dg.AssetExecutionContext,
+    churn_model_onnx: ExportedModel,
+    mlflow: MlflowResource,
+    policy: ChurnPolicy,
 ) -> dg.MaterializeResult:
     """A version of the registered model ``churn-model`` in MLflow, created only for a model
     that passed the AUC and parity gates, tagged with its lineage and gate results."""
     trained = churn_model_onnx.trained
-    settings = load_settings()
+    rules = policy.policy()
     gates = [
-        auc_gate(trained.metrics["roc_auc"], settings.min_auc),
-        parity_gate(churn_model_onnx.parity_max_abs_diff),
+        auc_gate(trained.metrics["roc_auc"], rules.min_auc),
+        parity_gate(churn_model_onnx.parity_max_abs_diff, rules.parity_tolerance),
     ]
     # The blocking checks stop this asset in the run that trained the model; re-checking
     # here also covers a later run that selects this asset alone.

@@ -5,13 +5,12 @@ import json
 import dagster as dg
 import pandas as pd
 
-from churn_assets.defs.resources import MlflowResource
+from churn_assets.defs.resources import ChurnPolicy, MlflowResource
 from churn_assets.defs.training.assets import churn_model, churn_model_onnx, training_dataset
 from churn_assets.ml import tracking
 from churn_assets.ml.artifacts import ExportedModel, TrainedModel
 from churn_assets.ml.evaluate import Gate
 from churn_assets.ml.gates import auc_gate, parity_gate
-from churn_assets.settings import load_settings
 
 
 @dg.asset_check(asset=training_dataset, blocking=True)
@@ -34,21 +33,23 @@ def training_data_quality(training_dataset: pd.DataFrame) -> dg.AssetCheckResult
 
 
 @dg.asset_check(asset=churn_model, blocking=True)
-def auc_gate_check(churn_model: TrainedModel, mlflow: MlflowResource) -> dg.AssetCheckResult:
-    """Holdout ROC AUC >= CHURN_MIN_AUC (default 0.60). A weak model is never exported,
-    registered or promoted."""
-    gate = auc_gate(churn_model.metrics["roc_auc"], load_settings().min_auc)
+def auc_gate_check(
+    churn_model: TrainedModel, mlflow: MlflowResource, policy: ChurnPolicy
+) -> dg.AssetCheckResult:
+    """Holdout ROC AUC >= the policy's min_auc (CHURN_MIN_AUC). A weak model is never
+    exported, registered or promoted."""
+    gate = auc_gate(churn_model.metrics["roc_auc"], policy.policy().min_auc)
     _tag_run(mlflow, churn_model, "gate.auc", gate)
     return _result(gate)
 
 
 @dg.asset_check(asset=churn_model_onnx, blocking=True)
 def onnx_parity_check(
-    churn_model_onnx: ExportedModel, mlflow: MlflowResource
+    churn_model_onnx: ExportedModel, mlflow: MlflowResource, policy: ChurnPolicy
 ) -> dg.AssetCheckResult:
-    """onnxruntime and torch agree within 1e-6 on every holdout row, so what is served is
-    what was evaluated."""
-    gate = parity_gate(churn_model_onnx.parity_max_abs_diff)
+    """onnxruntime and torch agree within the policy's parity_tolerance
+    (CHURN_PARITY_TOLERANCE) on every holdout row, so what is served is what was evaluated."""
+    gate = parity_gate(churn_model_onnx.parity_max_abs_diff, policy.policy().parity_tolerance)
     _tag_run(mlflow, churn_model_onnx.trained, "gate.onnx_parity", gate)
     return _result(gate)
 

@@ -1,0 +1,243 @@
+"""The decision policy: every threshold the platform decides with, defined once.
+
+Each rule is one field of :class:`Policy` with its default, its meaning, its environment
+variable and its valid range. Everything else derives from this class: the Dagster
+resource ``ChurnPolicy`` (its fields, defaults and launchpad descriptions are generated from
+these, see ``defs/resources.py``), the gates and checks, the sensors, the CLI, the online
+scorer and the benchmarks. A failed rule names its variable, so a user knows what to move.
+
+Pure Python, no Dagster: the ML library and the scorer read it too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class PolicyError(ValueError):
+    """A policy variable holds a value the platform cannot use."""
+
+
+def _rule(default: float | int, env: str, meaning: str, low: float, high: float) -> Any:
+    return field(
+        default=default, metadata={"env": env, "meaning": meaning, "low": low, "high": high}
+    )
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Thresholds for data, gates, promotion, drift, retraining and risk bands.
+
+    Defaults fit businesses from a 5% quarterly churn subscription to a 70%+ one-off
+    retailer: data rules catch broken data, not a business's normal churn rate.
+    """
+
+    # --- training data (the GX suite and the early stop before training) ---
+    min_labelled_customers: int = _rule(
+        200,
+        "CHURN_MIN_LABELLED_CUSTOMERS",
+        "customers with a label at the training as_of needed to train and hold out 20%",
+        1,
+        math.inf,
+    )
+    min_churners: int = _rule(
+        25,
+        "CHURN_MIN_CHURNERS",
+        "churned customers needed (about 5 land in the holdout: fewer make AUC noise)",
+        1,
+        math.inf,
+    )
+    min_non_churners: int = _rule(
+        25,
+        "CHURN_MIN_NON_CHURNERS",
+        "retained customers needed, for the same reason as churners",
+        1,
+        math.inf,
+    )
+    min_label_rate: float = _rule(
+        0.0,
+        "CHURN_MIN_LABEL_RATE",
+        "label rate must be above this (0: only 'nobody churned' is refused)",
+        0.0,
+        1.0,
+    )
+    max_label_rate: float = _rule(
+        1.0,
+        "CHURN_MAX_LABEL_RATE",
+        "label rate must be below this (1: only 'everybody churned' is refused)",
+        0.0,
+        1.0,
+    )
+    max_label_rate_change: float = _rule(
+        0.25,
+        "CHURN_MAX_LABEL_RATE_CHANGE",
+        "largest change of the label rate since the previous training snapshot "
+        "(a jump means a broken label or feed, not a business change)",
+        0.0,
+        1.0,
+    )
+    # --- release gates ---
+    min_auc: float = _rule(
+        0.60, "CHURN_MIN_AUC", "holdout ROC AUC a model must reach to be exported", 0.0, 1.0
+    )
+    parity_tolerance: float = _rule(
+        1e-6,
+        "CHURN_PARITY_TOLERANCE",
+        "largest |onnxruntime - torch| probability on any holdout row (float32: ~1e-7)",
+        0.0,
+        1.0,
+    )
+    reference_auc_tolerance: float = _rule(
+        0.01,
+        "CHURN_REFERENCE_AUC_TOLERANCE",
+        "how far the MLP's AUC may trail the logistic-regression reference (WARN check)",
+        0.0,
+        1.0,
+    )
+    # --- promotion ---
+    promotion_min_auc_gain: float = _rule(
+        0.01,
+        "CHURN_PROMOTION_MIN_AUC_GAIN",
+        "AUC a challenger must add over the champion on the challenger's holdout",
+        0.0,
+        1.0,
+    )
+    promotion_brier_tolerance: float = _rule(
+        0.005,
+        "CHURN_PROMOTION_BRIER_TOLERANCE",
+        "how much worse a challenger's Brier score may be",
+        0.0,
+        1.0,
+    )
+    promotion_bootstrap_resamples: int = _rule(
+        1000,
+        "CHURN_PROMOTION_BOOTSTRAP_RESAMPLES",
+        "paired bootstrap resamples of the AUC difference",
+        1,
+        math.inf,
+    )
+    promotion_confidence: float = _rule(
+        0.95,
+        "CHURN_PROMOTION_CONFIDENCE",
+        "two-sided confidence of the bootstrap interval, which must exclude 0",
+        0.5,
+        0.999,
+    )
+    # --- drift and retraining ---
+    drift_psi_threshold: float = _rule(
+        0.2,
+        "CHURN_DRIFT_PSI_THRESHOLD",
+        "PSI from which a feature's shift counts as large (rule of thumb: 0.2)",
+        0.0,
+        math.inf,
+    )
+    drift_p_value: float = _rule(
+        0.01,
+        "CHURN_DRIFT_P_VALUE",
+        "KS / chi-square p-value below which a shift counts as real",
+        1e-12,
+        1.0,
+    )
+    drift_share_threshold: float = _rule(
+        0.3,
+        "CHURN_DRIFT_SHARE_THRESHOLD",
+        "the drift gate fails when this share of features drifted",
+        1e-12,
+        1.0,
+    )
+    retrain_cooldown_seconds: int = _rule(
+        3600,
+        "CHURN_RETRAIN_COOLDOWN_SECONDS",
+        "minimum time between two drift-triggered retrains (no retrain storms)",
+        0,
+        math.inf,
+    )
+    # --- risk bands (online and batch scores) ---
+    risk_medium_from: float = _rule(
+        0.3,
+        "CHURN_RISK_MEDIUM_FROM",
+        "probability from which a customer is 'medium' risk",
+        0.0,
+        1.0,
+    )
+    risk_high_from: float = _rule(
+        0.6,
+        "CHURN_RISK_HIGH_FROM",
+        "probability from which a customer is 'high' risk",
+        0.0,
+        1.0,
+    )
+
+    def __post_init__(self) -> None:
+        for rule in dataclasses.fields(self):
+            value = getattr(self, rule.name)
+            low, high = rule.metadata["low"], rule.metadata["high"]
+            if not (isinstance(value, int | float) and low <= value <= high):
+                raise PolicyError(
+                    f"{rule.metadata['env']}={value!r}: {rule.name} must be between "
+                    f"{low} and {high}"
+                )
+        if self.min_label_rate >= self.max_label_rate:
+            raise PolicyError(
+                f"CHURN_MIN_LABEL_RATE ({self.min_label_rate}) must be below "
+                f"CHURN_MAX_LABEL_RATE ({self.max_label_rate})"
+            )
+        if self.risk_medium_from >= self.risk_high_from:
+            raise PolicyError(
+                f"CHURN_RISK_MEDIUM_FROM ({self.risk_medium_from}) must be below "
+                f"CHURN_RISK_HIGH_FROM ({self.risk_high_from})"
+            )
+
+    def as_dict(self) -> dict[str, float | int]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one policy field is documented and set (for the resource, the CLI and the docs)."""
+
+    name: str
+    default: float | int
+    env: str
+    meaning: str
+    kind: type
+
+
+def rules() -> tuple[Rule, ...]:
+    """Every rule of :class:`Policy`, in declaration order."""
+    return tuple(
+        Rule(
+            f.name,
+            f.default,  # type: ignore[arg-type]
+            f.metadata["env"],
+            f.metadata["meaning"],
+            int if isinstance(f.default, int) else float,
+        )
+        for f in dataclasses.fields(Policy)
+    )
+
+
+def env_name(rule_name: str) -> str:
+    """The environment variable of a policy field (for messages: "set CHURN_X to move it")."""
+    return next(rule.env for rule in rules() if rule.name == rule_name)
+
+
+def load_policy(environ: Mapping[str, str] | None = None) -> Policy:
+    """The policy with every variable set in ``environ`` (default: the process environment)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, float | int] = {}
+    for rule in rules():
+        raw = env.get(rule.env)
+        if not raw:
+            continue
+        try:
+            values[rule.name] = rule.kind(raw)
+        except ValueError:
+            kind = "an integer" if rule.kind is int else "a number"
+            raise PolicyError(f"{rule.env}={raw!r} is not {kind}") from None
+    return Policy(**values)  # type: ignore[arg-type]  # each value has its field's kind
