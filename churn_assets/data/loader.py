@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -127,7 +128,10 @@ def latest_load(conn: psycopg2.extensions.connection) -> dict[str, Any] | None:
 
 
 def file_sha256(path: Path) -> str:
-    with path.open("rb") as handle:
+    """sha256 of a raw file, opened without following a symlink (the contract refuses them;
+    one swapped in after validation must not be hashed as if it were the file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
