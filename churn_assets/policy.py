@@ -88,7 +88,8 @@ class Policy:
     parity_tolerance: float = _rule(
         1e-6,
         "CHURN_PARITY_TOLERANCE",
-        "largest |onnxruntime - torch| probability on any holdout row (float32: ~1e-7)",
+        "largest absolute onnxruntime-vs-torch probability difference on any holdout row "
+        "(float32 end to end: ~1e-7)",
         0.0,
         1.0,
     )
