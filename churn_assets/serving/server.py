@@ -7,9 +7,10 @@ The CLI command ``churn serve`` calls::
 
 It reads the settings (MLflow tracking URI, warehouse URL or the embedded Postgres), loads
 the current ``champion`` of ``churn-model`` (raising :class:`ServingError` when there is
-none to load: the CLI should turn it into a one-line error), starts the poller that
-hot-reloads it when the alias moves, and runs uvicorn until interrupted. It binds loopback
-by default: exposing the API is a deliberate ``host="0.0.0.0"``, best with an ``api_key``.
+none to load or the warehouse cannot be reached: the CLI turns it into a one-line error),
+starts the poller that hot-reloads it when the alias moves, and runs uvicorn until
+interrupted. It binds loopback by default: exposing the API is a deliberate
+``host="0.0.0.0"``, best with an ``api_key``.
 :func:`build_service` is the same stack without uvicorn (the benchmark serves it itself).
 """
 
@@ -21,8 +22,10 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import FastAPI
@@ -32,6 +35,7 @@ from churn_assets import warehouse
 from churn_assets.serving.app import WarehouseFeatureSource, create_app
 from churn_assets.serving.model_store import DEFAULT_POLL_SECONDS, ChampionHolder
 from churn_assets.settings import load_settings
+from churn_assets.warehouse import WarehouseError
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +65,53 @@ def build_service(
 ) -> Service:
     """The app over the current settings' champion and warehouse (poller not started).
 
+    The warehouse is connected first: that check is fast and needs no model, so an
+    unreachable warehouse is reported as such even before anything is registered.
     ``wait_for_champion`` accepts an empty registry: ``/health`` answers 503 until the
     poller loads the first champion (what a container wants, instead of a restart loop).
     """
     settings = load_settings()
-    holder = ChampionHolder.from_mlflow(settings.resolved_tracking_uri, poll_seconds=poll_seconds)
-    holder.refresh()
-    state = holder.state()
-    if state.model is None and not wait_for_champion:
-        # Failing fast beats a server that answers 503 until someone trains a model.
-        reason = state.last_error.message if state.last_error else "unknown"
-        raise ServingError(
-            f"no champion model to serve from {settings.resolved_tracking_uri}: {reason} "
-            "(run `churn demo` or train and promote a model first)"
+    source = _connect_feature_source(settings.warehouse_url, settings.embedded_pg_dir)
+    try:
+        holder = ChampionHolder.from_mlflow(
+            settings.resolved_tracking_uri, poll_seconds=poll_seconds
         )
-    url = settings.warehouse_url or warehouse.start_embedded(settings.embedded_pg_dir)
-    source = WarehouseFeatureSource(url)
+        holder.refresh()
+        state = holder.state()
+        if state.model is None and not wait_for_champion:
+            # Failing fast beats a server that answers 503 until someone trains a model.
+            reason = state.last_error.message if state.last_error else "unknown"
+            raise ServingError(
+                f"no champion model to serve from {settings.resolved_tracking_uri}: {reason} "
+                "(run `churn demo` or train and promote a model first)"
+            )
+    except BaseException:
+        source.close()
+        raise
     return Service(create_app(holder, source, api_key), holder, source)
+
+
+def _connect_feature_source(url: str | None, embedded_pg_dir: Path) -> WarehouseFeatureSource:
+    """The pooled feature source, or a one-line :class:`ServingError` saying which warehouse
+    could not be reached (password redacted) and what to do about it."""
+    try:
+        return WarehouseFeatureSource(url or warehouse.start_embedded(embedded_pg_dir))
+    except WarehouseError as exc:
+        reason = " ".join(str(exc).split())  # libpq's message spans lines
+        password = urlsplit(url).password if url else None
+        if password:  # already redacted in the URL; never echo it from a driver message
+            reason = reason.replace(password, "***")
+        if not reason.endswith((".", "?", "!")):
+            reason += "."
+        todo = (
+            "Start it, or set CHURN_WAREHOUSE_URL to a running Postgres"
+            if url
+            else f"Check the embedded server under {embedded_pg_dir}, or set "
+            "CHURN_WAREHOUSE_URL to a running Postgres"
+        )
+        raise ServingError(
+            f"{reason} {todo} (customer_id requests read their features from the warehouse)."
+        ) from exc
 
 
 def serve(
