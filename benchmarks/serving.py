@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 # At module level: FastAPI resolves the (postponed) annotations of the baseline routes here.
-from churn_assets.serving.app import PredictRequest
+from churn_assets.serving.schemas import PredictRequest
 
 SCENARIOS: dict[str, tuple[str, str, str]] = {
     # name -> (method, path, body kind)
@@ -175,9 +175,10 @@ def in_process_steps(bodies: list[dict[str, Any]], repeats: int = 2_000) -> dict
     import uuid
     from datetime import UTC, datetime
 
-    from churn_assets.serving.app import Prediction, input_hash, score
+    from churn_assets.serving.app import input_hash, score
     from churn_assets.serving.bands import risk_band
     from churn_assets.serving.model_store import ChampionHolder
+    from churn_assets.serving.schemas import Prediction
     from churn_assets.settings import load_settings
 
     holder = ChampionHolder.from_mlflow(load_settings().resolved_tracking_uri)

@@ -32,7 +32,8 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from churn_assets import warehouse
-from churn_assets.serving.app import WarehouseFeatureSource, create_app
+from churn_assets.serving.app import create_app
+from churn_assets.serving.features import WarehouseFeatureSource
 from churn_assets.serving.model_store import DEFAULT_POLL_SECONDS, ChampionHolder
 from churn_assets.settings import load_settings
 from churn_assets.warehouse import WarehouseError

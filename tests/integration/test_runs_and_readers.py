@@ -24,7 +24,8 @@ from churn_assets.cli import main
 from churn_assets.data.generator import GeneratorConfig, generate, write_raw_files
 from churn_assets.data.loader import file_sha256
 from churn_assets.ml import tracking
-from churn_assets.serving.app import WarehouseFeatureSource, create_app
+from churn_assets.serving.app import create_app
+from churn_assets.serving.features import WarehouseFeatureSource
 from churn_assets.serving.model_store import ChampionHolder
 from churn_assets.serving.server import BackgroundServer
 from churn_assets.settings import load_settings

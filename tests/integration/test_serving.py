@@ -37,14 +37,11 @@ from churn_assets.ml.artifacts import HOLDOUT_FILE, ONNX_FILE, REFERENCE_FILE
 from churn_assets.ml.champion import CHAMPION, fetch_version
 from churn_assets.ml.export import OnnxScorer, sha256_file
 from churn_assets.ml.features import CATEGORICAL_FEATURE, NUMERIC_FEATURES, to_model_inputs
-from churn_assets.serving.app import (
-    MAX_BATCH_ITEMS,
-    InMemoryFeatureSource,
-    WarehouseFeatureSource,
-    create_app,
-)
+from churn_assets.serving.app import create_app
 from churn_assets.serving.bands import HIGH_FROM, MEDIUM_FROM, risk_band
+from churn_assets.serving.features import InMemoryFeatureSource, WarehouseFeatureSource
 from churn_assets.serving.model_store import ChampionHolder, mlflow_resolver
+from churn_assets.serving.schemas import MAX_BATCH_ITEMS
 from churn_assets.serving.server import BackgroundServer
 from churn_assets.settings import Settings, load_settings
 

@@ -26,17 +26,16 @@ from churn_assets.cli import main
 from churn_assets.data.snapshot import read_feature_table
 from churn_assets.limits import MAX_ID_LENGTH
 from churn_assets.ml.features import CATEGORICAL_FEATURE, NUMERIC_FEATURES
-from churn_assets.serving.app import (
-    FEATURE_TABLE,
+from churn_assets.serving.app import create_app
+from churn_assets.serving.features import FEATURE_TABLE, WarehouseFeatureSource
+from churn_assets.serving.guards import (
     MAX_BATCH_BODY_BYTES,
-    MAX_BATCH_ITEMS,
     MAX_BODY_BYTES,
     MAX_ERRORS_SHOWN,
     MAX_EXCERPT_CHARS,
-    WarehouseFeatureSource,
-    create_app,
 )
 from churn_assets.serving.model_store import ChampionHolder
+from churn_assets.serving.schemas import MAX_BATCH_ITEMS
 from churn_assets.serving.server import BackgroundServer
 from churn_assets.settings import Settings, load_settings
 
