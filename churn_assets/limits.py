@@ -1,5 +1,5 @@
 """Limits on what the platform accepts from outside, shared by the raw-data contract
-(``data/contract.py``) and the scoring API (``serving/app.py``), so a customer id the
+(``data/contract.py``) and the scoring API (``serving/schemas.py``), so a customer id the
 warehouse can hold is also one the API will look up.
 
 Each limit is far above any real value and far below what breaks a downstream type, so a
@@ -13,6 +13,9 @@ from datetime import date, timedelta
 
 # Customer and order ids: text in the warehouse; longer ids are refused at both edges.
 MAX_ID_LENGTH = 256
+# Characters no id may hold, at both edges: C0 and C1 controls (NUL included: Postgres text
+# cannot hold it, and the driver raises on it) and lone surrogates (not encodable as UTF-8).
+ID_FORBIDDEN_CHARACTERS = r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]"
 
 # RFC 5321 caps a deliverable address (path) at 256 octets including the angle brackets,
 # so no real address is longer than 254 characters.

@@ -28,6 +28,7 @@ import pandas as pd
 
 from churn_assets.limits import (
     FUTURE_TOLERANCE,
+    ID_FORBIDDEN_CHARACTERS,
     MAX_AMOUNT,
     MAX_EMAIL_LENGTH,
     MAX_ID_LENGTH,
@@ -397,7 +398,11 @@ class _Checks:
         if not pd.api.types.is_string_dtype(series):
             self.report(column, "text or integer id", series.notna())
             return pd.Series(pd.NA, index=series.index, dtype="string")
-        return self.text_column(column, MAX_ID_LENGTH)
+        text = self.text_column(column, MAX_ID_LENGTH)
+        # The scoring API refuses such ids, so a customer holding one could never be scored by id.
+        forbidden = text.str.contains(ID_FORBIDDEN_CHARACTERS, regex=True)
+        self.report(column, "no control characters", forbidden, text)
+        return text.mask(forbidden.fillna(False))
 
     def timestamp_column(self, column: str, latest: pd.Timestamp, *, nullable: bool) -> pd.Series:
         """ISO 8601 text or a Parquet timestamp, as naive UTC, within the allowed dates.

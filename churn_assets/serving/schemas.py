@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, get_args
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from churn_assets.limits import MAX_ID_LENGTH
+from churn_assets.limits import ID_FORBIDDEN_CHARACTERS, MAX_ID_LENGTH
 from churn_assets.ml.features import (
     CATEGORICAL_FEATURE,
     EMAIL_DOMAIN_CLASSES,
@@ -59,9 +59,7 @@ if tuple(Features.model_fields)[:-1] != NUMERIC_FEATURES:
     raise RuntimeError("Features fields are out of sync with NUMERIC_FEATURES")
 
 
-# C0 and C1 controls (NUL included: Postgres text cannot hold it) and lone surrogates
-# (not encodable as UTF-8): no warehouse id contains them, and the driver raises on some.
-_ID_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_ID_FORBIDDEN = re.compile(ID_FORBIDDEN_CHARACTERS)  # the contract refuses them too
 
 
 def _check_customer_id(value: str) -> str:

@@ -327,6 +327,30 @@ def test_read_raw_tables_rejects_fields_over_the_length_limit(
     assert violation.examples == (f"row 1: {value[:MAX_QUOTED_CHARS]!r}… ({len(value)} chars)",)
 
 
+@pytest.mark.parametrize(
+    ("table", "column", "value"),
+    [
+        # NUL: Postgres text cannot hold it and the scoring API refuses it
+        ("customers", "customer_id", "c\x001"),
+        # a tab inside an order id (stripping only removes it at the ends)
+        ("orders", "order_id", "o\t1"),
+        # a C1 control character
+        ("customers", "customer_id", "c\x851"),
+    ],
+)
+def test_read_raw_tables_rejects_ids_the_scoring_api_would_refuse(
+    tmp_path: Path, table: str, column: str, value: str
+) -> None:
+    # Bug: the contract took ids with control characters that `churn serve` answers with 422,
+    # so such a customer could be loaded but never scored by id.
+    customers = _with(CUSTOMERS, column, 0, value) if table == "customers" else CUSTOMERS
+    orders = _with(ORDERS, column, 0, value) if table == "orders" else ORDERS
+    _write(tmp_path, customers, orders, "parquet")
+    violation = _only(_violations(tmp_path), column, table)
+    assert violation.rule == "no control characters"
+    assert violation.bad_rows == 1
+
+
 def test_read_raw_tables_quotes_only_an_excerpt_of_a_huge_field(tmp_path: Path) -> None:
     # Bug: a 50 MB cell was accepted; quoting it whole would flood the Dagster event log.
     huge = "x" * 5_000_000
