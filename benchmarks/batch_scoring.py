@@ -27,11 +27,12 @@ from churn_assets import warehouse
 from churn_assets.data.generator import GeneratorConfig, generate
 from churn_assets.data.scores import write_scores
 from churn_assets.data.snapshot import read_feature_table
+from churn_assets.ml.bands import RiskBands
 from churn_assets.ml.export import OnnxScorer, export_onnx
 from churn_assets.ml.features import NUMERIC_FEATURES, split_holdout
 from churn_assets.ml.scoring import score_in_batches
 from churn_assets.ml.train import train
-from churn_assets.serving.bands import risk_band
+from churn_assets.policy import load_policy
 from tests.unit._features import training_snapshot
 
 COLUMNS = ["as_of", "customer_id", *NUMERIC_FEATURES, "email_domain_class"]
@@ -93,7 +94,7 @@ def _score(url: str, onnx_path: Path) -> dict[str, float]:
     start = time.perf_counter()
     scores = features[["customer_id"]].assign(
         churn_probability=probabilities.astype(np.float64),
-        risk_band=[risk_band(float(p)) for p in probabilities],
+        risk_band=RiskBands.from_policy(load_policy()).bands(probabilities),
         model_name="churn-model",
         model_version="1",
         model_sha256="0" * 64,

@@ -175,8 +175,11 @@ def in_process_steps(bodies: list[dict[str, Any]], repeats: int = 2_000) -> dict
     import uuid
     from datetime import UTC, datetime
 
+    from churn_assets.ml.bands import RiskBands
+    from churn_assets.policy import load_policy
     from churn_assets.serving.app import input_hash, score
-    from churn_assets.serving.bands import risk_band
+
+    risk = RiskBands.from_policy(load_policy())
     from churn_assets.serving.model_store import ChampionHolder
     from churn_assets.serving.schemas import Prediction
     from churn_assets.settings import load_settings
@@ -204,7 +207,7 @@ def in_process_steps(bodies: list[dict[str, Any]], repeats: int = 2_000) -> dict
                 features=features,
                 input_hash=input_hash(features.model_dump()),
                 churn_probability=p,
-                risk_band=risk_band(p),
+                risk_band=risk.band(p),
             )
             .model_dump_json()
             .encode()

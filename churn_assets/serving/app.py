@@ -26,12 +26,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from churn_assets.ml.bands import RiskBands
 from churn_assets.ml.features import (
     EMAIL_DOMAIN_CLASSES,
     NUMERIC_FEATURES,
     ModelInputs,
 )
-from churn_assets.serving.bands import risk_band
+from churn_assets.policy import load_policy
 from churn_assets.serving.features import FEATURE_TABLE, FeatureSource
 from churn_assets.serving.guards import (
     API_KEY_HEADER,
@@ -113,9 +114,15 @@ def _ask_store(fetch: Callable[[], _T]) -> _T:
 
 
 def create_app(
-    holder: ChampionHolder, feature_source: FeatureSource, api_key: str | None
+    holder: ChampionHolder,
+    feature_source: FeatureSource,
+    api_key: str | None,
+    bands: RiskBands | None = None,
 ) -> FastAPI:
-    """The scoring API over ``holder``'s model; ``api_key`` (if set) guards all but /health."""
+    """The scoring API over ``holder``'s model; ``api_key`` (if set) guards all but /health.
+    ``bands`` default to the deployment's policy (the ``CHURN_RISK_*`` edges batch scoring
+    uses too)."""
+    risk = bands or RiskBands.from_policy(load_policy())
     app = FastAPI(
         title="churn scoring",
         version="1",
@@ -188,7 +195,7 @@ def create_app(
             features=features,
             input_hash=input_hash(features.model_dump()),
             churn_probability=probability,
-            risk_band=risk_band(probability),
+            risk_band=risk.band(probability),
         )
 
     def score_batch(body: bytes, content_type: str | None) -> Response:
@@ -233,7 +240,7 @@ def create_app(
                     features_as_of=as_of,
                     input_hash=input_hash(values),
                     churn_probability=p,
-                    risk_band=risk_band(p),
+                    risk_band=risk.band(p),
                 )
                 for item, as_of, values, p in zip(
                     request.items, as_ofs, dumped, probabilities, strict=True

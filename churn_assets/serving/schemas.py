@@ -13,13 +13,13 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from churn_assets.limits import ID_FORBIDDEN_CHARACTERS, MAX_ID_LENGTH
+from churn_assets.ml.bands import RiskBand
 from churn_assets.ml.features import (
     CATEGORICAL_FEATURE,
     EMAIL_DOMAIN_CLASSES,
     FEATURE_DESCRIPTIONS,
     NUMERIC_FEATURES,
 )
-from churn_assets.serving.bands import RiskBand
 
 MAX_BATCH_ITEMS = 10_000
 

@@ -17,9 +17,10 @@ from churn_assets import warehouse
 from churn_assets.data import scores as scores_module
 from churn_assets.data.snapshot import read_feature_table
 from churn_assets.lib.dbt import churn_dbt_project, environ
+from churn_assets.ml.bands import RiskBands
 from churn_assets.ml.export import OnnxScorer
 from churn_assets.ml.features import to_model_inputs
-from churn_assets.serving.bands import risk_band
+from churn_assets.policy import Policy
 from churn_assets.settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -59,7 +60,8 @@ def test_every_current_customer_is_scored_with_lineage(url: str) -> None:
     onnx = load_settings().models_dir / run_id / "model.onnx"
     expected = OnnxScorer(onnx).predict(to_model_inputs(features))
     np.testing.assert_allclose(scores["churn_probability"], expected, atol=1e-6)
-    assert [risk_band(p) for p in scores["churn_probability"]] == list(scores["risk_band"])
+    bands = RiskBands.from_policy(Policy())
+    assert [bands.band(p) for p in scores["churn_probability"]] == list(scores["risk_band"])
 
 
 def test_a_failure_mid_write_leaves_the_previous_scores(url: str) -> None:

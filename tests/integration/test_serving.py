@@ -34,11 +34,12 @@ from churn_assets import warehouse
 from churn_assets.data.snapshot import read_feature_table
 from churn_assets.ml import tracking
 from churn_assets.ml.artifacts import HOLDOUT_FILE, ONNX_FILE, REFERENCE_FILE
+from churn_assets.ml.bands import RiskBands
 from churn_assets.ml.champion import CHAMPION, fetch_version
 from churn_assets.ml.export import OnnxScorer, sha256_file
 from churn_assets.ml.features import CATEGORICAL_FEATURE, NUMERIC_FEATURES, to_model_inputs
+from churn_assets.policy import Policy
 from churn_assets.serving.app import create_app
-from churn_assets.serving.bands import HIGH_FROM, MEDIUM_FROM, risk_band
 from churn_assets.serving.features import InMemoryFeatureSource, WarehouseFeatureSource
 from churn_assets.serving.model_store import ChampionHolder, mlflow_resolver
 from churn_assets.serving.schemas import MAX_BATCH_ITEMS
@@ -206,6 +207,13 @@ def registry(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path) -> 
 
 
 # --- bands ----------------------------------------------------------------------------
+
+BANDS = RiskBands.from_policy(Policy())
+MEDIUM_FROM, HIGH_FROM = BANDS.medium_from, BANDS.high_from
+
+
+def risk_band(probability: float) -> str:
+    return BANDS.band(probability)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import numpy as np
 
 from churn_assets.data.scores import SCORES_SCHEMA, write_scores
 from churn_assets.data.snapshot import read_feature_table
-from churn_assets.defs.resources import MlflowResource, WarehouseResource
+from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
 from churn_assets.ml import tracking
 
 
@@ -20,16 +20,19 @@ from churn_assets.ml import tracking
     metadata={"dagster/table_name": f"{SCORES_SCHEMA}.churn_scores"},
 )
 def churn_scores(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowResource
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    mlflow: MlflowResource,
+    policy: ChurnPolicy,
 ) -> dg.MaterializeResult:
     """Churn probability and risk band for every customer in `marts.current_features`,
     scored in batches by onnxruntime with the champion, with lineage columns (model
     version and sha256, feature as_of, Dagster run). Replaces `scoring.churn_scores` in one
     transaction and appends to `scoring.churn_scores_history`."""
+    from churn_assets.ml.bands import RiskBands
     from churn_assets.ml.champion import CHAMPION, fetch_version
     from churn_assets.ml.export import OnnxScorer, sha256_file
     from churn_assets.ml.scoring import score_in_batches
-    from churn_assets.serving.bands import risk_band
 
     tracking.check_reachable(mlflow.tracking_uri)
     version = tracking.alias_version(mlflow.tracking_uri, CHAMPION, mlflow.model_name)
@@ -46,7 +49,7 @@ def churn_scores(
     scored_at = datetime.now(UTC).isoformat()
     scores = features[["customer_id"]].assign(
         churn_probability=probabilities.astype(np.float64),
-        risk_band=[risk_band(float(p)) for p in probabilities],
+        risk_band=RiskBands.from_policy(policy.policy()).bands(probabilities),
         model_name=mlflow.model_name,
         model_version=version,
         model_sha256=sha256,
