@@ -7,16 +7,15 @@ import hashlib
 import pandas as pd
 import psycopg2.extensions
 
-from churn_assets.quality.training_data import EXPECTED_COLUMNS
+from churn_assets.schema import CURRENT_FEATURES_TABLE, SNAPSHOT_DTYPES, TRAINING_SNAPSHOT_TABLE
 
-TRAINING_SNAPSHOT_TABLE = "marts.training_snapshot"
 # DataFrame.attrs key under which the training dataset carries the raw load it came from.
 RAW_LOAD_ATTR = "raw_load"
-FEATURE_TABLES = (TRAINING_SNAPSHOT_TABLE, "marts.current_features")
+FEATURE_TABLES = (TRAINING_SNAPSHOT_TABLE, CURRENT_FEATURES_TABLE)
 
 # Postgres numeric arrives as Decimal and integers as Python ints; the model and the
-# data-quality suite want plain numpy dtypes: the suite's own table is the one definition.
-_DTYPES = {column: dtype for column, dtype in EXPECTED_COLUMNS.items() if column != "as_of"}
+# data-quality suite want plain numpy dtypes, as listed once in the schema.
+_DTYPES = {column: dtype for column, dtype in SNAPSHOT_DTYPES.items() if column != "as_of"}
 
 
 def read_training_snapshot(conn: psycopg2.extensions.connection) -> pd.DataFrame:

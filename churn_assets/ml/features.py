@@ -1,7 +1,7 @@
 """Feature contract between the dbt ``training_snapshot``/``customer_features`` and the model.
 
-The features themselves are computed once, in dbt SQL; this module only fixes their order,
-the category vocabulary and the conversion of a DataFrame to the arrays the model takes.
+The features themselves are computed once, in dbt SQL, and named once, in
+``churn_assets/schema.py``; this module converts a DataFrame to the arrays the model takes.
 """
 
 from __future__ import annotations
@@ -12,32 +12,28 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-ID = "customer_id"
-LABEL = "churned"
-NUMERIC_FEATURES: tuple[str, ...] = (
-    "days_since_last_order",
-    "total_revenue_30d",
-    "total_revenue_90d",
-    "total_revenue_365d",
-    "order_frequency",
-    "cart_diversity",
-    "customer_lifetime_days",
+# The vocabulary lives below every layer (churn_assets/schema.py); re-exported for ml/.
+from churn_assets.schema import (
+    CATEGORICAL_FEATURE as CATEGORICAL_FEATURE,
 )
-CATEGORICAL_FEATURE = "email_domain_class"
-EMAIL_DOMAIN_CLASSES: tuple[str, ...] = ("free", "business", "education", "unknown")
-UNKNOWN_CLASS = "unknown"
-
-# One-line meanings, for model cards and metadata (the dbt yml has the full definitions).
-FEATURE_DESCRIPTIONS: dict[str, str] = {
-    "days_since_last_order": "days from the last order on or before as_of to as_of",
-    "total_revenue_30d": "revenue of orders in (as_of - 30 days, as_of]",
-    "total_revenue_90d": "revenue of orders in (as_of - 90 days, as_of]",
-    "total_revenue_365d": "revenue of orders in (as_of - 365 days, as_of]",
-    "order_frequency": "orders to date per 30 days of lifetime (lifetime floored at 30 days)",
-    "cart_diversity": "distinct product categories ordered to date",
-    "customer_lifetime_days": "days from signup (or first order if earlier/missing) to as_of",
-    "email_domain_class": "free, business, education or unknown (missing email)",
-}
+from churn_assets.schema import (
+    EMAIL_DOMAIN_CLASSES as EMAIL_DOMAIN_CLASSES,
+)
+from churn_assets.schema import (
+    FEATURE_DESCRIPTIONS as FEATURE_DESCRIPTIONS,
+)
+from churn_assets.schema import (
+    ID as ID,
+)
+from churn_assets.schema import (
+    LABEL as LABEL,
+)
+from churn_assets.schema import (
+    NUMERIC_FEATURES as NUMERIC_FEATURES,
+)
+from churn_assets.schema import (
+    UNKNOWN_CLASS as UNKNOWN_CLASS,
+)
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ from churn_assets.ml.features import (
     CATEGORICAL_FEATURE,
     NUMERIC_FEATURES,
 )
+from churn_assets.schema import CURRENT_FEATURES_TABLE
 from churn_assets.warehouse import WarehouseError, redact
 
-FEATURE_TABLE = "marts.current_features"
+FEATURE_TABLE = CURRENT_FEATURES_TABLE  # the table batch scoring and the drift monitor read
 _T = TypeVar("_T")
 
 # --- features ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pandas as pd
 from churn_assets.data.snapshot import read_feature_table
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
 from churn_assets.ml import tracking
+from churn_assets.schema import CURRENT_FEATURES_TABLE
 from churn_assets.settings import load_settings
 
 GROUP = "monitoring"
@@ -62,7 +63,7 @@ def feature_drift(
     with tempfile.TemporaryDirectory(prefix="churn-drift-") as tmp:
         reference = fetch_reference(mlflow.tracking_uri, version, Path(tmp), mlflow.model_name)
     with warehouse.connect() as conn:
-        current = read_feature_table(conn, "marts.current_features")
+        current = read_feature_table(conn, CURRENT_FEATURES_TABLE)
     report = compute_drift(reference, current, DriftPolicy.from_policy(policy.policy()))
     histograms = histograms_png(reference, current)
     reference_as_of = _dates(reference)

@@ -12,6 +12,7 @@ import dagster as dg
 
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource
 from churn_assets.ml import tracking
+from churn_assets.ml.champion import CHAMPION
 from churn_assets.ml.promote import PromotionPolicy
 from churn_assets.settings import load_settings
 
@@ -46,7 +47,7 @@ def promotion_events(
             lines.append(f"v{version}: not decided, registry unreachable: {exc}")
             break
         apply_decision(mlflow.tracking_uri, decision, mlflow.model_name)
-        champion = tracking.alias_version(mlflow.tracking_uri, "champion", mlflow.model_name)
+        champion = tracking.alias_version(mlflow.tracking_uri, CHAMPION, mlflow.model_name)
         events.append(
             dg.AssetMaterialization(
                 asset_key=CHAMPION_ASSET,

@@ -11,6 +11,7 @@ from churn_assets.data.scores import SCORES_SCHEMA, write_scores
 from churn_assets.data.snapshot import read_feature_table
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
 from churn_assets.ml import tracking
+from churn_assets.schema import CURRENT_FEATURES_TABLE
 
 
 @dg.asset(
@@ -39,7 +40,7 @@ def churn_scores(
     if version is None:
         raise dg.Failure(description="no champion yet: nothing to score with")
     with warehouse.connect() as conn:
-        features = read_feature_table(conn, "marts.current_features")
+        features = read_feature_table(conn, CURRENT_FEATURES_TABLE)
     with tempfile.TemporaryDirectory(prefix="churn-score-") as tmp:
         files = fetch_version(mlflow.tracking_uri, version, Path(tmp), mlflow.model_name)
         if not files.gates_passed:
