@@ -13,6 +13,8 @@ HOLDOUT_FILE = "holdout.parquet"
 REFERENCE_FILE = "reference.parquet"
 ONNX_FILE = "model.onnx"
 CARD_FILE = "model_card.md"
+# What the card states, so the registry step can re-render it with the measured parity.
+CARD_FACTS_FILE = "model_card.json"
 
 
 @dataclass(frozen=True)

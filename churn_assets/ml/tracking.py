@@ -198,6 +198,10 @@ def describe_version(
             "log_loss": metrics.get("log_loss"),
             "f1": metrics.get("f1"),
             "threshold": metrics.get("threshold"),
+            # The logistic-regression reference on the same holdout, and the calibration
+            # error; None for versions trained before they were measured.
+            "reference_auc": metrics.get("reference_auc"),
+            "ece": metrics.get("ece"),
         },
         "oracle_auc": _float_or_none(tags.get(TAG_ORACLE_AUC)),
         "onnx_parity_max_abs_diff": _float_or_none(tags.get(TAG_PARITY)),

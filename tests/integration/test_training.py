@@ -32,6 +32,7 @@ from churn_assets.defs.training.checks import (
     onnx_parity_check,
     training_data_quality,
 )
+from churn_assets.defs.training.reference_checks import reference_model_check
 from churn_assets.policy import Policy, load_policy
 
 pytestmark = pytest.mark.integration
@@ -44,6 +45,7 @@ TRAINING_ASSETS = [
     training_data_quality,
     auc_gate_check,
     onnx_parity_check,
+    reference_model_check,
 ]
 
 
@@ -153,6 +155,7 @@ def test_unreachable_tracking_server_trains_locally_and_skips_the_registry(
     }
     version_meta = result.asset_materializations_for_node("churn_model_version")[0].metadata
     assert version_meta["registry"].value.startswith("skipped: MLflow tracking server")
+    assert "not evaluated" not in version_meta["model_card"].value  # local card: parity measured
     model_meta = result.asset_materializations_for_node("churn_model")[0].metadata
     assert model_meta["mlflow_run"].value.startswith("skipped")
     onnx = result.output_for_node("churn_model_onnx")
@@ -170,3 +173,42 @@ def test_training_twice_on_the_same_data_gives_the_same_metrics(
     shas = [r.output_for_node("churn_model_onnx").onnx_sha256 for r in (first, second)]
     assert shas[0] == shas[1]
     assert load_policy() == Policy()  # the 0.99 gate of another test did not leak
+
+
+def test_a_registered_version_carries_the_reference_and_a_card_with_parity_as_measured(
+    demo_url: str, tmp_path: Path
+) -> None:
+    from churn_assets.ml import tracking
+
+    store = _local_store(tmp_path)
+    result = _materialize(demo_url, store, tmp_path)
+    assert result.success
+    model_meta = result.asset_materializations_for_node("churn_model")[0].metadata
+    mlp_auc = model_meta["roc_auc"].value
+    reference_auc = model_meta["reference_auc"].value
+    assert isinstance(reference_auc, float)
+    assert isinstance(mlp_auc, float)
+    assert 0.6 < reference_auc <= 1.0
+    assert model_meta["auc_minus_reference"].value == pytest.approx(mlp_auc - reference_auc)
+    check = _check(result, "reference_model_check")  # WARN: it never stops the chain
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    assert check.passed == (mlp_auc >= reference_auc - Policy().reference_auc_tolerance)
+    assert check.metadata["tolerance_variable"].value == "CHURN_REFERENCE_AUC_TOLERANCE"
+    assert check.metadata["reference_auc"].value == reference_auc
+
+    version = result.asset_materializations_for_node("churn_model_version")[0].metadata
+    assert version["registry"].value == "registered"
+    described = tracking.describe_version(store, str(version["version"].value))
+    assert described["metrics"]["reference_auc"] == pytest.approx(reference_auc)
+    assert described["metrics"]["ece"] is not None
+    # The card the version's run carries was rewritten at registration: parity is a number.
+    client = MlflowClient(store)
+    run_id = described["mlflow_run_id"]
+    card = Path(client.download_artifacts(run_id, "model_card.md", str(tmp_path))).read_text()
+    parity = result.output_for_node("churn_model_onnx").parity_max_abs_diff
+    assert f"| ONNX parity (max abs diff vs torch) | <= 1e-06 | {parity:.4g} | pass |" in card
+    assert "not evaluated" not in card
+    assert f"| logistic regression reference | {reference_auc:.4f} |" in card
+    assert "expected calibration error (ECE)" in card
+    registered = client.get_model_version("churn-model", str(version["version"].value))
+    assert f"runs:/{run_id}/model_card.md" in registered.description

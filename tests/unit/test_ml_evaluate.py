@@ -10,17 +10,23 @@ import pandas as pd
 import pytest
 
 from churn_assets.ml.evaluate import (
+    CardFacts,
     Gate,
     Metrics,
     best_f1_threshold,
     calibration_png,
+    calibration_summary,
+    card_facts,
     evaluate,
     model_card,
     oracle_auc,
+    render_card,
     roc_curve_png,
 )
 from churn_assets.ml.features import ID, LABEL, labels, to_model_inputs
+from churn_assets.ml.gates import auc_gate, parity_gate
 from churn_assets.ml.model import predict_proba
+from churn_assets.ml.reference import ReferenceResult
 from tests.unit._features import default_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -140,3 +146,85 @@ def test_gate_passed_follows_its_comparison() -> None:
     assert Gate("auc", 0.6, ">=", observed=0.6).passed is True
     assert Gate("gap", 0.1, "<=", observed=0.2).passed is False
     assert Gate("auc", 0.6).passed is None
+
+
+def test_calibration_summary_ece_by_hand() -> None:
+    y = np.array([0, 0, 1, 1, 1])
+    prob = np.array([0.10, 0.12, 0.18, 0.90, 0.95])
+    cal = calibration_summary(y, prob)
+    # Bin [0.1, 0.2): mean p 0.4/3 vs rate 1/3, |diff| 0.2, weight 3/5 -> 0.12.
+    # Bin [0.9, 1.0]: mean p 0.925 vs rate 1, |diff| 0.075, weight 2/5 -> 0.03.
+    assert cal.ece == pytest.approx(0.15)
+    assert cal.mean_predicted == pytest.approx(0.45)
+    assert cal.observed_rate == pytest.approx(0.6)
+    assert (cal.n_bins, cal.n) == (10, 5)
+
+
+def test_calibration_summary_is_zero_when_every_bin_matches_its_rate() -> None:
+    y = np.array([1, 0, 0, 0, 1, 1, 1, 1])
+    prob = np.array([0.25, 0.25, 0.25, 0.25, 1.0, 1.0, 1.0, 1.0])  # p = 1.0 joins the last bin
+    cal = calibration_summary(y, prob)
+    assert cal.ece == pytest.approx(0.0)
+    assert cal.mean_predicted == pytest.approx(cal.observed_rate)
+
+
+def _facts(reference_auc: float, interval: tuple[float, float]) -> CardFacts:
+    run = default_run()
+    y = labels(run.holdout_df)
+    prob = predict_proba(run.result.model, to_model_inputs(run.holdout_df))
+    return card_facts(
+        run.result,
+        evaluate(y, prob, run.result.threshold),
+        as_of=run.data.config.as_of,
+        n_rows=len(run.snapshot),
+        label_rate=float(run.snapshot[LABEL].mean()),
+        reference=ReferenceResult(
+            auc=reference_auc, n_fit=695, diff_interval=interval, confidence=0.95
+        ),
+        calibration=calibration_summary(y, prob),
+    )
+
+
+def test_registered_card_shows_parity_reference_and_calibration_as_measured() -> None:
+    facts = _facts(reference_auc=0.5, interval=(0.1, 0.4))
+    auc = facts.metrics.roc_auc
+    gates = [auc_gate(auc, 0.6), parity_gate(5.96e-8, 1e-6)]
+    card = render_card(facts, gates, reference_tolerance=0.01)
+    assert f"| holdout ROC AUC | >= 0.6 | {auc:.4g} | pass |" in card
+    assert "| ONNX parity (max abs diff vs torch) | <= 1e-06 | 5.96e-08 | pass |" in card
+    assert f"| MLP AUC - reference AUC | >= -0.01 | {auc - 0.5:.4g} | pass |" in card
+    assert "not evaluated" not in card
+    assert "| logistic regression reference | 0.5000 |" in card
+    assert f"The MLP beats the reference by {auc - 0.5:.4f} AUC." in card
+    assert "[+0.1000, +0.4000]: the MLP is better beyond sampling noise" in card
+    cal = facts.calibration
+    assert cal is not None
+    assert (
+        f"mean predicted probability {cal.mean_predicted:.3f} against an observed churn rate "
+        f"of {cal.observed_rate:.3f}; expected calibration error (ECE) {cal.ece:.3f}"
+    ) in card
+    assert "prior correction" in card
+    assert "inflates probabilities" not in card  # the old, untrue limitation
+
+
+def test_card_says_plainly_when_the_mlp_trails_the_reference() -> None:
+    facts = _facts(reference_auc=0.95, interval=(-0.2, -0.1))
+    difference = facts.metrics.roc_auc - 0.95
+    card = render_card(facts, [parity_gate(None, 1e-6)], reference_tolerance=0.01)
+    assert f"**The MLP trails the reference** by {-difference:.4f} AUC" in card
+    assert "CHURN_REFERENCE_AUC_TOLERANCE" in card
+    assert "does not earn its place" in card
+    assert "WARN (not blocking)" in card
+    assert "the MLP is worse beyond sampling noise" in card
+    # The training-time card names what is measured later, and where to find it.
+    assert "| ONNX parity (max abs diff vs torch) | <= 1e-06 | n/a | not evaluated |" in card
+    assert "registered version's card" in card
+
+
+def test_card_facts_survive_a_json_round_trip() -> None:
+    facts = _facts(reference_auc=0.8, interval=(-0.03, 0.01))
+    again = CardFacts.from_json(facts.to_json())
+    assert again == facts
+    assert render_card(again, reference_tolerance=0.01) == render_card(
+        facts, reference_tolerance=0.01
+    )

@@ -114,7 +114,8 @@ def churn_model(
     policy: ChurnPolicy,
 ) -> dg.Output[TrainedModel]:
     """ChurnMLP trained on the validated dataset, with holdout metrics, the oracle AUC (when
-    the generator's ground truth is available), plots and a model card. Logged to MLflow."""
+    the generator's ground truth is available), the AUC of a logistic-regression reference
+    on the same holdout, calibration, plots and a model card. Logged to MLflow."""
     from churn_assets.ml.pipeline import train_and_evaluate
 
     settings = load_settings()
@@ -154,6 +155,11 @@ def churn_model(
         "plots": dg.MetadataValue.md(_plots_markdown(model_dir)),
         "model_card": dg.MetadataValue.md((model_dir / CARD_FILE).read_text()),
     }
+    # The network's evidence: how it compares with the linear reference on the same rows
+    # (judged by the WARN check ``reference_model_check``).
+    metadata["auc_minus_reference"] = dg.MetadataValue.float(
+        outcome.metrics["roc_auc"] - outcome.metrics["reference_auc"]
+    )
     if outcome.oracle_auc is not None:
         metadata["oracle_gap"] = dg.MetadataValue.float(
             outcome.oracle_auc - outcome.metrics["roc_auc"]
@@ -263,15 +269,30 @@ def churn_model_version(
             description="refusing to register a model that failed "
             + ", ".join(f"{g.name} ({g.observed} vs {g.comparison} {g.threshold})" for g in failed)
         )
+    # The card the version carries: every gate as measured (parity included), the
+    # reference model and calibration. Written locally even when the registry is skipped.
+    from churn_assets.ml.pipeline import write_registered_card
+
+    card_path = write_registered_card(
+        Path(trained.model_dir), churn_model_onnx.parity_max_abs_diff, rules
+    )
+    card = {"model_card": dg.MetadataValue.md(card_path.read_text())}
     if not trained.mlflow_run_id or not churn_model_onnx.mlflow_model_uri:
         reason = trained.mlflow_skipped_reason or "no MLflow run"
         context.log.warning(f"registry step skipped: {reason}")
-        return dg.MaterializeResult(metadata={"registry": f"skipped: {reason}"})
+        return dg.MaterializeResult(metadata={"registry": f"skipped: {reason}", **card})
     try:
         tracking.check_reachable(mlflow.tracking_uri)
     except tracking.RegistryUnavailable as exc:
         context.log.warning(f"registry step skipped: {exc}")
-        return dg.MaterializeResult(metadata={"registry": f"skipped: {exc}"})
+        return dg.MaterializeResult(metadata={"registry": f"skipped: {exc}", **card})
+    from mlflow.tracking import MlflowClient
+
+    # Same artifact path as the training-time card, which it replaces on the run.
+    MlflowClient(mlflow.tracking_uri).log_artifact(trained.mlflow_run_id, str(card_path))
+    card_uri = f"runs:/{trained.mlflow_run_id}/{CARD_FILE}"
+    reference = trained.metrics.get("reference_auc")  # absent for models trained before it
+    versus = "" if reference is None else f" (logistic-regression reference {reference:.4f})"
     tags = {
         tracking.TAG_DAGSTER_RUN_ID: context.run.run_id,
         tracking.TAG_DATA_AS_OF: trained.data_as_of,
@@ -295,7 +316,8 @@ def churn_model_version(
         run_id=trained.mlflow_run_id,
         tags=tags,
         description=f"Trained on data as of {trained.data_as_of}; "
-        f"holdout ROC AUC {trained.metrics['roc_auc']:.4f}.",
+        f"holdout ROC AUC {trained.metrics['roc_auc']:.4f}{versus}. "
+        f"Model card (gates as measured, reference model, calibration): {card_uri}",
         name=mlflow.model_name,
     )
     context.log.info(f"registered {mlflow.model_name} version {version}")
@@ -306,6 +328,8 @@ def churn_model_version(
             "version": version,
             "onnx_sha256": churn_model_onnx.onnx_sha256,
             "gates": dg.MetadataValue.json(json.loads(tags[tracking.TAG_GATES])),
+            "model_card_uri": card_uri,
+            **card,
         }
     )
 
