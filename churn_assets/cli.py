@@ -439,6 +439,8 @@ def _report(result: ExecuteInProcessResult, settings: Settings) -> None:
         raise click.ClickException(report.failure_message(result))
     for line in report.run_summary(result):
         click.echo(line)
+    for line in report.check_warnings(result):
+        click.echo(f"  {line}")
     version = report.registered_version(result)
     if version is not None:
         click.echo(f"  model:     {_describe_registered(settings, version)}")

@@ -17,16 +17,27 @@ _FAILURE_EVENTS = ("STEP_FAILURE", "RESOURCE_INIT_FAILURE", "RUN_FAILURE")
 
 
 def gate_failures(result: dg.ExecuteInProcessResult) -> list[str]:
-    """One line per failed asset check: which gate, on which asset, the rule and what was seen."""
+    """One line per failed ERROR check (a gate): which, on which asset, the rule, what was seen."""
+    return _failed_checks(result, dg.AssetCheckSeverity.ERROR, "gate")
+
+
+def check_warnings(result: dg.ExecuteInProcessResult) -> list[str]:
+    """One line per failed WARN check: nothing was stopped, but someone should look."""
+    return _failed_checks(result, dg.AssetCheckSeverity.WARN, "warning: check")
+
+
+def _failed_checks(
+    result: dg.ExecuteInProcessResult, severity: dg.AssetCheckSeverity, label: str
+) -> list[str]:
     lines = []
     for evaluation in result.get_asset_check_evaluations():
-        if evaluation.passed:
+        if evaluation.passed or evaluation.severity != severity:
             continue
         meta = {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}
-        detail = meta.get("rule") or meta.get("failures") or ""
+        detail = evaluation.description or meta.get("rule") or meta.get("failures") or ""
         observed = f" (observed {meta['observed']})" if "observed" in meta else ""
         lines.append(
-            f"gate {evaluation.check_name} on {evaluation.asset_key.to_user_string()} "
+            f"{label} {evaluation.check_name} on {evaluation.asset_key.to_user_string()} "
             f"failed: {detail}{observed}"
         )
     return lines

@@ -5,10 +5,11 @@ part here; ``train`` carves its own stratified, seeded validation split from it 
 stopping and the decision threshold, so holdout metrics stay unbiased.
 
 Class imbalance (~20 % churners): ``BCEWithLogitsLoss(pos_weight=n_neg / n_pos)`` weights
-each churner like ~4 stayers, so the gradient is balanced between classes. This leaves the
-ranking (AUC) essentially unchanged but shifts probabilities upwards (they are not
-calibrated churn rates); the decision threshold is therefore chosen on validation data to
-maximise F1 instead of using 0.5.
+each churner like ~4 stayers, so the gradient is balanced between classes. The weighting
+alone would shift probabilities upwards; after training the output bias is shifted by
+-log(pos_weight), which restores calibrated churn rates (the model card reports the
+expected calibration error on the holdout). The F1 decision threshold is chosen on
+validation data.
 """
 
 from __future__ import annotations
