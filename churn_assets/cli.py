@@ -240,7 +240,6 @@ def status(as_json: bool) -> None:
 
 def _status(settings: Settings) -> dict[str, Any]:
     from churn_assets.ml import tracking
-    from churn_assets.ml.champion import CHAMPION
 
     uri = settings.resolved_tracking_uri
     report: dict[str, Any] = {
@@ -258,7 +257,7 @@ def _status(settings: Settings) -> dict[str, Any]:
     latest = tracking.latest_version(uri)
     if latest is not None:
         report["latest_model"] = tracking.describe_version(uri, latest)
-    champion = tracking.alias_version(uri, CHAMPION)
+    champion = tracking.alias_version(uri, tracking.CHAMPION)
     if champion is not None:
         report["champion"] = tracking.describe_version(uri, champion)
     return report

@@ -1,12 +1,18 @@
-"""The shapes several layers share: table names, snapshot columns and dtypes, the feature
-vocabulary. Pure constants, below ``data/``, ``quality/``, ``ml/`` and ``serving/``, so none
-of them reaches into another for a name.
+"""The names several layers share: registry aliases and tags, table names, snapshot columns
+and dtypes, the feature vocabulary. Pure constants, below ``data/``, ``quality/``, ``ml/``
+and ``serving/``, so none of them reaches into another for a name.
 
 The features themselves are computed once, in dbt SQL (``dbt_project/models/marts``); this
 module fixes their names, order and vocabulary as the model and the checks see them.
 """
 
 from __future__ import annotations
+
+# MLflow registry aliases, and the tags the promotion decision writes on a version.
+CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"
+PROMOTION_TAG_PREFIX = "promotion."
+TAG_PROMOTION_DECISION = f"{PROMOTION_TAG_PREFIX}decision"  # set once: decided once
 
 # dbt tables the Python side reads.
 TRAINING_SNAPSHOT_TABLE = "marts.training_snapshot"

@@ -30,9 +30,10 @@ from churn_assets.ml.promote import (
     should_promote,
 )
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-TAG_DECISION = "promotion.decision"  # set once per version: the sensor decides each version once
+# Named in tracking (the registry module), re-exported here for the promotion code.
+CHAMPION = tracking.CHAMPION
+CHALLENGER = tracking.CHALLENGER
+TAG_DECISION = tracking.TAG_DECISION
 ONNX_MISMATCH = "ONNX file does not match the sha256 it was gated with"
 _MAX_PROBLEM_CHARS = 300  # an exception text (e.g. a protobuf dump) is cut to this in reasons
 

@@ -17,6 +17,7 @@ from sklearn import metrics as skm
 
 from churn_assets.ml.evaluate import Metrics, evaluate
 from churn_assets.policy import Policy
+from churn_assets.schema import PROMOTION_TAG_PREFIX
 
 # A class with k rows is missing from a resample with probability ~e^-k, so this rejects
 # evaluation sets with only 1-2 rows of a class (~37% / ~14% of resamples invalid), where the
@@ -96,7 +97,7 @@ class PromotionDecision:
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
-    def as_tags(self, prefix: str = "promotion.") -> dict[str, str]:
+    def as_tags(self, prefix: str = PROMOTION_TAG_PREFIX) -> dict[str, str]:
         """MLflow tags (string values): floats as ``repr`` so they parse back exactly,
         booleans as ``true``/``false``, missing values as ``none``."""
         return {f"{prefix}{key}": _tag_value(value) for key, value in self.as_dict().items()}

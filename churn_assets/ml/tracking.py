@@ -21,6 +21,8 @@ from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from churn_assets import schema
+
 REGISTERED_MODEL_NAME = "churn-model"
 EXPERIMENT_NAME = "churn"
 ONNX_ARTIFACT_DIR = "onnx"
@@ -34,6 +36,11 @@ TAG_PARITY = "onnx_parity_max_abs_diff"
 TAG_ORACLE_AUC = "oracle_auc"
 TAG_TRAINED_AT = "trained_at"
 TAG_GATES = "gates"
+# Registry aliases and promotion tags: named in schema.py, re-exported for registry callers.
+CHAMPION = schema.CHAMPION_ALIAS
+CHALLENGER = schema.CHALLENGER_ALIAS
+PROMOTION_TAG_PREFIX = schema.PROMOTION_TAG_PREFIX
+TAG_DECISION = schema.TAG_PROMOTION_DECISION
 # The raw load (``raw.loads``) the training data was built from: run and file hashes.
 TAG_RAW_LOAD_RUN_ID = "raw_load_dagster_run_id"
 TAG_RAW_CUSTOMERS_SHA256 = "raw_customers_sha256"
@@ -213,11 +220,11 @@ def describe_version(
         "mlflow_run_id": model_version.run_id,
         "gates": json.loads(tags[TAG_GATES]) if TAG_GATES in tags else None,
         "promotion": {
-            "decision": tags.get("promotion.decision"),
-            "reason": tags.get("promotion.reason"),
-            "compared_with": tags.get("promotion.champion_version"),
+            "decision": tags.get(TAG_DECISION),
+            "reason": tags.get(f"{PROMOTION_TAG_PREFIX}reason"),
+            "compared_with": tags.get(f"{PROMOTION_TAG_PREFIX}champion_version"),
         }
-        if "promotion.decision" in tags
+        if TAG_DECISION in tags
         else None,
     }
 
