@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from churn_assets.ml.features import NUMERIC_FEATURES
+from churn_assets.policy import Policy, env_name
+from churn_assets.schema import EMAIL_DOMAIN_CLASSES, LABEL, NUMERIC_FEATURES, SNAPSHOT_DTYPES
 
 # GX 1.x may phone home with usage statistics; the platform runs offline and must not try.
 # Set before the (lazy) import so it holds no matter which caller imports GX first.
@@ -37,22 +38,11 @@ __all__ = [
     "TrainingDataRules",
     "ValidationReport",
     "build_suite",
+    "too_little_data",
     "validate_training_dataset",
 ]
 
-EXPECTED_COLUMNS: dict[str, str] = {
-    "customer_id": "object",
-    "as_of": "object",  # datetime.date values; pandas keeps them in an object column
-    "days_since_last_order": "int64",
-    "total_revenue_30d": "float64",
-    "total_revenue_90d": "float64",
-    "total_revenue_365d": "float64",
-    "order_frequency": "float64",
-    "cart_diversity": "int64",
-    "email_domain_class": "object",
-    "customer_lifetime_days": "int64",
-    "churned": "int64",
-}
+EXPECTED_COLUMNS: dict[str, str] = SNAPSHOT_DTYPES
 """Every column of the snapshot and the pandas dtype name it must have."""
 
 # Every numeric feature is a count, duration or amount of money.
@@ -71,7 +61,7 @@ otherwise only fail late, inside training.
 REVENUE_WINDOWS: tuple[str, ...] = ("total_revenue_30d", "total_revenue_90d", "total_revenue_365d")
 """Nested windows, shortest first: each one's revenue is part of the next one's."""
 
-LABEL_COLUMN = "churned"
+LABEL_COLUMN = LABEL
 NOT_EVALUATED = "not evaluated: "
 """Prefix of ``ExpectationFailure.observed`` when GX could not evaluate the expectation."""
 _SUITE_NAME = "training_snapshot"
@@ -81,28 +71,55 @@ _MAX_TEXT = 80
 
 @dataclass(frozen=True)
 class TrainingDataRules:
-    """Thresholds of the suite that depend on the data set rather than on the schema."""
+    """The policy's data rules for one snapshot (thresholds live in ``churn_assets.policy``).
 
-    min_rows: int = 200
-    """Fewest rows worth training on: below this, AUC on the hold-out split is noise."""
-    min_label_rate: float = 0.02
-    """Lowest acceptable share of churned customers; a single-class label (0.0) fails."""
-    max_label_rate: float = 0.60
-    """Highest acceptable share; more suggests a broken label window rather than real churn."""
-    email_domain_classes: tuple[str, ...] = ("free", "business", "education", "unknown")
+    The label-rate rules catch a *broken* label (nobody or everybody churned, a rate that
+    jumped since the last training snapshot), not a business's normal churn rate: 5% for a
+    subscription box and 70% for a one-off retailer both pass the defaults.
+    """
+
+    policy: Policy
+    previous_label_rate: float | None = None
+    """Label rate of the previous training snapshot, if any: the change rule compares to it."""
+    email_domain_classes: tuple[str, ...] = EMAIL_DOMAIN_CLASSES
     """Every ``email_domain_class`` dbt may emit; the model one-hot encodes exactly these."""
 
     def __post_init__(self) -> None:
-        # A bad threshold is a configuration bug; fail loudly rather than pass everything.
-        if self.min_rows < 0:
-            raise ValueError(f"min_rows must be >= 0, got {self.min_rows}")
-        if not 0.0 <= self.min_label_rate <= self.max_label_rate <= 1.0:
-            raise ValueError(
-                "need 0 <= min_label_rate <= max_label_rate <= 1, got "
-                f"{self.min_label_rate} and {self.max_label_rate}"
-            )
         if not self.email_domain_classes:
             raise ValueError("email_domain_classes must not be empty")
+        if self.previous_label_rate is not None and not 0.0 <= self.previous_label_rate <= 1.0:
+            raise ValueError(
+                f"previous_label_rate must be in [0, 1], got {self.previous_label_rate}"
+            )
+
+
+def too_little_data(df: pd.DataFrame, rules: TrainingDataRules) -> str | None:
+    """Why ``df`` is too small to train and hold out on, with the counts, or None.
+
+    Checked before (and besides) the suite: the message a user needs is the counts against
+    the minimums and the variables that set them, not one failed expectation per count.
+    """
+    policy = rules.policy
+    rows = len(df)
+    labels = pd.to_numeric(df[LABEL_COLUMN], errors="coerce") if LABEL_COLUMN in df else None
+    churners = int((labels == 1).sum()) if labels is not None else 0
+    stayers = int((labels == 0).sum()) if labels is not None else 0
+    counts = (
+        (rows, policy.min_labelled_customers, "labelled customers", "min_labelled_customers"),
+        (churners, policy.min_churners, "churners", "min_churners"),
+        (stayers, policy.min_non_churners, "non-churners", "min_non_churners"),
+    )
+    if all(count >= minimum for count, minimum, _, _ in counts):
+        return None
+    parts = [
+        f"{count:,} {what} (need {minimum:,}, {env_name(rule)})"
+        for count, minimum, what, rule in counts
+    ]
+    return (
+        "too little data to train: " + ", ".join(parts) + ". Use a longer history, an earlier "
+        "as_of (CHURN_AS_OF) or a different label window (CHURN_WINDOW_DAYS), or lower the "
+        "minimums if you accept a noisier holdout."
+    )
 
 
 @dataclass(frozen=True)
@@ -121,6 +138,10 @@ class ExpectationFailure:
     """A few offending values (deduplicated), or the observed value for aggregates."""
     observed: str | None
     """Observed aggregate (mean, row count, columns), or ``"not evaluated: <why>"``."""
+    bound: str | None = None
+    """The rule the observation broke, e.g. ``"> max 0.6"`` (policy-driven expectations)."""
+    setting: str | None = None
+    """The variable that moves the broken threshold (policy-driven expectations only)."""
 
     def __str__(self) -> str:
         text = self.expectation
@@ -132,9 +153,12 @@ class ExpectationFailure:
             details.append(f"{self.unexpected_count} unexpected row(s){share}")
         if self.observed is not None:
             evaluated = not self.observed.startswith(NOT_EVALUATED)
-            details.append(f"observed {self.observed}" if evaluated else self.observed)
+            bound = f" {self.bound}" if self.bound and evaluated else ""
+            details.append(f"observed {self.observed}{bound}" if evaluated else self.observed)
         if self.examples and self.examples != (self.observed,):
             details.append(f"e.g. {', '.join(self.examples)}")
+        if self.setting:
+            details.append(f"set {self.setting} to move it")
         return f"{text}: {'; '.join(details)}" if details else text
 
 
@@ -198,11 +222,13 @@ def build_suite(rules: TrainingDataRules) -> ExpectationSuite:
             notes="The column *set* check cannot see a duplicated column name; the count can.",
         )
     )
+    policy = rules.policy
     expectations.append(
         gxe.ExpectTableRowCountToBeBetween(
-            min_value=rules.min_rows,
+            min_value=policy.min_labelled_customers,
             max_value=None,
             notes="Too few customers make the hold-out metrics (and the AUC gate) meaningless.",
+            meta=_setting("min_labelled_customers", f"< min {policy.min_labelled_customers}"),
         )
     )
     for column, dtype in EXPECTED_COLUMNS.items():
@@ -270,21 +296,55 @@ def build_suite(rules: TrainingDataRules) -> ExpectationSuite:
             notes="Binary label; anything else means the label SQL is broken.",
         )
     )
+    # Strict bounds: with the defaults (0, 1) only "nobody churned" and "everybody churned"
+    # fail, which no business's real churn rate is.
     expectations.append(
         gxe.ExpectColumnMeanToBeBetween(
             column=LABEL_COLUMN,
-            min_value=rules.min_label_rate,
-            max_value=rules.max_label_rate,
-            notes="Label rate out of range (incl. a single class) cannot train a useful model.",
+            min_value=policy.min_label_rate,
+            strict_min=True,
+            notes="A label rate at or below the minimum (e.g. nobody churned) is a broken label.",
+            meta=_setting("min_label_rate", f"<= min {policy.min_label_rate:g}"),
         )
     )
+    expectations.append(
+        gxe.ExpectColumnMeanToBeBetween(
+            column=LABEL_COLUMN,
+            max_value=policy.max_label_rate,
+            strict_max=True,
+            notes="A label rate at or above the maximum (e.g. everybody churned) is a broken "
+            "label or label window.",
+            meta=_setting("max_label_rate", f">= max {policy.max_label_rate:g}"),
+        )
+    )
+    if rules.previous_label_rate is not None:
+        change = policy.max_label_rate_change
+        low = max(0.0, rules.previous_label_rate - change)
+        high = min(1.0, rules.previous_label_rate + change)
+        expectations.append(
+            gxe.ExpectColumnMeanToBeBetween(
+                column=LABEL_COLUMN,
+                min_value=low,
+                max_value=high,
+                notes="The label rate jumped since the previous training snapshot: a broken "
+                "label or feed, not a change in the business.",
+                meta=_setting(
+                    "max_label_rate_change",
+                    f"outside [{low:.3g}, {high:.3g}] (previous {rules.previous_label_rate:.3g}"
+                    f" ± {change:g})",
+                ),
+            )
+        )
     # Passed to the constructor: ExpectationSuite.add_expectation needs an active data context.
     return gx.ExpectationSuite(name=_SUITE_NAME, expectations=expectations)
 
 
-def validate_training_dataset(
-    df: pd.DataFrame, rules: TrainingDataRules = TrainingDataRules()
-) -> ValidationReport:
+def _setting(rule: str, bound: str) -> dict[str, str]:
+    """GX ``meta`` naming the policy variable behind an expectation, for its failure message."""
+    return {"setting": env_name(rule), "bound": bound}
+
+
+def validate_training_dataset(df: pd.DataFrame, rules: TrainingDataRules) -> ValidationReport:
     """Run the suite on ``df`` and report every failure; odd input fails, it never raises."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -374,6 +434,7 @@ def _to_failure(result: ExpectationValidationResult, present: set[str]) -> Expec
         )
     else:
         examples = () if observed is None else (observed,)
+    meta = config.meta or {}
     return ExpectationFailure(
         expectation=config.type,
         column=column,
@@ -381,6 +442,8 @@ def _to_failure(result: ExpectationValidationResult, present: set[str]) -> Expec
         unexpected_percent=None if percent is None else float(percent),
         examples=examples,
         observed=observed,
+        bound=meta.get("bound"),
+        setting=meta.get("setting"),
     )
 
 

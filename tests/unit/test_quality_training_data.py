@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from churn_assets.policy import Policy, load_policy
 from churn_assets.quality.training_data import (
     EXPECTED_COLUMNS,
     NOT_EVALUATED,
@@ -19,10 +20,12 @@ from churn_assets.quality.training_data import (
     TrainingDataRules,
     ValidationReport,
     build_suite,
+    too_little_data,
     validate_training_dataset,
 )
 
 N_ROWS = 300
+RULES = TrainingDataRules(Policy())
 AS_OF = datetime.date(2024, 6, 1)
 
 
@@ -69,7 +72,7 @@ def valid_frame() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def valid_report(valid_frame: pd.DataFrame) -> ValidationReport:
     # Module scope: the clean frame is validated once and shared by the tests that need it.
-    return validate_training_dataset(valid_frame)
+    return validate_training_dataset(valid_frame, RULES)
 
 
 def _set(column: str, rows: list[int], value: Any) -> Callable[[pd.DataFrame], pd.DataFrame]:
@@ -184,7 +187,7 @@ def test_corrupted_snapshot_fails_with_named_expectation(
     observed: str | None,
     n_failures: int | None,
 ) -> None:
-    report = validate_training_dataset(corrupt(valid_frame.copy()))
+    report = validate_training_dataset(corrupt(valid_frame.copy()), RULES)
 
     assert report.success is False
     failure = _failure(report, expectation, column)
@@ -201,19 +204,19 @@ def test_corrupted_snapshot_fails_with_named_expectation(
 def test_valid_snapshot_passes_every_expectation(valid_report: ValidationReport) -> None:
     assert valid_report.success is True
     assert valid_report.failures == ()
-    assert valid_report.evaluated == len(build_suite(TrainingDataRules()).expectations)
+    assert valid_report.evaluated == len(build_suite(RULES).expectations)
     assert f"all {valid_report.evaluated} expectations passed" in valid_report.summary_markdown()
 
 
 def test_validation_does_not_modify_the_frame(valid_frame: pd.DataFrame) -> None:
     frame = valid_frame.copy()
-    validate_training_dataset(frame)
+    validate_training_dataset(frame, RULES)
     pd.testing.assert_frame_equal(frame, valid_frame)
 
 
 def test_failure_examples_show_offending_values(valid_frame: pd.DataFrame) -> None:
     report = validate_training_dataset(
-        _set("email_domain_class", [0, 1], "corporate")(valid_frame.copy())
+        _set("email_domain_class", [0, 1], "corporate")(valid_frame.copy()), RULES
     )
     # Distinct values only, strings quoted so "1" and 1 stay tellable apart.
     assert _failure(report, "expect_column_values_to_be_in_set", "email_domain_class").examples == (
@@ -222,7 +225,7 @@ def test_failure_examples_show_offending_values(valid_frame: pd.DataFrame) -> No
 
 
 def test_missing_column_is_reported_not_raised(valid_frame: pd.DataFrame) -> None:
-    report = validate_training_dataset(valid_frame.drop(columns="cart_diversity"))
+    report = validate_training_dataset(valid_frame.drop(columns="cart_diversity"), RULES)
 
     table = _failure(report, "expect_table_columns_to_match_set", None)
     assert table.examples == ("missing: cart_diversity",)
@@ -232,16 +235,16 @@ def test_missing_column_is_reported_not_raised(valid_frame: pd.DataFrame) -> Non
 
 
 def test_any_frame_gives_a_report(valid_frame: pd.DataFrame) -> None:
-    report = validate_training_dataset(pd.DataFrame())
+    report = validate_training_dataset(pd.DataFrame(), RULES)
     assert report.success is False
-    assert report.evaluated == len(build_suite(TrainingDataRules()).expectations)
+    assert report.evaluated == len(build_suite(RULES).expectations)
 
 
 def test_summary_markdown_lists_every_failure(valid_frame: pd.DataFrame) -> None:
     frame = valid_frame.copy()
     frame.loc[0, "total_revenue_30d"] = -1.0
     frame.loc[1, "email_domain_class"] = "a|b"  # a pipe must not break the table
-    report = validate_training_dataset(frame)
+    report = validate_training_dataset(frame, RULES)
 
     markdown = report.summary_markdown()
     lines = markdown.splitlines()
@@ -274,21 +277,79 @@ def test_failure_str_names_expectation_column_and_count() -> None:
 
 
 def test_rules_set_the_thresholds(valid_frame: pd.DataFrame) -> None:
-    report = validate_training_dataset(valid_frame, TrainingDataRules(min_rows=N_ROWS + 1))
+    policy = load_policy({"CHURN_MIN_LABELLED_CUSTOMERS": str(N_ROWS + 1)})
+    report = validate_training_dataset(valid_frame, TrainingDataRules(policy))
     assert [f.expectation for f in report.failures] == ["expect_table_row_count_to_be_between"]
+    assert "set CHURN_MIN_LABELLED_CUSTOMERS to move it" in str(report.failures[0])
 
 
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"min_rows": -1},
-        {"min_label_rate": 0.5, "max_label_rate": 0.1},
+        {"previous_label_rate": 1.5},
         {"email_domain_classes": ()},
     ],
 )
 def test_rules_reject_impossible_thresholds(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
-        TrainingDataRules(**kwargs)  # type: ignore[arg-type]
+        TrainingDataRules(Policy(), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("label_rate", "environ", "previous", "setting", "message"),
+    [
+        # everybody churned: a broken label, whatever the business (the default max is 1)
+        (1.0, {}, None, "CHURN_MAX_LABEL_RATE", "observed 1 >= max 1"),
+        # a 70% one-off retailer passes the defaults, and fails a max the user set to 0.60
+        (0.7, {"CHURN_MAX_LABEL_RATE": "0.60"}, None, "CHURN_MAX_LABEL_RATE", ">= max 0.6"),
+        # a 5% subscription box fails only a minimum the user raised
+        (0.05, {"CHURN_MIN_LABEL_RATE": "0.10"}, None, "CHURN_MIN_LABEL_RATE", "<= min 0.1"),
+        # a jump from 20% to 70% since the previous snapshot: a broken label or feed
+        (0.7, {}, 0.2, "CHURN_MAX_LABEL_RATE_CHANGE", "previous 0.2 ± 0.25"),
+    ],
+)
+def test_label_rate_rules_catch_broken_labels_and_name_their_setting(
+    valid_frame: pd.DataFrame,
+    label_rate: float,
+    environ: dict[str, str],
+    previous: float | None,
+    setting: str,
+    message: str,
+) -> None:
+    frame = valid_frame.copy()
+    churned = round(label_rate * len(frame))
+    frame["churned"] = [1] * churned + [0] * (len(frame) - churned)
+    rules = TrainingDataRules(load_policy(environ), previous_label_rate=previous)
+    report = validate_training_dataset(frame, rules)
+    texts = [str(f) for f in report.failures]
+    assert len(texts) == 1, texts
+    assert message in texts[0] and f"set {setting} to move it" in texts[0]
+
+
+@pytest.mark.parametrize("label_rate", [0.05, 0.2, 0.7, 0.9])
+def test_a_normal_churn_rate_of_any_business_passes_the_defaults(
+    valid_frame: pd.DataFrame, label_rate: float
+) -> None:
+    frame = valid_frame.copy()
+    churned = round(label_rate * len(frame))
+    frame["churned"] = [1] * churned + [0] * (len(frame) - churned)
+    assert validate_training_dataset(frame, RULES).success
+
+
+def test_too_little_data_gives_the_counts_the_minimums_and_the_variables(
+    valid_frame: pd.DataFrame,
+) -> None:
+    frame = valid_frame.head(50).copy()
+    frame["churned"] = [1] * 9 + [0] * 41
+    message = too_little_data(frame, RULES)
+    assert message == (
+        "too little data to train: 50 labelled customers (need 200, "
+        "CHURN_MIN_LABELLED_CUSTOMERS), 9 churners (need 25, CHURN_MIN_CHURNERS), "
+        "41 non-churners (need 25, CHURN_MIN_NON_CHURNERS). Use a longer history, an earlier "
+        "as_of (CHURN_AS_OF) or a different label window (CHURN_WINDOW_DAYS), or lower the "
+        "minimums if you accept a noisier holdout."
+    )
+    assert too_little_data(valid_frame, RULES) is None
 
 
 def test_a_crash_inside_gx_becomes_a_failure(
@@ -300,7 +361,7 @@ def test_a_crash_inside_gx_becomes_a_failure(
         raise RuntimeError("boom")
 
     monkeypatch.setattr(gx.ValidationDefinition, "run", explode)
-    report = validate_training_dataset(valid_frame)
+    report = validate_training_dataset(valid_frame, RULES)
 
     assert report.success is False
     assert report.evaluated == 0
@@ -331,7 +392,7 @@ def test_validate_training_dataset_rejects_non_finite_features(
 ) -> None:
     frame = valid_frame.copy()
     frame.loc[7, column] = value
-    report = validate_training_dataset(frame)
+    report = validate_training_dataset(frame, RULES)
 
     assert report.success is False
     failure = _failure(report, "expect_column_values_to_be_between", column)

@@ -14,22 +14,57 @@ from churn_assets.ml.gates import auc_gate, parity_gate
 
 
 @dg.asset_check(asset=training_dataset, blocking=True)
-def training_data_quality(training_dataset: pd.DataFrame) -> dg.AssetCheckResult:
-    """Great Expectations suite: columns and dtypes, nulls, ranges, label values and rate,
-    row count, unique customers. No model trains on data that fails it."""
-    from churn_assets.quality.training_data import TrainingDataRules, validate_training_dataset
+def training_data_quality(
+    context: dg.AssetCheckExecutionContext, training_dataset: pd.DataFrame, policy: ChurnPolicy
+) -> dg.AssetCheckResult:
+    """Enough labelled customers, churners and non-churners to train and hold out, then the
+    Great Expectations suite: columns and dtypes, nulls, ranges, label values, a label rate
+    that is not broken (nobody or everybody churned, a jump since the previous training
+    snapshot), unique customers. No model trains on data that fails it; every failure names
+    the policy variable that moves it."""
+    from churn_assets.quality.training_data import (
+        TrainingDataRules,
+        too_little_data,
+        validate_training_dataset,
+    )
 
-    report = validate_training_dataset(training_dataset, TrainingDataRules())
+    previous = _previous_label_rate(context)
+    rules = TrainingDataRules(policy.policy(), previous_label_rate=previous)
+    shortage = too_little_data(training_dataset, rules)
+    report = validate_training_dataset(training_dataset, rules)
+    failures = [str(f) for f in report.failures]
+    problems = ([shortage] if shortage else []) + failures
     return dg.AssetCheckResult(
-        passed=report.success,
+        passed=report.success and shortage is None,
         severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(problems) if problems else None,
         metadata={
-            "summary": dg.MetadataValue.md(report.summary_markdown()),
+            "summary": dg.MetadataValue.md(
+                (f"**{shortage}**\n\n" if shortage else "") + report.summary_markdown()
+            ),
             "expectations_evaluated": report.evaluated,
             "expectations_failed": len(report.failures),
-            "failures": dg.MetadataValue.json([str(f) for f in report.failures]),
+            "failures": dg.MetadataValue.json(problems),
+            "previous_label_rate": dg.MetadataValue.float(previous)
+            if previous is not None
+            else "none (first training snapshot: the label-rate change rule was not applied)",
         },
     )
+
+
+def _previous_label_rate(context: dg.AssetCheckExecutionContext) -> float | None:
+    """The label rate of the latest training snapshot materialised by an earlier run."""
+    records = context.instance.fetch_materializations(
+        dg.AssetKey("training_dataset"), limit=5
+    ).records
+    for record in records:
+        if record.run_id == context.run.run_id:
+            continue  # this run's own snapshot, the one being checked
+        materialization = record.asset_materialization
+        value = materialization.metadata.get("label_rate") if materialization else None
+        if isinstance(value, dg.FloatMetadataValue) and value.value is not None:
+            return float(value.value)
+    return None
 
 
 @dg.asset_check(asset=churn_model, blocking=True)
