@@ -72,14 +72,28 @@ def main() -> None:
     type=click.DateTime(formats=["%Y-%m-%d"]),
     help="Last day of the generated history [default: 2025-12-31].",
 )
+@click.option(
+    "--profile",
+    "profile_name",
+    type=click.Choice(["subscription", "retail"]),
+    default="subscription",
+    show_default=True,
+    help="subscription: regular buyers, 20% churn; retail: most customers order once, ~75% "
+    "churn in 90 days.",
+)
 def generate(
-    n_customers: int, seed: int, out_dir: Path | None, fmt: str, end_date: datetime | None
+    n_customers: int,
+    seed: int,
+    out_dir: Path | None,
+    fmt: str,
+    end_date: datetime | None,
+    profile_name: str,
 ) -> None:
     """Write synthetic customers, orders and ground truth per the raw-data contract."""
-    from churn_assets.data.generator import GeneratorConfig, generate, write_raw_files
+    from churn_assets.data.generator import PROFILES, generate, write_raw_files
 
     target = out_dir or _settings().raw_dir
-    config = GeneratorConfig(n_customers=n_customers, seed=seed)
+    config = dataclasses.replace(PROFILES[profile_name], n_customers=n_customers, seed=seed)
     if end_date is not None:
         config = dataclasses.replace(config, end_date=end_date.date())
     data = generate(config)
@@ -91,6 +105,56 @@ def generate(
     )
     for path in paths:
         click.echo(f"  {path}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the documented JSON object.")
+def profile(as_json: bool) -> None:
+    """Check CHURN_RAW_DIR against the contract and describe it before the first run:
+    volumes, dates, repeat buyers, a suggested label window and the label rate it gives.
+
+    JSON keys: customers, orders, first_order_at, last_order_at, repeat_customer_share,
+    median_days_between_orders, suggested_window_days, window_reasoning, suggested_as_of,
+    labelled_customers_at_suggested_as_of, label_rate_at_suggested_as_of, warnings.
+    """
+    import json
+
+    from churn_assets.data.contract import RawDataContractError, read_raw_tables
+    from churn_assets.data.profile import profile_raw_tables
+    from churn_assets.policy import PolicyError, load_policy
+
+    settings = _settings()
+    try:
+        tables = read_raw_tables(settings.raw_dir)
+        report = profile_raw_tables(tables, load_policy())
+    except (RawDataContractError, PolicyError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    rate = report.label_rate_at_suggested_as_of
+    repeat = report.repeat_customer_share
+    click.echo(f"raw data in {settings.raw_dir}: contract OK")
+    click.echo(f"  customers:      {report.customers:,}")
+    click.echo(f"  orders:         {report.orders:,}")
+    click.echo(f"  orders from:    {report.first_order_at} to {report.last_order_at}")
+    click.echo(
+        "  repeat buyers:  " + (f"{repeat:.1%} ordered more than once" if repeat else "none")
+    )
+    click.echo(f"  median gap:     {report.median_days_between_orders} days between orders")
+    click.echo(f"  label window:   {report.suggested_window_days} days suggested")
+    click.echo(f"                  ({report.window_reasoning})")
+    click.echo(
+        f"  training as_of: {report.suggested_as_of}: "
+        f"{report.labelled_customers_at_suggested_as_of:,} labelled customers"
+        + (f", label rate {rate:.1%}" if rate is not None else "")
+    )
+    click.echo(
+        f"  to use it:      CHURN_WINDOW_DAYS={report.suggested_window_days} churn run"
+        f"   (now: {settings.window_days})"
+    )
+    for warning in report.warnings:
+        click.echo(f"  warning: {warning}")
 
 
 @main.command()

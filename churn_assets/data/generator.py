@@ -169,6 +169,9 @@ class GeneratorConfig:
     window_days: int = 90  # label window
     target_churn_rate: float = 0.20
     mean_orders_per_customer: float = 10.0  # ~10,000 orders for 1,000 customers
+    # Spread (lognormal sigma) of customers' order rates: larger = a longer tail of heavy
+    # buyers among many who order once (the retail profile).
+    order_rate_spread: float = 0.8
     drift: DriftScenario | None = None
 
     def __post_init__(self) -> None:
@@ -180,6 +183,8 @@ class GeneratorConfig:
             raise ValueError("target_churn_rate must be in (0, 1)")
         if self.mean_orders_per_customer <= 0:
             raise ValueError("mean_orders_per_customer must be > 0")
+        if self.order_rate_spread <= 0:
+            raise ValueError("order_rate_spread must be > 0")
 
     @property
     def start_date(self) -> date:
@@ -188,6 +193,18 @@ class GeneratorConfig:
     @property
     def as_of(self) -> date:
         return self.end_date - timedelta(days=self.window_days)
+
+
+# Named starting points for `churn generate --profile`. "subscription" is the reference demo
+# (regular buyers, 20% churn in 90 days). "retail" is a one-off shop: ~68% of customers
+# order once, a long tail of heavy repeat buyers, ~75% churn in 90 days (seed 42, 5,000
+# customers: 68.4% single-order customers, label rate 0.750, oracle AUC 0.84).
+PROFILES: Mapping[str, GeneratorConfig] = {
+    "subscription": GeneratorConfig(),
+    "retail": GeneratorConfig(
+        target_churn_rate=0.75, mean_orders_per_customer=1.4, order_rate_spread=1.8
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -341,7 +358,7 @@ def _draw_customers(rng: np.random.Generator, config: GeneratorConfig) -> _Custo
     signup_day = np.sort(rng.uniform(0.0, horizon, n))  # ids ascend with signup, as in a CRM
     active = rng.random(n) >= DORMANT_RATE
     first_order_lag = rng.exponential(2.0, n)  # days between signup and first order
-    relative_rate = rng.lognormal(0.0, 0.8, n)
+    relative_rate = rng.lognormal(0.0, config.order_rate_spread, n)
     trend_kind = rng.random(n)
     fading = -rng.uniform(0.5, 3.0, n)
     growing = rng.uniform(0.2, 1.0, n)

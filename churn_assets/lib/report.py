@@ -35,7 +35,9 @@ def _failed_checks(
             continue
         meta = {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}
         detail = evaluation.description or meta.get("rule") or meta.get("failures") or ""
-        observed = f" (observed {meta['observed']})" if "observed" in meta else ""
+        value = meta.get("observed")
+        shown = f"{value:.4g}" if isinstance(value, float) else value
+        observed = f" (observed {shown})" if "observed" in meta else ""
         lines.append(
             f"{label} {evaluation.check_name} on {evaluation.asset_key.to_user_string()} "
             f"failed: {detail}{observed}"

@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from churn_assets.data.contract import read_raw_tables
 from churn_assets.data.generator import (
     CATEGORIES,
     FREE_EMAIL_DOMAINS,
+    PROFILES,
     DriftScenario,
     GeneratedData,
     GeneratorConfig,
@@ -266,10 +268,32 @@ def test_generate_rejects_invalid_drift() -> None:
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_write_raw_files_output_satisfies_the_raw_data_contract(tmp_path: Path, fmt: str) -> None:
-    from churn_assets.data.contract import read_raw_tables
 
     data = generate(GeneratorConfig(n_customers=300, seed=5))
     write_raw_files(data, tmp_path, fmt=fmt)  # type: ignore[arg-type]
     tables = read_raw_tables(tmp_path)  # raises on any contract violation
     assert len(tables.customers) == 300
     assert len(tables.orders) == len(data.orders)
+
+
+def test_subscription_profile_is_the_default_generator() -> None:
+    config = GeneratorConfig(n_customers=300, seed=5)
+    profiled = replace(PROFILES["subscription"], n_customers=300, seed=5)
+    default, same = generate(config), generate(profiled)
+    pd.testing.assert_frame_equal(default.orders, same.orders)
+    pd.testing.assert_frame_equal(default.ground_truth, same.ground_truth)
+
+
+def test_retail_profile_is_mostly_one_off_buyers_with_high_churn() -> None:
+    data = generate(replace(PROFILES["retail"], n_customers=3000, seed=11))
+    per_customer = data.orders.groupby("customer_id").size()
+    assert (per_customer == 1).mean() > 0.6  # most customers order once
+    assert per_customer.max() >= 10  # ... and a long tail of heavy buyers
+    assert data.ground_truth["churned"].mean() > 0.6  # well above 60% at 90 days
+    assert per_customer.index.isin(data.customers["customer_id"]).all()
+
+
+def test_retail_profile_meets_the_raw_data_contract(tmp_path: Path) -> None:
+    write_raw_files(generate(replace(PROFILES["retail"], n_customers=500)), tmp_path)
+    tables = read_raw_tables(tmp_path)
+    assert len(tables.customers) == 500
