@@ -22,7 +22,7 @@ import psycopg2.extensions
 from churn_assets.data.contract import RawTables
 
 RAW_SCHEMA = "raw"
-# One row per load, written in the load's transaction: which files (by sha256) the raw
+# One row per load, written in the load's transaction: which files (path, sha256) the raw
 # tables hold now and which Dagster run put them there. Training records the row it
 # trained on, so a model names the exact raw data behind it.
 LOADS_TABLE = f"{RAW_SCHEMA}.loads"
@@ -96,10 +96,10 @@ def load_raw_tables(
                 """,
                 (
                     dagster_run_id,
-                    files["customers"].name,
+                    str(files["customers"]),
                     digests["customers"],
                     len(tables.customers),
-                    files["orders"].name,
+                    str(files["orders"]),
                     digests["orders"],
                     len(tables.orders),
                 ),

@@ -11,6 +11,8 @@ from churn_assets.schema import CURRENT_FEATURES_TABLE, SNAPSHOT_DTYPES, TRAININ
 
 # DataFrame.attrs key under which the training dataset carries the raw load it came from.
 RAW_LOAD_ATTR = "raw_load"
+# ... and the directory its raw files came from: label rates compare within one source.
+RAW_SOURCE_ATTR = "raw_source"
 FEATURE_TABLES = (TRAINING_SNAPSHOT_TABLE, CURRENT_FEATURES_TABLE)
 
 # Postgres numeric arrives as Decimal and integers as Python ints; the model and the

@@ -15,7 +15,12 @@ import dagster as dg
 import pandas as pd
 
 from churn_assets.data.loader import latest_load
-from churn_assets.data.snapshot import RAW_LOAD_ATTR, dataset_sha256, read_training_snapshot
+from churn_assets.data.snapshot import (
+    RAW_LOAD_ATTR,
+    RAW_SOURCE_ATTR,
+    dataset_sha256,
+    read_training_snapshot,
+)
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
 from churn_assets.ml import tracking
 from churn_assets.ml.artifacts import (
@@ -52,6 +57,8 @@ def training_dataset(
         load = latest_load(conn)
     raw_load = _raw_load_tags(context, load)
     frame.attrs[RAW_LOAD_ATTR] = raw_load  # travels with the frame to churn_model's tags
+    source = str(Path(load["orders_file"]).parent) if load else None
+    frame.attrs[RAW_SOURCE_ATTR] = source
     as_of = sorted({str(value) for value in frame.get("as_of", [])})
     label_rate = float(frame["churned"].mean()) if len(frame) else 0.0
     return dg.Output(
@@ -62,6 +69,7 @@ def training_dataset(
             "label_rate": dg.MetadataValue.float(label_rate),
             "dataset_sha256": dataset_sha256(frame),
             **raw_load,
+            "raw_source": source or "unknown (loaded before raw.loads existed)",
         },
     )
 

@@ -5,6 +5,7 @@ import json
 import dagster as dg
 import pandas as pd
 
+from churn_assets.data.snapshot import RAW_SOURCE_ATTR
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource
 from churn_assets.defs.training.assets import churn_model, churn_model_onnx, training_dataset
 from churn_assets.ml import tracking
@@ -28,7 +29,8 @@ def training_data_quality(
         validate_training_dataset,
     )
 
-    previous = _previous_label_rate(context)
+    source = training_dataset.attrs.get(RAW_SOURCE_ATTR)
+    previous = _previous_label_rate(context, source)
     rules = TrainingDataRules(policy.policy(), previous_label_rate=previous)
     shortage = too_little_data(training_dataset, rules)
     report = validate_training_dataset(training_dataset, rules)
@@ -47,21 +49,35 @@ def training_data_quality(
             "failures": dg.MetadataValue.json(problems),
             "previous_label_rate": dg.MetadataValue.float(previous)
             if previous is not None
-            else "none (first training snapshot: the label-rate change rule was not applied)",
+            else "none (first training snapshot of this raw source: the label-rate change "
+            "rule was not applied)",
         },
     )
 
 
-def _previous_label_rate(context: dg.AssetCheckExecutionContext) -> float | None:
-    """The label rate of the latest training snapshot materialised by an earlier run."""
+def _previous_label_rate(
+    context: dg.AssetCheckExecutionContext, source: str | None
+) -> float | None:
+    """The label rate of the latest earlier training snapshot built from the same raw source.
+
+    Only the same source compares: pointing the platform at another data set (the demo, then
+    your own files) is a new history, not a jump in one feed.
+    """
+    if source is None:
+        return None
     records = context.instance.fetch_materializations(
-        dg.AssetKey("training_dataset"), limit=5
+        dg.AssetKey("training_dataset"), limit=20
     ).records
     for record in records:
         if record.run_id == context.run.run_id:
             continue  # this run's own snapshot, the one being checked
         materialization = record.asset_materialization
-        value = materialization.metadata.get("label_rate") if materialization else None
+        if materialization is None:
+            continue
+        earlier_source = materialization.metadata.get("raw_source")
+        if getattr(earlier_source, "value", None) != source:
+            continue
+        value = materialization.metadata.get("label_rate")
         if isinstance(value, dg.FloatMetadataValue) and value.value is not None:
             return float(value.value)
     return None
