@@ -38,6 +38,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from churn_assets.schema import EMAIL_DOMAIN_CLASSES
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -58,7 +60,7 @@ CATEGORIES: tuple[str, ...] = (
 # Global popularity; each customer ranks categories by a noisy draw from it.
 _CATEGORY_WEIGHTS = np.array([0.20, 0.16, 0.14, 0.14, 0.12, 0.10, 0.08, 0.06])
 
-EMAIL_CLASSES: tuple[str, ...] = ("free", "business", "education", "unknown")
+EMAIL_CLASSES = EMAIL_DOMAIN_CLASSES  # the model's vocabulary, named once in schema.py
 DEFAULT_EMAIL_MIX: Mapping[str, float] = {
     "free": 0.55,
     "business": 0.30,
