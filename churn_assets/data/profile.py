@@ -18,10 +18,12 @@ import pandas as pd
 
 from churn_assets.data.contract import RawTables
 from churn_assets.policy import Policy
+from churn_assets.settings import DEFAULT_WINDOW_DAYS
 
 _WINDOW_QUANTILE = 0.9  # a window that covers 90% of the gaps between repeat orders
 _WINDOW_UNIT_DAYS = 30  # windows are suggested in whole months: 30, 60, 90, ...
-_FALLBACK_WINDOW_DAYS = 90  # when nobody ordered twice, there is no gap to learn from
+# When nobody ordered twice there is no gap to learn from: the platform's default window.
+_FALLBACK_WINDOW_DAYS = DEFAULT_WINDOW_DAYS
 
 
 @dataclass(frozen=True)
