@@ -122,3 +122,20 @@ def test_warehouse_resource_is_embedded_unless_a_url_is_set(
     # The URL is an EnvVar: read when a run starts, never stored in the definitions.
     with dg.build_resources({"warehouse": external}) as resources:
         assert resources.warehouse.url() == "postgresql://u:p@h/d"
+
+
+def test_the_policy_resource_shows_every_rule_with_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One definition: the resource's fields are generated from churn_assets.policy.Policy,
+    # and the deployment's variables set its values (what the UI and launchpad show).
+    from churn_assets.defs.resources import ChurnPolicy, policy_resource
+    from churn_assets.policy import rules
+
+    fields = ChurnPolicy.model_fields
+    assert set(fields) == {rule.name for rule in rules()}
+    for rule in rules():
+        assert fields[rule.name].default == rule.default
+        assert rule.env in (fields[rule.name].description or "")
+    monkeypatch.setenv("CHURN_MAX_LABEL_RATE", "0.6")
+    assert policy_resource().policy().max_label_rate == 0.6
