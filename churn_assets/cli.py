@@ -141,7 +141,11 @@ def profile(as_json: bool) -> None:
     click.echo(
         "  repeat buyers:  " + (f"{repeat:.1%} ordered more than once" if repeat else "none")
     )
-    click.echo(f"  median gap:     {report.median_days_between_orders} days between orders")
+    gap = report.median_days_between_orders
+    click.echo(
+        "  median gap:     "
+        + (f"{gap} days between orders" if gap is not None else "n/a (nobody ordered twice)")
+    )
     click.echo(f"  label window:   {report.suggested_window_days} days suggested")
     click.echo(f"                  ({report.window_reasoning})")
     click.echo(

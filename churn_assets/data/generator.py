@@ -17,6 +17,9 @@ weighted sum of standardised visible signals (recency strongest, then frequency,
 spend trend, category diversity, email class, tenure) plus Gaussian noise, with the intercept
 bisected so the mean probability equals ``target_churn_rate``.
 
+``PROFILES`` names ready-made configs: ``subscription`` (the default above) and ``retail``
+(most customers order once, a long tail of repeat buyers, 75 % churn in 90 days).
+
 Label definition (the dbt SQL computes exactly this; ``ground_truth`` agrees row for row):
 
 * dates are compared as calendar dates (``ordered_at.date()``);
@@ -198,9 +201,14 @@ class GeneratorConfig:
 
 
 # Named starting points for `churn generate --profile`. "subscription" is the reference demo
-# (regular buyers, 20% churn in 90 days). "retail" is a one-off shop: ~68% of customers
-# order once, a long tail of heavy repeat buyers, ~75% churn in 90 days (seed 42, 5,000
-# customers: 68.4% single-order customers, label rate 0.750, oracle AUC 0.84).
+# (regular buyers, 20% churn in 90 days) and must stay byte-identical to GeneratorConfig().
+# "retail" is a one-off shop: few orders per customer (1.4) with widely spread rates
+# (lognormal sigma 1.8) give ~69% single-order customers and a long tail of heavy buyers,
+# and 75% churn in the default 90-day window (seed 42, 5,000 customers: 68.4% single-order,
+# label rate 0.750, oracle AUC 0.84). Its window_days stays 90, so the ground truth is the
+# label `churn run` computes with no setting; at the ~330-day window `churn profile`
+# suggests for it the label rate is ~0.78. Only parameters differ, so it is as vectorised
+# as the default (1M customers, 1.5M orders: ~2 s).
 PROFILES: Mapping[str, GeneratorConfig] = {
     "subscription": GeneratorConfig(),
     "retail": GeneratorConfig(

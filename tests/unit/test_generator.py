@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
-from churn_assets.data.contract import read_raw_tables
+from churn_assets.cli import generate as generate_command
+from churn_assets.cli import main
+from churn_assets.data.contract import RawTables, read_raw_tables
 from churn_assets.data.generator import (
     CATEGORIES,
     FREE_EMAIL_DOMAINS,
@@ -21,6 +24,8 @@ from churn_assets.data.generator import (
     generate,
     write_raw_files,
 )
+from churn_assets.data.profile import profile_raw_tables
+from churn_assets.policy import Policy
 
 DRIFT = DriftScenario(
     starts_at=date(2025, 7, 1),
@@ -117,8 +122,9 @@ def test_generate_churn_is_visible_in_features_at_as_of(large_data: GeneratedDat
         GeneratorConfig(n_customers=2_000, seed=3, drift=DRIFT),
         GeneratorConfig(n_customers=500, seed=5, history_days=400, window_days=30),
         GeneratorConfig(n_customers=40, seed=9, end_date=date(2026, 3, 31)),
+        replace(PROFILES["retail"], n_customers=2_000, seed=3),
     ],
-    ids=["default", "drift", "short-window", "tiny"],
+    ids=["default", "drift", "short-window", "tiny", "retail"],
 )
 def test_generate_ground_truth_matches_label_definition(config: GeneratorConfig) -> None:
     data = generate(config)
@@ -268,7 +274,6 @@ def test_generate_rejects_invalid_drift() -> None:
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_write_raw_files_output_satisfies_the_raw_data_contract(tmp_path: Path, fmt: str) -> None:
-
     data = generate(GeneratorConfig(n_customers=300, seed=5))
     write_raw_files(data, tmp_path, fmt=fmt)  # type: ignore[arg-type]
     tables = read_raw_tables(tmp_path)  # raises on any contract violation
@@ -297,3 +302,45 @@ def test_retail_profile_meets_the_raw_data_contract(tmp_path: Path) -> None:
     write_raw_files(generate(replace(PROFILES["retail"], n_customers=500)), tmp_path)
     tables = read_raw_tables(tmp_path)
     assert len(tables.customers) == 500
+
+
+def test_generate_command_subscription_profile_writes_the_default_bytes(tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = ["generate", "--customers", "300", "--seed", "5", "--format"]
+    for fmt in ("csv", "parquet"):
+        default = runner.invoke(main, [*args, fmt, "--out", str(tmp_path / f"default-{fmt}")])
+        named = runner.invoke(
+            main, [*args, fmt, "--profile", "subscription", "--out", str(tmp_path / f"sub-{fmt}")]
+        )
+        assert default.exit_code == 0 and named.exit_code == 0, default.output + named.output
+        files = sorted(p.name for p in (tmp_path / f"default-{fmt}").iterdir())
+        assert files == [f"{t}.{fmt}" for t in ("customers", "ground_truth", "orders")]
+        for name in files:
+            written = (tmp_path / f"sub-{fmt}" / name).read_bytes()
+            assert written == (tmp_path / f"default-{fmt}" / name).read_bytes(), name
+
+
+def test_subscription_profile_still_makes_the_documented_demo(default_data: GeneratedData) -> None:
+    # The README's demo figures (seed 42): a profile change must not move the default stream.
+    # (Checked byte for byte against the generator before profiles existed, seeds 42 and 7.)
+    data = generate(PROFILES["subscription"])
+    pd.testing.assert_frame_equal(data.orders, default_data.orders)
+    assert len(data.orders) == 10_049
+    assert (len(data.ground_truth), int(data.ground_truth["churned"].sum())) == (868, 172)
+    assert data.config.as_of == date(2025, 10, 2)
+
+
+def test_generate_command_offers_exactly_the_generator_profiles() -> None:
+    option = next(p for p in generate_command.params if p.name == "profile_name")
+    assert set(option.type.choices) == set(PROFILES)  # type: ignore[attr-defined]
+    assert option.default == "subscription"
+
+
+def test_retail_profile_stays_retail_at_the_window_its_profile_suggests() -> None:
+    # Label rate well above 60% also at the long window `churn profile` suggests for it.
+    data = generate(replace(PROFILES["retail"], n_customers=3000, seed=11))
+    tables = RawTables(data.customers, data.orders, Path("customers"), Path("orders"))
+    report = profile_raw_tables(tables, Policy())
+    assert report.suggested_window_days >= 180
+    assert report.label_rate_at_suggested_as_of is not None
+    assert report.label_rate_at_suggested_as_of > 0.6
