@@ -139,7 +139,7 @@ class ExpectationFailure:
     observed: str | None
     """Observed aggregate (mean, row count, columns), or ``"not evaluated: <why>"``."""
     bound: str | None = None
-    """The rule the observation broke, e.g. ``"> max 0.6"`` (policy-driven expectations)."""
+    """The rule the observation broke, e.g. ``">= max 0.6"`` (policy-driven expectations)."""
     setting: str | None = None
     """The variable that moves the broken threshold (policy-driven expectations only)."""
 

@@ -9,16 +9,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import dagster as dg
+import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
 
 from churn_assets import warehouse
 from churn_assets.cli import main
 from churn_assets.data.generator import GeneratorConfig, generate, write_raw_files
+from churn_assets.data.snapshot import RAW_SOURCE_ATTR
+from churn_assets.defs.resources import ChurnPolicy
+from churn_assets.defs.training.checks import training_data_quality
+from tests.unit.test_quality_training_data import _valid_frame
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow
 def test_fifty_customers_stop_before_training_with_the_counts(
     demo: tuple[Result, Path],
     churn_env: Path,
@@ -40,6 +47,9 @@ def test_fifty_customers_stop_before_training_with_the_counts(
     assert "too little data to train:" in gate
     assert "labelled customers (need 200, CHURN_MIN_LABELLED_CUSTOMERS)" in gate
     assert "churners (need 25, CHURN_MIN_CHURNERS)" in gate
+    assert "non-churners (need 25, CHURN_MIN_NON_CHURNERS)" in gate
+    # the suite's row-count failure says the same as the counts: not repeated in the line
+    assert "expect_table_row_count_to_be_between" not in gate
     after = json.loads(CliRunner().invoke(main, ["status", "--json"]).output)
     assert after == before  # nothing registered, the champion unchanged
     with warehouse.connect(fresh_database_url) as conn, conn.cursor() as cur:
@@ -47,6 +57,7 @@ def test_fifty_customers_stop_before_training_with_the_counts(
         assert cur.fetchone() == (None,)  # no scores were written
 
 
+@pytest.mark.slow
 def test_a_label_rate_bound_set_by_the_user_fails_naming_its_variable(
     demo: tuple[Result, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -58,3 +69,57 @@ def test_a_label_rate_bound_set_by_the_user_fails_naming_its_variable(
     assert result.exit_code != 0
     gate = next(ln for ln in result.output.splitlines() if ln.startswith("gate training_data"))
     assert ">= max 0.1" in gate and "set CHURN_MAX_LABEL_RATE to move it" in gate
+
+
+def _snapshot(label_rate: float, source: str) -> dg.AssetsDefinition:
+    """A stand-in for ``training_dataset``: a valid frame with ``label_rate``, from ``source``,
+    with the metadata the real asset records (the check reads earlier rates from it)."""
+    frame = _valid_frame()
+    churned = round(label_rate * len(frame))
+    frame["churned"] = [1] * churned + [0] * (len(frame) - churned)
+    frame.attrs[RAW_SOURCE_ATTR] = source
+
+    @dg.asset(name="training_dataset")
+    def snapshot() -> dg.Output[pd.DataFrame]:
+        return dg.Output(
+            frame,
+            metadata={"label_rate": dg.MetadataValue.float(label_rate), "raw_source": source},
+        )
+
+    return snapshot
+
+
+def test_label_rate_change_is_measured_against_the_last_accepted_snapshot_of_the_source(
+    tmp_path: Path,
+) -> None:
+    # An instance of its own: the check reads the history of earlier snapshots from it.
+    with dg.DagsterInstance.ephemeral(tempdir=str(tmp_path)) as instance:
+
+        def check(label_rate: float, source: str) -> dg.AssetCheckEvaluation:
+            result = dg.materialize(
+                [_snapshot(label_rate, source), training_data_quality],
+                instance=instance,
+                resources={"policy": ChurnPolicy()},
+                raise_on_error=False,
+            )
+            (evaluation,) = result.get_asset_check_evaluations()
+            return evaluation
+
+        first = check(0.2, "/data/a")
+        assert first.passed
+        assert str(first.metadata["previous_label_rate"].value).startswith("none")
+
+        jump = check(0.7, "/data/a")  # 20% -> 70%: a broken label or feed
+        assert not jump.passed
+        assert jump.metadata["previous_label_rate"].value == pytest.approx(0.2)
+        assert "set CHURN_MAX_LABEL_RATE_CHANGE to move it" in (jump.description or "")
+
+        # The refused 70% snapshot is not the baseline: the fixed label compares with 20%.
+        fixed = check(0.3, "/data/a")
+        assert fixed.passed, fixed.description
+        assert fixed.metadata["previous_label_rate"].value == pytest.approx(0.2)
+
+        # Another raw source is a new history, whatever its rate.
+        other = check(0.7, "/data/b")
+        assert other.passed, other.description
+        assert str(other.metadata["previous_label_rate"].value).startswith("none")

@@ -300,6 +300,8 @@ def test_rules_reject_impossible_thresholds(kwargs: dict[str, object]) -> None:
     [
         # everybody churned: a broken label, whatever the business (the default max is 1)
         (1.0, {}, None, "CHURN_MAX_LABEL_RATE", "observed 1 >= max 1"),
+        # nobody churned: the same, at the other end (the default min is 0)
+        (0.0, {}, None, "CHURN_MIN_LABEL_RATE", "observed 0 <= min 0"),
         # a 70% one-off retailer passes the defaults, and fails a max the user set to 0.60
         (0.7, {"CHURN_MAX_LABEL_RATE": "0.60"}, None, "CHURN_MAX_LABEL_RATE", ">= max 0.6"),
         # a 5% subscription box fails only a minimum the user raised

@@ -12,6 +12,7 @@ from churn_assets.ml import tracking
 from churn_assets.ml.artifacts import ExportedModel, TrainedModel
 from churn_assets.ml.evaluate import Gate
 from churn_assets.ml.gates import auc_gate, parity_gate
+from churn_assets.policy import env_name
 
 
 @dg.asset_check(asset=training_dataset, blocking=True)
@@ -35,42 +36,56 @@ def training_data_quality(
     shortage = too_little_data(training_dataset, rules)
     report = validate_training_dataset(training_dataset, rules)
     failures = [str(f) for f in report.failures]
-    problems = ([shortage] if shortage else []) + failures
+    # The shortage message already gives the row count against its minimum: the suite's
+    # row-count failure would only repeat it in the gate line.
+    repeated = env_name("min_labelled_customers") if shortage else None
+    problems = ([shortage] if shortage else []) + [
+        str(f) for f in report.failures if repeated is None or f.setting != repeated
+    ]
     return dg.AssetCheckResult(
         passed=report.success and shortage is None,
         severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(problems) if problems else None,
+        # One line (the CLI prints it as the gate's reason); " | " because each failure
+        # uses "; " inside.
+        description=" | ".join(problems) if problems else None,
         metadata={
             "summary": dg.MetadataValue.md(
                 (f"**{shortage}**\n\n" if shortage else "") + report.summary_markdown()
             ),
             "expectations_evaluated": report.evaluated,
             "expectations_failed": len(report.failures),
-            "failures": dg.MetadataValue.json(problems),
+            "failures": dg.MetadataValue.json(([shortage] if shortage else []) + failures),
             "previous_label_rate": dg.MetadataValue.float(previous)
             if previous is not None
-            else "none (first training snapshot of this raw source: the label-rate change "
-            "rule was not applied)",
+            else "none (no earlier accepted training snapshot of this raw source: the "
+            "label-rate change rule was not applied)",
         },
     )
+
+
+_HISTORY = 50
+"""How many recent snapshots and check results are searched for the previous label rate."""
 
 
 def _previous_label_rate(
     context: dg.AssetCheckExecutionContext, source: str | None
 ) -> float | None:
-    """The label rate of the latest earlier training snapshot built from the same raw source.
+    """The label rate of the latest earlier training snapshot that passed this check and was
+    built from the same raw source.
 
     Only the same source compares: pointing the platform at another data set (the demo, then
-    your own files) is a new history, not a jump in one feed.
+    your own files) is a new history, not a jump in one feed. Only accepted snapshots count:
+    a broken label the check refused must not become the baseline its fix is compared with.
     """
     if source is None:
         return None
+    accepted = _accepted_snapshots(context.instance)
     records = context.instance.fetch_materializations(
-        dg.AssetKey("training_dataset"), limit=20
+        dg.AssetKey("training_dataset"), limit=_HISTORY
     ).records
     for record in records:
-        if record.run_id == context.run.run_id:
-            continue  # this run's own snapshot, the one being checked
+        if record.run_id == context.run.run_id or record.storage_id not in accepted:
+            continue  # this run's own snapshot (the one being checked), or a refused one
         materialization = record.asset_materialization
         if materialization is None:
             continue
@@ -81,6 +96,18 @@ def _previous_label_rate(
         if isinstance(value, dg.FloatMetadataValue) and value.value is not None:
             return float(value.value)
     return None
+
+
+def _accepted_snapshots(instance: dg.DagsterInstance) -> set[int]:
+    """Storage ids of the ``training_dataset`` materialisations this check passed."""
+    key = dg.AssetCheckKey(dg.AssetKey("training_dataset"), "training_data_quality")
+    history = instance.event_log_storage.get_asset_check_execution_history(key, limit=_HISTORY)
+    accepted: set[int] = set()
+    for execution in history:
+        evaluation = execution.event.asset_check_evaluation if execution.event else None
+        if evaluation is not None and evaluation.passed and evaluation.target_materialization_data:
+            accepted.add(evaluation.target_materialization_data.storage_id)
+    return accepted
 
 
 @dg.asset_check(asset=churn_model, blocking=True)
