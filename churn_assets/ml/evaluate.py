@@ -264,6 +264,13 @@ class CardFacts:
     reference_confidence: float | None = None
     calibration: Calibration | None = None
     title: str = "Churn model"
+    # Time: which period the metrics are out of time on (None: a random, in-time holdout),
+    # which periods were trained on, and the AUC on a random holdout of those periods, so
+    # the card shows what the model loses to time. Defaults keep older facts files readable.
+    holdout_as_of: str | None = None
+    training_as_of: tuple[str, ...] = ()
+    in_time_auc: float | None = None
+    n_in_time: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -278,6 +285,7 @@ class CardFacts:
             raw["reference_diff_interval"] = tuple(raw["reference_diff_interval"])
         if raw.get("calibration") is not None:
             raw["calibration"] = Calibration(**raw["calibration"])
+        raw["training_as_of"] = tuple(raw.get("training_as_of", ()))
         return cls(**raw)
 
 
@@ -294,8 +302,17 @@ def card_facts(
     reference: ReferenceResult | None = None,
     calibration: Calibration | None = None,
     title: str = "Churn model",
+    holdout_as_of: str | None = None,
+    training_as_of: Sequence[str] = (),
+    in_time_auc: float | None = None,
+    n_in_time: int | None = None,
 ) -> CardFacts:
-    """The facts of a training run, for :func:`render_card`."""
+    """The facts of a training run, for :func:`render_card`.
+
+    ``holdout_as_of`` names the out-of-time holdout period the ``metrics`` are measured on
+    (None: the holdout is a random sample of the training periods); ``in_time_auc`` is the
+    AUC on ``n_in_time`` rows held out at random from the ``training_as_of`` periods.
+    """
     from churn_assets.ml.model import count_parameters  # model imports torch; keep it local
 
     spec = result.model.spec
@@ -331,6 +348,10 @@ def card_facts(
         reference_confidence=None if reference is None else reference.confidence,
         calibration=calibration,
         title=title,
+        holdout_as_of=holdout_as_of,
+        training_as_of=tuple(training_as_of),
+        in_time_auc=in_time_auc,
+        n_in_time=n_in_time,
     )
 
 
@@ -454,6 +475,57 @@ def _calibration_lines(facts: CardFacts) -> list[str]:
     ]
 
 
+def _trained_on(facts: CardFacts) -> str:
+    periods = facts.training_as_of
+    if len(periods) > 1:
+        return f"{len(periods)} periods ({periods[0]} to {periods[-1]})"
+    return f"one as_of snapshot ({periods[0] if periods else facts.as_of})"
+
+
+def _data_lines(facts: CardFacts, window: str) -> list[str]:
+    split = f"{facts.n_fit:,} fit / {facts.n_val:,} validation (early stopping, threshold)"
+    if facts.holdout_as_of is None:
+        return [
+            f"- Training snapshot at as_of **{facts.as_of}**{window}: churned = no order in "
+            "(as_of, as_of + window].",
+            f"- Rows: {facts.n_rows:,} customers, label rate {facts.label_rate:.1%}.",
+            f"- Split: {split} / {facts.n_holdout:,} holdout (metrics below), stratified by label.",
+            "- No out-of-time holdout: the holdout is a random sample of the training "
+            "periods, so its metrics are in time.",
+        ]
+    trained = ", ".join(facts.training_as_of) or "n/a"
+    in_time = "" if facts.n_in_time is None else f" / {facts.n_in_time:,} in-time holdout"
+    return [
+        f"- Trained on the periods (as_of) **{trained}**{window}: churned = no order in "
+        "(as_of, as_of + window]; a customer appears once per period.",
+        f"- Out-of-time holdout: every customer of period **{facts.holdout_as_of}** "
+        f"({facts.n_holdout:,}; metrics below), a period no training label looked into.",
+        f"- Rows: {facts.n_rows:,} customer-periods, label rate {facts.label_rate:.1%}.",
+        f"- Split of the training periods: {split}{in_time} (random, stratified by label).",
+    ]
+
+
+def _holdout_caption(facts: CardFacts) -> str:
+    if facts.holdout_as_of is None:
+        return f"Random holdout of the training data ({facts.n_holdout:,} rows, in time)."
+    return (
+        f"Out of time: the {facts.n_holdout:,} customers of period {facts.holdout_as_of}, "
+        "after every training period; this is how the model fares on a period it has not seen."
+    )
+
+
+def _in_time_rows(facts: CardFacts) -> list[str]:
+    if facts.holdout_as_of is None or facts.in_time_auc is None:
+        return []
+    n = "" if facts.n_in_time is None else f", {facts.n_in_time:,} rows"
+    gap = facts.metrics.roc_auc - facts.in_time_auc
+    return [
+        f"| ROC AUC in time (random holdout of the training periods{n}) | "
+        f"{facts.in_time_auc:.4f} |",
+        f"| out-of-time minus in-time ROC AUC | {gap:+.4f} |",
+    ]
+
+
 def render_card(
     facts: CardFacts, gates: Sequence[Gate] = (), reference_tolerance: float | None = None
 ) -> str:
@@ -470,17 +542,8 @@ def render_card(
         if reference_tolerance is None
         else reference_gate(metrics.roc_auc, facts.reference_auc, reference_tolerance)
     )
-    lines = [
-        f"# {facts.title}",
-        "",
-        "## Data",
-        "",
-        f"- Training snapshot at as_of **{facts.as_of}**{window}: churned = no order in "
-        "(as_of, as_of + window].",
-        f"- Rows: {facts.n_rows:,} customers, label rate {facts.label_rate:.1%}.",
-        f"- Split: {facts.n_fit:,} fit / {facts.n_val:,} validation (early stopping, "
-        f"threshold) / {facts.n_holdout:,} holdout (metrics below), stratified by label.",
-        "",
+    lines = [f"# {facts.title}", "", "## Data", "", *_data_lines(facts, window), ""]
+    lines += [
         "## Features",
         "",
         "| feature | meaning | preprocessing |",
@@ -512,6 +575,8 @@ def render_card(
         "",
         "## Holdout metrics",
         "",
+        _holdout_caption(facts),
+        "",
         "| metric | value |",
         "|---|---:|",
         f"| ROC AUC | {metrics.roc_auc:.4f} |",
@@ -520,6 +585,7 @@ def render_card(
         f"| log loss | {metrics.log_loss:.4f} |",
         f"| F1 @ {metrics.threshold:.4f} | {metrics.f1:.4f} |",
         f"| rows / churners | {metrics.n:,} / {metrics.positives:,} |",
+        *_in_time_rows(facts),
         "",
     ]
     if facts.oracle_auc is None:
@@ -565,8 +631,8 @@ def render_card(
         "- Calibration is measured on one holdout (above) at the training as_of: when the "
         "churn rate moves (season, market, product), the probabilities keep the old rate "
         "until the model is retrained.",
-        "- Trained on one as_of snapshot; behaviour drift (spend, order rate, email mix) "
-        "degrades it, so monitor feature drift and retrain.",
+        f"- Trained on {_trained_on(facts)}; behaviour drift (spend, order rate, email "
+        "mix) degrades it, so monitor feature drift and retrain.",
         "- Holdout metrics on a few hundred rows have a standard error of several AUC points.",
         "- Customers with no order by as_of are outside the population and get no score.",
         "",
