@@ -70,7 +70,7 @@ def main() -> None:
 @click.option(
     "--end-date",
     type=click.DateTime(formats=["%Y-%m-%d"]),
-    help="Last day of the generated history [default: 2025-12-31].",
+    help="Last day of the generated history [default: 2025-12-29].",
 )
 @click.option(
     "--profile",
@@ -162,11 +162,42 @@ def profile(as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), help="Training snapshot date.")
-def run(as_of: datetime | None) -> None:
-    """Materialise the whole asset graph in process, then let the promotion sensor decide."""
+def run() -> None:
+    """Materialise the whole asset graph in process (every period of the raw data in one
+    run), let the promotion sensor decide, then score the newest period."""
     settings = _settings()
-    _run_and_promote(settings, as_of.date() if as_of else None)
+    _run_and_promote(settings)
+
+
+@main.command()
+@click.option("--from", "start", type=click.DateTime(formats=["%Y-%m-%d"]), help="First period end.")
+@click.option("--to", "end", type=click.DateTime(formats=["%Y-%m-%d"]), help="Last period end.")
+def backfill(start: datetime | None, end: datetime | None) -> None:
+    """Rebuild the features, labels and training snapshots of every period (or those from
+    --from to --to) from the loaded raw tables: one run, one dbt invocation."""
+    from churn_assets.lib.report import period_summary
+    from churn_assets.lib.runner import period_range_tags, registered_periods, run_job
+
+    settings = _settings()
+    _warm_up(settings)
+    with _instance(settings) as instance:
+        keys = [
+            key
+            for key in registered_periods(instance)
+            if (start is None or key >= start.date().isoformat())
+            and (end is None or key <= end.date().isoformat())
+        ]
+        if not keys:
+            raise click.ClickException(
+                "no period to build: load raw data first (churn run), or widen --from/--to"
+                if registered_periods(instance)
+                else "no periods registered yet: load raw data first with churn run"
+            )
+        click.echo(f"backfill: {len(keys)} period(s) {keys[0]} .. {keys[-1]} in one run")
+        result = run_job(instance, "history_job", tags=period_range_tags(keys))
+        _report(result, settings)
+        for line in period_summary(result):
+            click.echo(f"  {line}")
 
 
 @main.command()
@@ -191,16 +222,30 @@ def demo(scenario: str) -> None:
         click.get_current_context().invoke(generate)
     else:
         click.echo(f"using the raw files in {settings.raw_dir}")
-    _run_and_promote(settings, None)
+    _run_and_promote(settings)
 
 
-def _run_and_promote(settings: Settings, as_of: date | None) -> None:
-    from churn_assets.lib.runner import promote, run_job
+def _run_and_promote(settings: Settings) -> None:
+    from churn_assets.lib.runner import (
+        period_range_tags,
+        periods_in_files,
+        promote,
+        register_periods,
+        run_job,
+    )
 
     _warm_up(settings)
-    ops = {"churn_dbt_models": {"config": {"as_of": as_of.isoformat()}}} if as_of else None
     with _instance(settings) as instance:
-        result = run_job(instance, "churn_pipeline", ops)
+        keys = periods_in_files(settings.raw_dir, settings.period)
+        if not keys:
+            # Unreadable files, or not one whole period: the ingest step says which.
+            _report(run_job(instance, "ingest_job"), settings)
+            raise click.ClickException(
+                f"the orders in {settings.raw_dir} do not cover one whole {settings.period} "
+                "(CHURN_PERIOD): nothing to build features for"
+            )
+        register_periods(instance, keys)
+        result = run_job(instance, "churn_pipeline", tags=period_range_tags(keys))
         _report(result, settings)
         for line in promote(instance):
             click.echo(f"  {line}")
@@ -209,7 +254,7 @@ def _run_and_promote(settings: Settings, as_of: date | None) -> None:
         if champion is not None:
             from churn_assets.lib.report import scores_summary
 
-            scoring = run_job(instance, "scoring_job")
+            scoring = run_job(instance, "scoring_job", partition_key=keys[-1])
             if not scoring.success:
                 _report(scoring, settings)
             click.echo(f"  scores:    {scores_summary(scoring)}")
@@ -223,7 +268,7 @@ def _drift_story(settings: Settings) -> None:
     """The platform running itself, in process: the same jobs and sensors the daemon runs."""
     from churn_assets.data.generator import generate, write_raw_files
     from churn_assets.data.scenarios import PERIOD_1, PERIOD_2
-    from churn_assets.lib.runner import promote, retrain_if_drifted, run_job
+    from churn_assets.lib.runner import period_range_tags, promote, retrain_if_drifted, run_job
 
     period_dirs = {}
     for name, config in (("period1", PERIOD_1), ("period2", PERIOD_2)):
@@ -237,7 +282,10 @@ def _drift_story(settings: Settings) -> None:
     with _instance(settings) as instance:
         step(f"1. period 1 (data to {PERIOD_1.end_date}): train, gate, register, promote")
         os.environ["CHURN_RAW_DIR"] = str(period_dirs["period1"])
-        _report(run_job(instance, "churn_pipeline"), load_settings())
+        keys = _register_file_periods(instance, period_dirs["period1"], settings)
+        _report(
+            run_job(instance, "churn_pipeline", tags=period_range_tags(keys)), load_settings()
+        )
         for line in promote(instance):
             click.echo(line)
         step(
@@ -245,7 +293,8 @@ def _drift_story(settings: Settings) -> None:
             f"{PERIOD_2.drift.starts_at if PERIOD_2.drift else '?'}): load, features, drift"
         )
         os.environ["CHURN_RAW_DIR"] = str(period_dirs["period2"])
-        monitoring = run_job(instance, "monitoring_job")
+        keys = _register_file_periods(instance, period_dirs["period2"], settings)
+        monitoring = run_job(instance, "monitoring_job", tags=period_range_tags(keys))
         for evaluation in monitoring.get_asset_check_evaluations():
             if evaluation.check_name == "drift_gate":
                 meta = evaluation.metadata
@@ -265,6 +314,16 @@ def _drift_story(settings: Settings) -> None:
     status = _status(load_settings())
     click.echo(f"\nlatest:   {_describe_model(status['latest_model'])}")
     click.echo(f"champion: {_describe_model(status['champion'])}")
+
+
+def _register_file_periods(instance: DagsterInstance, raw_dir: Path, settings: Settings) -> list[str]:
+    from churn_assets.lib.runner import periods_in_files, register_periods
+
+    keys = periods_in_files(raw_dir, settings.period)
+    if not keys:
+        raise click.ClickException(f"cannot read whole periods from the orders in {raw_dir}")
+    register_periods(instance, keys)
+    return keys
 
 
 @main.command()
@@ -289,11 +348,15 @@ def dev(port: int) -> None:
 def status(as_json: bool) -> None:
     """Show the latest registered model and the champion (from the MLflow registry).
 
-    JSON: {"tracking_uri", "model_name", "latest_model", "champion"}; each model is null or
-    {"version", "metrics": {"auc", "pr_auc", "brier", "log_loss", "f1", "threshold"},
-    "oracle_auc", "onnx_parity_max_abs_diff", "onnx_sha256", "data_as_of", "trained_at",
-    "dagster_run_id", "mlflow_run_id", "gates", "promotion": null or {"decision", "reason",
-    "compared_with"}}.
+    JSON: {"tracking_uri", "model_name", "latest_model", "champion", "realized"}; each model
+    is null or {"version", "metrics": {"auc" (out of time), "in_time_auc", "pr_auc", "brier",
+    "log_loss", "f1", "threshold", "reference_auc", "ece"}, "holdout_as_of",
+    "training_periods", "data_through", "backtest": null or [{"as_of", "rows", "label_rate",
+    "auc", "brier", "reference_auc"}], "oracle_auc", "onnx_parity_max_abs_diff",
+    "onnx_sha256", "data_as_of", "trained_at", "dagster_run_id", "mlflow_run_id", "gates",
+    "promotion": null or {"decision", "reason", "compared_with"}}. "realized" lists
+    {"model_version", "as_of", "rows", "auc", "brier"} per scored period whose labels matured
+    (null when the warehouse cannot be reached).
     """
     import json
 
@@ -315,6 +378,7 @@ def _status(settings: Settings) -> dict[str, Any]:
         "model_name": tracking.REGISTERED_MODEL_NAME,
         "latest_model": None,
         "champion": None,
+        "realized": _realized(settings),
     }
     if tracking.local_store_missing(uri):
         return report  # nothing trained yet; do not create an empty store just to look
@@ -329,6 +393,33 @@ def _status(settings: Settings) -> dict[str, Any]:
     if champion is not None:
         report["champion"] = tracking.describe_version(uri, champion)
     return report
+
+
+def _realized(settings: Settings) -> list[dict[str, Any]] | None:
+    """Realized performance per (version, period) from the warehouse; None if unreachable."""
+    import psycopg2
+
+    from churn_assets import warehouse
+    from churn_assets.defs.scoring.assets import REALIZED_TABLE
+
+    if not settings.warehouse_url and not settings.embedded_pg_dir.exists():
+        return []  # nothing was ever loaded; do not start a server just to look
+    try:
+        with warehouse.connect(_warehouse_url(settings)) as conn, conn.cursor() as cur:
+            cur.execute("select to_regclass(%s)", (REALIZED_TABLE,))
+            if cur.fetchone()[0] is None:
+                return []
+            cur.execute(
+                f"select model_version, as_of, rows, auc, brier from {REALIZED_TABLE} "
+                "order by as_of, model_version"
+            )
+            rows = cur.fetchall()
+    except (psycopg2.Error, warehouse.WarehouseError, click.ClickException):
+        return None
+    return [
+        {"model_version": v, "as_of": a.isoformat(), "rows": n, "auc": auc, "brier": brier}
+        for v, a, n, auc, brier in rows
+    ]
 
 
 def _describe_model(model: dict[str, Any] | None) -> str:

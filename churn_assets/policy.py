@@ -81,6 +81,39 @@ class Policy:
         0.0,
         1.0,
     )
+    # --- time: cohorts, backtest, realized performance ---
+    training_periods: int = _rule(
+        6,
+        "CHURN_TRAINING_PERIODS",
+        "labelled periods stacked into the training set (the newest whose label windows "
+        "closed before the out-of-time holdout period)",
+        1,
+        120,
+    )
+    max_training_rows: int = _rule(
+        500_000,
+        "CHURN_MAX_TRAINING_ROWS",
+        "the stacked training cohorts are sampled (seeded) down to this many rows; the "
+        "holdout period is never sampled (training time grows with rows, AUC barely)",
+        1_000,
+        math.inf,
+    )
+    backtest_periods: int = _rule(
+        6,
+        "CHURN_BACKTEST_PERIODS",
+        "labelled periods the backtest evaluates, each with a model trained on the periods "
+        "before it",
+        1,
+        120,
+    )
+    realized_auc_tolerance: float = _rule(
+        0.05,
+        "CHURN_REALIZED_AUC_TOLERANCE",
+        "how far a version's realized AUC (once labels mature) may fall below its holdout "
+        "AUC before the realized-performance check fails (WARN; triggers retraining)",
+        0.0,
+        1.0,
+    )
     # --- release gates ---
     min_auc: float = _rule(
         0.60, "CHURN_MIN_AUC", "holdout ROC AUC a model must reach to be exported", 0.0, 1.0

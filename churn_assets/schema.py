@@ -16,7 +16,11 @@ TAG_PROMOTION_DECISION = f"{PROMOTION_TAG_PREFIX}decision"  # set once: decided 
 
 # dbt tables the Python side reads.
 TRAINING_SNAPSHOT_TABLE = "marts.training_snapshot"
-CURRENT_FEATURES_TABLE = "marts.current_features"  # scoring as_of: scorer, batch, drift
+CURRENT_FEATURES_TABLE = "marts.current_features"  # newest period: scorer, drift
+CUSTOMER_FEATURES_TABLE = "marts.customer_features"  # every period
+CHURN_LABELS_TABLE = "marts.churn_labels"
+# The dbt models partitioned by period (incremental on as_of): a retired period's rows go.
+PERIOD_TABLES = (CUSTOMER_FEATURES_TABLE, CHURN_LABELS_TABLE, TRAINING_SNAPSHOT_TABLE)
 
 ID = "customer_id"
 LABEL = "churned"

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from churn_assets.periods import Period
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 
@@ -38,8 +40,10 @@ class Settings:
             Dagster instance, MLflow store, generated data.
         raw_dir: Directory holding ``customers`` and ``orders`` as CSV or Parquet
             (``CHURN_RAW_DIR``, default ``<home>/raw``).
-        as_of: Training snapshot date (``CHURN_AS_OF``, ISO date). ``None`` lets dbt pick the
-            latest date whose label window is complete in the data.
+        period: The period the platform lives on (``CHURN_PERIOD``: ``month``, the default,
+            or ``week``): one partition per period end, see :mod:`churn_assets.periods`.
+        as_of: Pins the out-of-time holdout period (``CHURN_AS_OF``, a period end, ISO
+            date). ``None`` uses the newest period whose label window has closed.
         window_days: Label window in days (``CHURN_WINDOW_DAYS``, default 90).
         warehouse_url: External Postgres URL (``CHURN_WAREHOUSE_URL``). ``None`` starts the
             embedded server under ``<home>/pg``.
@@ -55,6 +59,7 @@ class Settings:
 
     home: Path
     raw_dir: Path
+    period: Period
     as_of: date | None
     window_days: int
     warehouse_url: str | None
@@ -99,6 +104,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         home=home,
         raw_dir=raw_dir,
+        period=_parse_period(env),
         as_of=_parse_date(env, "CHURN_AS_OF"),
         window_days=_parse_int(env, "CHURN_WINDOW_DAYS", DEFAULT_WINDOW_DAYS, minimum=1),
         warehouse_url=env.get("CHURN_WAREHOUSE_URL") or None,
@@ -109,6 +115,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             env, "CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS", DEFAULT_LOCK_TIMEOUT_SECONDS, minimum=0
         ),
     )
+
+
+def _parse_period(env: Mapping[str, str]) -> Period:
+    raw = (env.get("CHURN_PERIOD") or Period.MONTH.value).strip().lower()
+    try:
+        return Period(raw)
+    except ValueError:
+        choices = ", ".join(p.value for p in Period)
+        raise SettingsError(f"CHURN_PERIOD={raw!r} is not one of: {choices}") from None
 
 
 def _parse_date(env: Mapping[str, str], name: str) -> date | None:

@@ -169,7 +169,10 @@ class GeneratorConfig:
 
     n_customers: int = 1000
     seed: int = 42
-    end_date: date = date(2025, 12, 31)  # last day of data; an order is guaranteed on it
+    # Last day of data; an order is guaranteed on it. The 29th, so that the label as_of
+    # (end_date - window_days = 2025-09-30) is a month end: the hidden truth is then a period
+    # the platform evaluates on (its out-of-time holdout), and the oracle AUC is comparable.
+    end_date: date = date(2025, 12, 29)
     history_days: int = 730  # data starts at end_date - history_days
     window_days: int = 90  # label window
     target_churn_rate: float = 0.20

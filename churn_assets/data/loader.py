@@ -145,3 +145,25 @@ def copy_frame(cur: psycopg2.extensions.cursor, table: str, frame: pd.DataFrame)
         )
         buffer.seek(0)
         cur.copy_expert(f"copy {table} ({columns}) from stdin with (format csv)", buffer)
+
+
+def retire_periods(conn: psycopg2.extensions.connection, period_ends: list[str]) -> int:
+    """Delete the rows of periods the data no longer has from the per-period marts.
+
+    A new data set (another source, or ``CHURN_PERIOD`` switched from month to week) must
+    not leave the old periods' features and labels beside it. Returns the rows deleted.
+    """
+    from churn_assets.schema import PERIOD_TABLES
+
+    if not period_ends:
+        return 0
+    deleted = 0
+    with conn.cursor() as cur:
+        for table in PERIOD_TABLES:
+            cur.execute("select to_regclass(%s)", (table,))
+            if cur.fetchone()[0] is None:
+                continue  # never built
+            cur.execute(f"delete from {table} where as_of = any(%s::date[])", (period_ends,))
+            deleted += cur.rowcount
+    conn.commit()
+    return deleted

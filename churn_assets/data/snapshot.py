@@ -3,34 +3,76 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from datetime import date
 
 import pandas as pd
 import psycopg2.extensions
 
-from churn_assets.schema import CURRENT_FEATURES_TABLE, SNAPSHOT_DTYPES, TRAINING_SNAPSHOT_TABLE
+from churn_assets.schema import (
+    CURRENT_FEATURES_TABLE,
+    CUSTOMER_FEATURES_TABLE,
+    SNAPSHOT_DTYPES,
+    TRAINING_SNAPSHOT_TABLE,
+)
 
 # DataFrame.attrs key under which the training dataset carries the raw load it came from.
 RAW_LOAD_ATTR = "raw_load"
 # ... and the directory its raw files came from: label rates compare within one source.
 RAW_SOURCE_ATTR = "raw_source"
-FEATURE_TABLES = (TRAINING_SNAPSHOT_TABLE, CURRENT_FEATURES_TABLE)
+# ... the out-of-time holdout period (None: the history was too short, in-time holdout) ...
+HOLDOUT_ATTR = "holdout_as_of"
+# ... and the newest order date the platform knew when the set was built: scores of a
+# period count towards a model's realized performance only if it was trained before it.
+DATA_THROUGH_ATTR = "data_through"
+FEATURE_TABLES = (TRAINING_SNAPSHOT_TABLE, CURRENT_FEATURES_TABLE, CUSTOMER_FEATURES_TABLE)
 
 # Postgres numeric arrives as Decimal and integers as Python ints; the model and the
 # data-quality suite want plain numpy dtypes, as listed once in the schema.
 _DTYPES = {column: dtype for column, dtype in SNAPSHOT_DTYPES.items() if column != "as_of"}
 
 
-def read_training_snapshot(conn: psycopg2.extensions.connection) -> pd.DataFrame:
-    """The whole training snapshot, one row per customer, ordered by ``customer_id``."""
-    return read_feature_table(conn, TRAINING_SNAPSHOT_TABLE)
+def read_training_snapshot(
+    conn: psycopg2.extensions.connection, periods: Sequence[date] | None = None
+) -> pd.DataFrame:
+    """The training snapshot of ``periods`` (default: every labelled period), one row per
+    period and customer, ordered by ``as_of`` then ``customer_id``."""
+    return read_feature_table(conn, TRAINING_SNAPSHOT_TABLE, periods)
 
 
-def read_feature_table(conn: psycopg2.extensions.connection, table: str) -> pd.DataFrame:
-    """A features table (e.g. ``marts.current_features``) with the same dtypes."""
+def labelled_periods(conn: psycopg2.extensions.connection) -> list[date]:
+    """The periods with labels in the training snapshot, oldest first."""
+    with conn.cursor() as cur:
+        cur.execute(f"select distinct as_of from {TRAINING_SNAPSHOT_TABLE} order by as_of")
+        return [row[0] for row in cur.fetchall()]
+
+
+def last_order_date(conn: psycopg2.extensions.connection) -> date | None:
+    """The newest order date in the raw data: what the platform knows up to."""
+    with conn.cursor() as cur:
+        cur.execute("select to_regclass('raw.orders')")
+        if cur.fetchone()[0] is None:
+            return None  # a snapshot built elsewhere (no raw tables here)
+        cur.execute("select max(ordered_at)::date from raw.orders")
+        value = cur.fetchone()
+    return value[0] if value else None
+
+
+def read_feature_table(
+    conn: psycopg2.extensions.connection, table: str, periods: Sequence[date] | None = None
+) -> pd.DataFrame:
+    """A features table (e.g. ``marts.current_features``) with the same dtypes, optionally
+    restricted to some periods."""
     if table not in FEATURE_TABLES:
         raise ValueError(f"unknown feature table {table!r}; expected one of {FEATURE_TABLES}")
     with conn.cursor() as cur:
-        cur.execute(f"select * from {table} order by customer_id")
+        if periods is None:
+            cur.execute(f"select * from {table} order by as_of, customer_id")
+        else:
+            cur.execute(
+                f"select * from {table} where as_of = any(%s::date[]) order by as_of, customer_id",
+                ([p.isoformat() for p in periods],),
+            )
         columns = [column.name for column in cur.description or ()]
         frame = pd.DataFrame(cur.fetchall(), columns=columns)
     # Only cast columns that are present: a missing column is the quality suite's to report.
@@ -43,3 +85,19 @@ def dataset_sha256(frame: pd.DataFrame) -> str:
     digest.update(",".join(map(str, frame.columns)).encode())
     digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return digest.hexdigest()
+
+
+def cap_training_rows(
+    frame: pd.DataFrame, holdout_as_of: str | None, max_rows: int
+) -> tuple[pd.DataFrame, int]:
+    """At most ``max_rows`` rows of the training periods (a seeded uniform sample, so the
+    periods keep their shares), every row of the holdout period; and how many were dropped.
+    """
+    in_holdout = frame["as_of"].astype(str) == holdout_as_of
+    training = frame[~in_holdout]
+    if len(training) <= max_rows:
+        return frame, 0
+    sampled = training.sample(n=max_rows, random_state=0).sort_index()
+    capped = pd.concat([sampled, frame[in_holdout]]).reset_index(drop=True)
+    capped.attrs = dict(frame.attrs)
+    return capped, len(training) - max_rows

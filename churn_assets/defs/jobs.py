@@ -1,43 +1,69 @@
-"""The jobs people and sensors launch. Each is a selection over the one asset graph."""
+"""The jobs people and sensors launch. Each is a selection over the one asset graph.
+
+Jobs that include the per-period assets are partitioned by period: launch them for one
+period, or for a range in one run (the single-run backfill policy of those assets).
+"""
 
 import dagster as dg
 
 _MONITORING = dg.AssetSelection.groups("monitoring")
 # Scoring needs a champion, which the promotion sensor sets after the pipeline has run.
 _SCORING = dg.AssetSelection.groups("scoring", "analytics")
+_PERIOD_FEATURES = dg.AssetSelection.groups("staging", "features")
 
 # Raw files -> features -> gated, registered model: `churn run`, `churn demo`, "Materialize all".
 churn_pipeline = dg.define_asset_job(
     "churn_pipeline",
     selection=dg.AssetSelection.all() - _MONITORING - _SCORING,
-    description="Raw files -> warehouse -> dbt features and labels -> validated dataset -> "
-    "gated model -> ONNX -> registered version.",
+    description="Raw files -> warehouse -> dbt features and labels of the run's periods -> "
+    "training cohorts -> gated model -> ONNX -> registered version, and its backtest.",
 )
 
-# What the retraining sensor launches: rebuild features and labels for the latest complete
-# label window from the raw tables already loaded, then train, gate, export and register.
+# The raw files alone: what `churn run` launches when the files cannot even be read for
+# their periods, so the contract's own error is reported the usual way.
+ingest_job = dg.define_asset_job(
+    "ingest_job",
+    selection=dg.AssetSelection.groups("ingest"),
+    description="Validate the raw files against the contract and load them.",
+)
+
+# `churn backfill`: the features, labels and training snapshots of a range of periods, from
+# the raw tables already loaded, in one run and one dbt invocation.
+history_job = dg.define_asset_job(
+    "history_job",
+    selection=_PERIOD_FEATURES,
+    description="Rebuild the per-period features, labels and training snapshots of a range "
+    "of periods (a backfill) from the loaded raw tables.",
+)
+
+# What the retraining sensor launches: train, gate, export and register from the training
+# snapshots already built (the newest periods' labels are rebuilt when data arrives).
 training_job = dg.define_asset_job(
     "training_job",
-    selection=dg.AssetSelection.groups("staging", "features", "training"),
-    description="Rebuild dbt features and labels for the latest complete window and retrain.",
+    selection=dg.AssetSelection.groups("training"),
+    description="Retrain on the newest labelled periods: cohorts, out-of-time holdout, gates, "
+    "registration, backtest.",
 )
 
-# New data arrives: load it, rebuild the features, measure drift against the champion.
+# New data arrives: load it, rebuild the periods' features, measure drift against the champion.
 monitoring_job = dg.define_asset_job(
     "monitoring_job",
-    selection=dg.AssetSelection.groups("ingest", "staging", "features") | _MONITORING,
-    description="Load the raw files, rebuild features and measure drift vs the champion.",
+    selection=dg.AssetSelection.groups("ingest") | _PERIOD_FEATURES | _MONITORING,
+    description="Load the raw files, rebuild the periods' features and measure drift vs the "
+    "champion.",
 )
 
-
-# Score every current customer with the champion, then refresh the analyst tables.
+# Score the run's periods with the champion, judge matured periods, refresh analyst tables.
 scoring_job = dg.define_asset_job(
     "scoring_job",
     selection=_SCORING,
-    description="Batch-score current customers with the champion's ONNX; refresh analyst tables.",
+    description="Batch-score the run's periods with the champion's ONNX; realized performance "
+    "of matured periods; refresh analyst tables.",
 )
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(jobs=[churn_pipeline, training_job, monitoring_job, scoring_job])
+    return dg.Definitions(
+        jobs=[churn_pipeline, ingest_job, history_job, training_job, monitoring_job, scoring_job]
+    )

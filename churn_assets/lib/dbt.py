@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from collections.abc import Iterator, Mapping
-from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,18 @@ SOURCE_ASSET_KEYS: Mapping[tuple[str, str], dg.AssetKey] = {
     ("raw", "customers"): dg.AssetKey("raw_customers"),
     ("raw", "orders"): dg.AssetKey("raw_orders"),
     ("scoring", "churn_scores"): dg.AssetKey("churn_scores"),
+    ("scoring", "realized_performance"): dg.AssetKey("realized_performance"),
 }
 # dbt folder (fqn[1]) -> Dagster group; everything else lands in "features".
 _GROUPS_BY_FOLDER = {"staging": "staging", "marts": "features", "analytics": "analytics"}
 # The analyst views read the batch scores, which the Dagster step `churn_scores` writes
 # after the features: they are a separate dbt step so the graph has no cycle.
 ANALYTICS_SELECT = "path:models/analytics"
+# The per-period marts (incremental on as_of): one Dagster asset per model, partitioned by
+# period. current_features follows the newest period and is a step of its own after them.
+PERIOD_MODELS = ("customer_features", "churn_labels", "training_snapshot")
+PERIOD_SELECT = " ".join(PERIOD_MODELS)
+CURRENT_SELECT = "current_features"
 
 
 @cache
@@ -93,17 +98,17 @@ def _group_name(props: Mapping[str, Any]) -> str:
     return _GROUPS_BY_FOLDER.get(folder, "features")
 
 
-def dbt_vars(as_of: date | None, window_days: int) -> dict[str, Any]:
-    """The dbt ``--vars`` for a run; ``as_of=None`` lets dbt derive it from the data."""
+def dbt_vars(period_ends: list[str], window_days: int) -> dict[str, Any]:
+    """The dbt ``--vars`` for a run: the periods it builds (none for unpartitioned steps)."""
     variables: dict[str, Any] = {"churn_window_days": window_days}
-    if as_of is not None:
-        variables["as_of"] = as_of.isoformat()
+    if period_ends:
+        variables["period_ends"] = sorted(period_ends)
     return variables
 
 
-def dbt_build_args(*, as_of: date | None, window_days: int, full_refresh: bool) -> list[str]:
+def dbt_build_args(*, period_ends: list[str], window_days: int, full_refresh: bool) -> list[str]:
     """``dbt build`` arguments for one run (pure, so tests can check them)."""
-    args = ["build", "--vars", json.dumps(dbt_vars(as_of, window_days), sort_keys=True)]
+    args = ["build", "--vars", json.dumps(dbt_vars(period_ends, window_days), sort_keys=True)]
     if full_refresh:
         args.append("--full-refresh")
     return args

@@ -94,17 +94,42 @@ def run_summary(result: dg.ExecuteInProcessResult) -> Iterator[str]:
         customers = built["raw_customers"]["dagster/row_count"]
         orders = built["raw_orders"]["dagster/row_count"]
         yield f"  raw:       {customers:,} customers, {orders:,} orders"
-    features, snapshot = built.get("customer_features"), built.get("training_snapshot")
-    if features and snapshot and "training_customers" in features:
+    yield from period_summary(result, indent="  ")
+    dataset, model = built.get("training_dataset"), built.get("churn_model")
+    if dataset:
+        yield f"  training:  {dataset['dagster/row_count']:,} rows; {dataset['periods']}"
+    if model and "in_time_auc" in model:
         yield (
-            f"  features:  {features['training_customers']:,} customers at training as_of "
-            f"{features.get('training_as_of')} (label rate {snapshot['label_rate']:.1%})"
+            f"  AUC:       {model['roc_auc']:.3f} out of time (holdout {model['holdout_as_of']}), "
+            f"{model['in_time_auc']:.3f} in time"
+        )
+    backtest = built.get("backtest")
+    if backtest:
+        yield f"  backtest:  {backtest['periods_evaluated']} period(s), mean AUC " + (
+            f"{backtest['mean_auc']:.3f}" if isinstance(backtest["mean_auc"], float) else "n/a"
         )
     yield "  open the UI:   churn dev   (then http://127.0.0.1:3000)"
     yield (
         '  query in SQL:  psql "$(churn warehouse-url)"'
         " -c 'select * from marts.training_snapshot limit 5'"
     )
+
+
+def period_summary(result: dg.ExecuteInProcessResult, indent: str = "") -> Iterator[str]:
+    """The periods this run built: features per period, labelled periods."""
+    built = _materializations(result)
+    features, snapshot = built.get("customer_features"), built.get("training_snapshot")
+    if features and "periods_built" in features:
+        yield (
+            f"{indent}features:  {features['periods_built']} period(s), "
+            f"{features['dagster/row_count']:,} customer rows"
+        )
+    if snapshot and "periods_built" in snapshot:
+        unlabelled = snapshot.get("periods_without_closed_labels", "none")
+        yield (
+            f"{indent}labels:    {snapshot['dagster/row_count']:,} labelled rows; label window "
+            f"still open for: {unlabelled}"
+        )
 
 
 def registered_version(result: dg.ExecuteInProcessResult) -> str | None:
@@ -122,8 +147,7 @@ def scores_summary(result: dg.ExecuteInProcessResult) -> str | None:
     scores = _materializations(result).get("churn_scores")
     if scores is None:
         return None
-    high = int(scores.get("risk_bands", {}).get("high", 0))
     return (
         f"{scores['dagster/row_count']:,} customers scored by champion "
-        f"v{scores['model_version']} ({high:,} high risk)"
+        f"v{scores['model_version']}"
     )

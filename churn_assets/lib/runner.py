@@ -7,9 +7,13 @@ the same instance that `churn dev` shows.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
+
+from churn_assets import periods
+from churn_assets.periods import Period
 
 # INFO, not DEBUG: step and dbt progress without every engine event.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -20,6 +24,7 @@ def run_job(
     job_name: str,
     ops_config: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
+    partition_key: str | None = None,
 ) -> dg.ExecuteInProcessResult:
     from churn_assets.definitions import defs
 
@@ -28,7 +33,11 @@ def run_job(
         run_config["ops"] = ops_config
     job = defs().resolve_job_def(job_name)
     return job.execute_in_process(
-        run_config=run_config, instance=instance, raise_on_error=False, tags=tags
+        run_config=run_config,
+        instance=instance,
+        raise_on_error=False,
+        tags=tags,
+        partition_key=partition_key,
     )
 
 
@@ -63,5 +72,58 @@ def retrain_if_drifted(
     if isinstance(decision, dg.SkipReason):
         return f"retraining: skipped ({decision.skip_message})", None
     request = decision.run_requests[0]  # type: ignore[index]
-    result = run_job(instance, "training_job", tags=dict(request.tags))
+    result = run_job(instance, "training_job", tags=dict(request.tags))  # unpartitioned
     return f"retraining: drift gate failed, launched training_job ({request.run_key})", result
+
+
+# The run tags of a single-run backfill: every period from start to end, in one run.
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def period_range_tags(keys: list[str]) -> dict[str, str]:
+    """Run tags that make one run build every period from ``keys[0]`` to ``keys[-1]``."""
+    return {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}
+
+
+def periods_in_files(raw_dir: Path, period: Period) -> list[str] | None:
+    """The periods of the orders file, read from its ``ordered_at`` column only; ``None``
+    when it cannot be read (the run's ingest step then reports the contract violation)."""
+    import pyarrow.compute as pc
+
+    from churn_assets.data.contract import find_table_file
+
+    try:
+        path = find_table_file(raw_dir, "orders")
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            column = pq.read_table(path, columns=["ordered_at"]).column("ordered_at")
+        else:
+            from pyarrow import csv
+
+            options = csv.ConvertOptions(
+                include_columns=["ordered_at"], column_types={"ordered_at": "timestamp[s]"}
+            )
+            column = csv.read_csv(path, convert_options=options).column("ordered_at")
+        bounds = pc.min_max(column)
+        first, last = bounds["min"].as_py(), bounds["max"].as_py()
+    except Exception:  # noqa: BLE001 - any unreadable file is the contract's to explain
+        return None
+    if first is None or last is None:
+        return None
+    return [periods.as_key(e) for e in periods.period_ends(first.date(), last.date(), period)]
+
+
+def registered_periods(instance: dg.DagsterInstance) -> list[str]:
+    from churn_assets.defs.partitions import PERIODS
+
+    return list(instance.get_dynamic_partitions(PERIODS.name or "periods"))
+
+
+def register_periods(instance: dg.DagsterInstance, keys: list[str]) -> None:
+    """Register the periods before the run that builds them (the ingest step re-syncs them
+    with the validated data)."""
+    from churn_assets.defs.partitions import sync_periods
+
+    sync_periods(instance, keys)

@@ -34,6 +34,12 @@ class TrainedModel:
     extra: dict[str, str] = field(default_factory=dict)
     # The raw load the dataset was built from, as MLflow tags (run id, file sha256s).
     raw_load: dict[str, str] = field(default_factory=dict)
+    # The out-of-time holdout period (None: in-time holdout), the periods trained on, and
+    # the newest order date known at training (ISO dates).
+    holdout_as_of: str | None = None
+    training_periods: tuple[str, ...] = ()
+    data_through: str | None = None
+
 
     @property
     def holdout_path(self) -> Path:

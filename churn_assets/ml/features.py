@@ -131,19 +131,22 @@ def split_holdout(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split a labelled frame into (train, holdout), stratified by ``churned``.
 
-    How: rows are first sorted by ``customer_id`` (so the result does not depend on the order
-    the warehouse returned them in), then, separately for label 0 and label 1,
+    How: rows are first sorted by their key, ``(as_of, customer_id)`` (``customer_id`` alone
+    for a frame without ``as_of``), so the result does not depend on the order the warehouse
+    returned them in; then, separately for label 0 and label 1,
     ``round(holdout_fraction * n_label)`` rows are drawn with ``np.random.default_rng(seed)``.
     Both parts therefore keep the overall label rate (up to rounding), are disjoint, cover
-    every row, and are identical for the same rows and seed. Both come back sorted by
-    ``customer_id`` with a fresh index. Customer ids must be unique (one row per customer),
-    otherwise the order of duplicates would leak into the split.
+    every row, and are identical for the same rows and seed. Both come back sorted by the key
+    with a fresh index. Keys must be unique (one row per customer and period), otherwise the
+    order of duplicates would leak into the split. A stack of periods repeats customers: the
+    same customer may then land in both parts in different periods.
     """
     if ID not in df.columns:
         raise ValueError(f"frame is missing the id column {ID!r}")
-    if df[ID].duplicated().any():
-        raise ValueError(f"{ID} must be unique to split reproducibly")
-    ordered = df.sort_values(ID, kind="mergesort").reset_index(drop=True)
+    key = ["as_of", ID] if "as_of" in df.columns else [ID]
+    if df.duplicated(subset=key).any():
+        raise ValueError(f"{' and '.join(key)} must be unique to split reproducibly")
+    ordered = df.sort_values(key, kind="mergesort").reset_index(drop=True)
     holdout = stratified_mask(labels(ordered), holdout_fraction, np.random.default_rng(seed))
     train = ordered.loc[~holdout].reset_index(drop=True)
     return train, ordered.loc[holdout].reset_index(drop=True)

@@ -36,6 +36,13 @@ TAG_PARITY = "onnx_parity_max_abs_diff"
 TAG_ORACLE_AUC = "oracle_auc"
 TAG_TRAINED_AT = "trained_at"
 TAG_GATES = "gates"
+# Time: which period the model was judged on out of time, which it trained on, and the
+# newest order date it knew (its scores of a period count as realized only from then on).
+TAG_HOLDOUT_AS_OF = "holdout_as_of"
+TAG_TRAINING_PERIODS = "training_periods"
+TAG_DATA_THROUGH = "data_through"
+# The backtest's table, logged to the model's MLflow run by the ``backtest`` asset.
+BACKTEST_ARTIFACT = "backtest.json"
 # Registry aliases and promotion tags: named in schema.py, re-exported for registry callers.
 CHAMPION = schema.CHAMPION_ALIAS
 CHALLENGER = schema.CHALLENGER_ALIAS
@@ -209,7 +216,15 @@ def describe_version(
             # error; None for versions trained before they were measured.
             "reference_auc": metrics.get("reference_auc"),
             "ece": metrics.get("ece"),
+            # The random in-time holdout, beside the out-of-time ``auc``.
+            "in_time_auc": metrics.get("in_time_auc"),
         },
+        "holdout_as_of": tags.get(TAG_HOLDOUT_AS_OF),
+        "training_periods": tags[TAG_TRAINING_PERIODS].split(",")
+        if tags.get(TAG_TRAINING_PERIODS)
+        else [],
+        "data_through": tags.get(TAG_DATA_THROUGH),
+        "backtest": read_backtest(tracking_uri, model_version.run_id),
         "oracle_auc": _float_or_none(tags.get(TAG_ORACLE_AUC)),
         "onnx_parity_max_abs_diff": _float_or_none(tags.get(TAG_PARITY)),
         "onnx_sha256": tags.get(TAG_ONNX_SHA256),
@@ -227,6 +242,28 @@ def describe_version(
         if TAG_DECISION in tags
         else None,
     }
+
+
+def read_backtest(tracking_uri: str, run_id: str | None) -> list[dict[str, Any]] | None:
+    """The backtest logged to a model's run (``[{as_of, rows, auc, reference_auc, ...}]``),
+    or None when none was run for it."""
+    if not run_id:
+        return None
+    import tempfile
+
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory(prefix="churn-backtest-") as tmp:
+        try:
+            path = download_artifacts(
+                run_id=run_id, artifact_path=BACKTEST_ARTIFACT, dst_path=tmp,
+                tracking_uri=tracking_uri,
+            )  # fmt: skip
+        except (MlflowException, OSError):
+            return None
+        rows: list[dict[str, Any]] = json.loads(Path(path).read_text())
+    return rows
 
 
 def latest_version(tracking_uri: str, name: str = REGISTERED_MODEL_NAME) -> str | None:

@@ -116,9 +116,9 @@ def too_little_data(df: pd.DataFrame, rules: TrainingDataRules) -> str | None:
         for count, minimum, what, rule in counts
     ]
     return (
-        "too little data to train: " + ", ".join(parts) + ". Use a longer history, an earlier "
-        "as_of (CHURN_AS_OF) or a different label window (CHURN_WINDOW_DAYS), or lower the "
-        "minimums if you accept a noisier holdout."
+        "too little data to train: " + ", ".join(parts) + ". Use a longer history, more "
+        "training periods (CHURN_TRAINING_PERIODS), a different label window "
+        "(CHURN_WINDOW_DAYS), or lower the minimums if you accept a noisier holdout."
     )
 
 
@@ -274,17 +274,20 @@ def build_suite(rules: TrainingDataRules) -> ExpectationSuite:
         )
     )
     expectations.append(
-        gxe.ExpectColumnValuesToBeUnique(
-            column="customer_id",
-            notes="One row per customer; duplicates leak between train and test splits.",
+        gxe.ExpectCompoundColumnsToBeUnique(
+            column_list=["as_of", "customer_id"],
+            notes="One row per customer and period; duplicates leak between train and test "
+            "splits.",
         )
     )
     expectations.append(
         gxe.ExpectColumnUniqueValueCountToBeBetween(
             column="as_of",
             min_value=1,
-            max_value=1,
-            notes="A snapshot is taken at one as_of; several mean mixed training windows.",
+            # the training cohorts plus the out-of-time holdout period
+            max_value=rules.policy.training_periods + 1,
+            notes="The training cohorts (CHURN_TRAINING_PERIODS) and the holdout period; "
+            "more mean the snapshot mixes periods it should not.",
         )
     )
 

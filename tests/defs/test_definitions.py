@@ -14,6 +14,7 @@ from churn_assets.defs.resources import (
     ExternalPostgresWarehouse,
     warehouse_resource,
 )
+from churn_assets.defs.partitions import PERIODS
 from churn_assets.lib.dbt import dbt_build_args
 
 
@@ -33,8 +34,21 @@ def test_definitions_hold_the_ingest_and_dbt_assets_in_their_groups(defs: dg.Def
     }
     assert groups["raw_customers"] == groups["raw_orders"] == "ingest"
     assert groups["stg_raw__customers"] == groups["stg_raw__orders"] == "staging"
-    for model in ("as_of_dates", "customer_features", "churn_labels", "training_snapshot"):
+    for model in ("customer_features", "churn_labels", "training_snapshot", "current_features"):
         assert groups[model] == "features"
+
+
+def test_the_per_period_assets_are_partitioned_by_period_and_backfill_in_one_run(
+    defs: dg.Definitions,
+) -> None:
+    graph = _graph(defs)
+    for name in ("customer_features", "churn_labels", "training_snapshot", "churn_scores"):
+        node = graph.get(dg.AssetKey(name))
+        assert node.partitions_def == PERIODS, name
+        assert node.backfill_policy == dg.BackfillPolicy.single_run(), name
+    # what reads "now" or all of history is not partitioned
+    for name in ("current_features", "training_dataset", "churn_model", "realized_performance"):
+        assert graph.get(dg.AssetKey(name)).partitions_def is None, name
 
 
 @pytest.mark.parametrize(
@@ -71,11 +85,17 @@ def test_dbt_tests_become_asset_checks_on_the_models(defs: dg.Definitions) -> No
             {"raw_orders", "training_snapshot", "churn_model_version"},
             {"feature_drift"},
         ),
-        # what the retraining sensor launches: features and labels rebuilt, no raw reload
+        # what the retraining sensor launches: from the built snapshots, unpartitioned
         (
             "training_job",
-            {"training_snapshot", "churn_model", "churn_model_version"},
-            {"raw_orders", "feature_drift"},
+            {"training_dataset", "churn_model", "churn_model_version", "backtest"},
+            {"raw_orders", "training_snapshot", "feature_drift"},
+        ),
+        # `churn backfill`: the periods' features and labels from the loaded raw tables
+        (
+            "history_job",
+            {"customer_features", "churn_labels", "training_snapshot", "current_features"},
+            {"raw_orders", "churn_model"},
         ),
         # new data arrives: load, rebuild features, measure drift; never trains
         ("monitoring_job", {"raw_orders", "current_features", "feature_drift"}, {"churn_model"}),
@@ -99,15 +119,20 @@ def test_sensors_are_on_by_default_so_the_platform_runs_itself(defs: dg.Definiti
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
-def test_dbt_build_args_pass_as_of_and_window_as_vars() -> None:
-    args = dbt_build_args(as_of=date(2025, 6, 30), window_days=60, full_refresh=True)
+def test_dbt_build_args_pass_the_run_periods_and_window_as_vars() -> None:
+    args = dbt_build_args(
+        period_ends=["2025-06-30", "2025-05-31"], window_days=60, full_refresh=True
+    )
     assert args[:2] == ["build", "--vars"]
-    assert json.loads(args[2]) == {"as_of": "2025-06-30", "churn_window_days": 60}
+    assert json.loads(args[2]) == {
+        "period_ends": ["2025-05-31", "2025-06-30"],
+        "churn_window_days": 60,
+    }
     assert args[-1] == "--full-refresh"
 
 
-def test_dbt_build_args_leave_as_of_to_dbt_when_unset() -> None:
-    args = dbt_build_args(as_of=None, window_days=90, full_refresh=False)
+def test_dbt_build_args_of_an_unpartitioned_step_carry_no_periods() -> None:
+    args = dbt_build_args(period_ends=[], window_days=90, full_refresh=False)
     assert json.loads(args[2]) == {"churn_window_days": 90}
     assert "--full-refresh" not in args
 

@@ -10,6 +10,7 @@ import pytest
 
 from churn_assets.defs.monitoring.sensors import (
     DRIFT_GATE,
+    REALIZED_CHECK,
     retrain_decision,
     retrain_on_drift_sensor,
 )
@@ -88,3 +89,36 @@ def test_retrain_sensor_respects_the_cooldown(
     assert isinstance(result, dg.SensorResult) is expect_run
     if not expect_run:
         assert "cooldown" in (result.skip_message or "")  # type: ignore[union-attr]
+
+
+def _realized_evaluation(instance: dg.DagsterInstance, *, passed: bool) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(
+            asset_key=REALIZED_CHECK.asset_key,
+            check_name=REALIZED_CHECK.name,
+            passed=passed,
+            description=None if passed else "v1 at 2025-07-31: realized AUC 0.52 ...",
+        )
+    )
+
+
+def test_a_failed_realized_performance_check_is_a_second_trigger_with_the_same_cooldown(
+    instance: dg.DagsterInstance,
+) -> None:
+    _drift_evaluation(instance, passed=True, share=0.1)
+    _realized_evaluation(instance, passed=False)
+    first = retrain_decision(instance, None, now=1_000.0, cooldown_seconds=600)
+    assert isinstance(first, dg.SensorResult)
+    (request,) = first.run_requests or []
+    assert request.tags["churn/trigger"] == "realized"
+    # acted on: the same failure never triggers again
+    again = retrain_decision(instance, first.cursor, now=5_000.0, cooldown_seconds=600)
+    assert isinstance(again, dg.SkipReason)
+    # a drift failure right after is held back by the shared cooldown
+    _drift_evaluation(instance, passed=False, share=0.6)
+    held = retrain_decision(instance, first.cursor, now=1_100.0, cooldown_seconds=600)
+    assert isinstance(held, dg.SkipReason)
+    assert "cooldown" in (held.skip_message or "")
+    later = retrain_decision(instance, first.cursor, now=1_700.0, cooldown_seconds=600)
+    assert isinstance(later, dg.SensorResult)
+    assert (later.run_requests or [])[0].tags["churn/trigger"] == "drift"

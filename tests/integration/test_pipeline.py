@@ -36,10 +36,14 @@ def test_demo_generates_data_and_materialises_the_graph(demo: tuple[Result, Path
 
 def test_demo_labels_agree_with_the_generators_hidden_truth(demo: tuple[Result, Path]) -> None:
     # The dbt labels and the generator implement the same definition independently: the
-    # population and every label must agree row for row.
+    # population and every label of the generator's as_of (a month end, the newest labelled
+    # period) must agree row for row.
     _, raw_dir = demo
     truth = pd.read_csv(raw_dir / "ground_truth.csv", dtype={"customer_id": str})
-    rows = _rows("select customer_id, as_of, churned from marts.training_snapshot")
+    rows = _rows(
+        "select customer_id, as_of, churned from marts.training_snapshot "
+        "where as_of = (select max(as_of) from marts.training_snapshot)"
+    )
     snapshot = pd.DataFrame(rows, columns=["customer_id", "as_of", "churned"])
     merged = truth.merge(snapshot, on="customer_id", how="outer", indicator=True)
     assert (merged["_merge"] == "both").all()
@@ -50,15 +54,29 @@ def test_demo_labels_agree_with_the_generators_hidden_truth(demo: tuple[Result, 
 
 def test_demo_records_metadata_in_the_persistent_instance(demo: tuple[Result, Path]) -> None:
     with dg.DagsterInstance.from_config(str(load_settings().dagster_home)) as instance:
-        snapshot = instance.get_latest_materialization_event(dg.AssetKey("training_snapshot"))
+        dataset = instance.get_latest_materialization_event(dg.AssetKey("training_dataset"))
+        (snapshot,) = instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey("training_snapshot"), asset_partitions=["2025-09-30"]
+            ),
+            limit=1,
+        ).records
         raw_orders = instance.get_latest_materialization_event(dg.AssetKey("raw_orders"))
-    assert snapshot is not None and raw_orders is not None
-    meta = snapshot.asset_materialization.metadata  # type: ignore[union-attr]
-    rows = _rows("select count(*), avg(churned::float) from marts.training_snapshot")[0]
+    assert dataset is not None and raw_orders is not None
+    meta = dataset.asset_materialization.metadata  # type: ignore[union-attr]
+    periods = meta["as_of"].value.split(", ")
+    rows = _rows(
+        "select count(*), avg(churned::float) from marts.training_snapshot "
+        f"where as_of in ({', '.join(repr(p) for p in periods)})"
+    )[0]
     assert meta["dagster/row_count"].value == rows[0]
     assert meta["label_rate"].value == pytest.approx(rows[1])
-    assert meta["as_of"].value == "2025-10-02"
-    assert "days_since_last_order" in meta["preview"].value
+    # six cohorts whose labels closed by the out-of-time holdout, and the holdout
+    assert meta["holdout_as_of"].value == "2025-09-30" == periods[-1]
+    assert len(periods) == 7 and periods[-2] == "2025-06-30"
+    partition_meta = snapshot.asset_materialization.metadata  # type: ignore[union-attr]
+    assert partition_meta["periods_without_closed_labels"].value == "2025-10-31, 2025-11-30"
+    assert "days_since_last_order" in partition_meta["preview"].value
     orders_meta = raw_orders.asset_materialization.metadata  # type: ignore[union-attr]
     assert orders_meta["dagster/row_count"].value == _rows("select count(*) from raw.orders")[0][0]
 
@@ -67,7 +85,7 @@ def test_run_on_bad_files_fails_clearly_and_changes_nothing(
     demo: tuple[Result, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, raw_dir = demo
-    before = _rows("select * from marts.training_snapshot order by customer_id")
+    before = _rows("select * from marts.training_snapshot order by as_of, customer_id")
     orders = pd.read_csv(raw_dir / "orders.csv", dtype=str)
     orders.loc[[3, 7], "amount"] = "-1"
     (tmp_path / "bad").mkdir()
@@ -78,7 +96,7 @@ def test_run_on_bad_files_fails_clearly_and_changes_nothing(
     assert result.exit_code == 1
     assert "orders.csv: column 'amount' breaks rule 'amount >= 0' in 2 row(s)" in result.output
     assert "row 4: '-1'" in result.output
-    assert _rows("select * from marts.training_snapshot order by customer_id") == before
+    assert _rows("select * from marts.training_snapshot order by as_of, customer_id") == before
 
 
 def test_demo_trains_gates_exports_and_registers_a_model(demo: tuple[Result, Path]) -> None:
@@ -88,7 +106,7 @@ def test_demo_trains_gates_exports_and_registers_a_model(demo: tuple[Result, Pat
     status = CliRunner().invoke(main, ["status", "--json"])
     assert status.exit_code == 0, status.output
     report = json.loads(status.output)
-    assert set(report) == {"tracking_uri", "model_name", "latest_model", "champion"}
+    assert set(report) == {"tracking_uri", "model_name", "latest_model", "champion", "realized"}
     # The demo registered version 1 (later session tests may register more).
     latest = tracking.describe_version(load_settings().resolved_tracking_uri, "1")
     assert int(report["latest_model"]["version"]) >= 1
@@ -97,7 +115,10 @@ def test_demo_trains_gates_exports_and_registers_a_model(demo: tuple[Result, Pat
     # the model cannot beat the hidden truth by more than sampling noise on ~170 rows
     assert latest["metrics"]["auc"] <= latest["oracle_auc"] + 0.05
     assert latest["onnx_parity_max_abs_diff"] <= 1e-6
-    assert latest["data_as_of"] == "2025-10-02"
+    assert latest["data_as_of"] == latest["holdout_as_of"] == "2025-09-30"
+    assert latest["metrics"]["in_time_auc"] is not None
+    assert len(latest["backtest"]) >= 3
+    assert {"as_of", "rows", "auc", "reference_auc"} <= set(latest["backtest"][0])
     assert set(latest["metrics"]) >= {"auc", "pr_auc", "brier", "log_loss", "f1"}
     # the promotion sensor (evaluated in process by the demo) made the first gated model champion
     assert latest["promotion"]["decision"] == "promoted"

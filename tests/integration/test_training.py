@@ -113,7 +113,7 @@ def test_an_unreachable_auc_gate_stops_export_and_registration(
 
 
 def test_bad_training_data_blocks_training(new_database: Any, tmp_path: Path) -> None:
-    # A snapshot with a duplicated customer and too few rows: the GX check fails and
+    # A snapshot with a customer twice in one period and too few rows: the GX check fails and
     # no model is trained from it.
     url = new_database()
     with warehouse.connect(url) as conn, conn.cursor() as cur:
@@ -121,7 +121,7 @@ def test_bad_training_data_blocks_training(new_database: Any, tmp_path: Path) ->
         cur.execute(
             """
             create table marts.training_snapshot as
-            select '2025-10-02'::date as as_of, id as customer_id,
+            select '2025-09-30'::date as as_of, id as customer_id,
                    5 as days_since_last_order, 1.0::numeric as total_revenue_30d,
                    2.0::numeric as total_revenue_90d, 3.0::numeric as total_revenue_365d,
                    0.5::float8 as order_frequency, 1 as cart_diversity,
@@ -134,7 +134,7 @@ def test_bad_training_data_blocks_training(new_database: Any, tmp_path: Path) ->
     quality = _check(result, "training_data_quality")
     assert not quality.passed
     failures = " ".join(quality.metadata["failures"].value)  # type: ignore[arg-type]
-    assert "expect_column_values_to_be_unique on customer_id: 2 unexpected" in failures
+    assert "expect_compound_columns_to_be_unique: 2 unexpected" in failures
     assert "expect_table_row_count_to_be_between" in failures
     assert _materialized(result) == {"training_dataset"}
 

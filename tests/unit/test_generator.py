@@ -327,7 +327,7 @@ def test_subscription_profile_still_makes_the_documented_demo(default_data: Gene
     pd.testing.assert_frame_equal(data.orders, default_data.orders)
     assert len(data.orders) == 10_049
     assert (len(data.ground_truth), int(data.ground_truth["churned"].sum())) == (868, 172)
-    assert data.config.as_of == date(2025, 10, 2)
+    assert data.config.as_of == date(2025, 9, 30)  # a month end: a period
 
 
 def test_generate_command_offers_exactly_the_generator_profiles() -> None:

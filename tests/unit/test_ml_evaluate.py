@@ -129,7 +129,7 @@ def test_model_card_mentions_metrics_oracle_gap_and_gates() -> None:
     assert "| holdout ROC AUC | >= 0.6 | n/a | not evaluated |" in card
     assert "| oracle gap | <= 0.15 |" in card
     assert "409 trainable parameters" in card
-    assert "2025-10-02" in card
+    assert "2025-09-30" in card
     for section in ("## Intended use", "## Limitations", "## Features"):
         assert section in card
 

@@ -168,11 +168,11 @@ def test_profile_command_on_the_demo_data_prints_the_documented_keys(churn_env: 
     report = _profile_json()
     assert set(report) == DOCUMENTED_KEYS | EXTRA_KEYS
     assert (report["customers"], report["orders"]) == (1000, 10_049)
-    assert date.fromisoformat(str(report["first_order_at"])) < date(2025, 12, 31)
-    assert report["last_order_at"] == "2025-12-31"
+    assert date.fromisoformat(str(report["first_order_at"])) < date(2025, 12, 29)
+    assert report["last_order_at"] == "2025-12-29"
     # The demo's gaps suggest the default 90 days, so the profile's labels are the
     # generator's ground truth (868 customers, 172 churned), which dbt reproduces.
-    assert (report["suggested_window_days"], report["suggested_as_of"]) == (90, "2025-10-02")
+    assert (report["suggested_window_days"], report["suggested_as_of"]) == (90, "2025-09-30")
     assert report["labelled_customers_at_suggested_as_of"] == 868
     assert report["label_rate_at_suggested_as_of"] == round(172 / 868, 4)
     assert report["warnings"] == []

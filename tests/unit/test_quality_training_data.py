@@ -109,11 +109,11 @@ CASES = [
         "expect_column_values_to_be_between", "total_revenue_30d", 1, None, 1,
         id="negative-revenue",
     ),
-    # A duplicated customer: GX counts every row carrying the duplicated id, so 2.
+    # A customer twice in one period: GX counts every row of the duplicated key, so 2.
     pytest.param(
         _set("customer_id", [1], "C00000"),
-        "expect_column_values_to_be_unique", "customer_id", 2, None, 1,
-        id="duplicate-customer-id",
+        "expect_compound_columns_to_be_unique", None, 2, None, 1,
+        id="duplicate-customer-in-a-period",
     ),
     # A single-class label: nothing to learn; aggregate, so no row count but the observed mean.
     pytest.param(
@@ -166,11 +166,13 @@ CASES = [
         "expect_table_column_count_to_equal", None, None, "12", None,
         id="duplicated-column",
     ),
-    # Two as_of dates mixed into one snapshot.
+    # More periods than the training cohorts (6) and the holdout: 8 foreign as_of dates.
     pytest.param(
-        _set("as_of", [0], datetime.date(2024, 5, 1)),
-        "expect_column_unique_value_count_to_be_between", "as_of", None, "2", 1,
-        id="mixed-as-of",
+        lambda f: f.assign(
+            as_of=[datetime.date(2020, 1 + i, 28) for i in range(8)] + list(f["as_of"][8:])
+        ),
+        "expect_column_unique_value_count_to_be_between", "as_of", None, "9", 1,
+        id="too-many-periods",
     ),
 ]  # fmt: skip
 
@@ -206,6 +208,14 @@ def test_valid_snapshot_passes_every_expectation(valid_report: ValidationReport)
     assert valid_report.failures == ()
     assert valid_report.evaluated == len(build_suite(RULES).expectations)
     assert f"all {valid_report.evaluated} expectations passed" in valid_report.summary_markdown()
+
+
+def test_the_same_customers_in_several_periods_are_valid_cohorts(
+    valid_frame: pd.DataFrame,
+) -> None:
+    earlier = valid_frame.assign(as_of=datetime.date(2024, 1, 31))
+    report = validate_training_dataset(pd.concat([earlier, valid_frame]), RULES)
+    assert report.success, report.failures
 
 
 def test_validation_does_not_modify_the_frame(valid_frame: pd.DataFrame) -> None:
@@ -347,9 +357,9 @@ def test_too_little_data_gives_the_counts_the_minimums_and_the_variables(
     assert message == (
         "too little data to train: 50 labelled customers (need 200, "
         "CHURN_MIN_LABELLED_CUSTOMERS), 9 churners (need 25, CHURN_MIN_CHURNERS), "
-        "41 non-churners (need 25, CHURN_MIN_NON_CHURNERS). Use a longer history, an earlier "
-        "as_of (CHURN_AS_OF) or a different label window (CHURN_WINDOW_DAYS), or lower the "
-        "minimums if you accept a noisier holdout."
+        "41 non-churners (need 25, CHURN_MIN_NON_CHURNERS). Use a longer history, more "
+        "training periods (CHURN_TRAINING_PERIODS), a different label window "
+        "(CHURN_WINDOW_DAYS), or lower the minimums if you accept a noisier holdout."
     )
     assert too_little_data(valid_frame, RULES) is None
 

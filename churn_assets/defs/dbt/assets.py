@@ -1,11 +1,14 @@
-"""dbt models as assets: staging views, point-in-time features, labels, training snapshot.
+"""dbt models as assets: staging views, per-period features, labels and training snapshot,
+the newest period's features, and the analyst tables.
 
-dbt tests become asset checks (dagster-dbt's default), so a failing test shows on the
-model it guards and ``dbt build`` skips everything downstream of it.
+Four dbt steps, because each has its own partitioning: the staging views (unpartitioned),
+the per-period marts (partitioned by period; a backfill builds a whole range in one dbt
+invocation), ``current_features`` (follows the newest period) and the analyst tables (after
+the scores). dbt tests become asset checks (dagster-dbt's default), so a failing test shows
+on the model it guards and ``dbt build`` skips everything downstream of it.
 """
 
 from collections.abc import Iterator
-from datetime import date
 from typing import Any
 
 import dagster as dg
@@ -13,9 +16,12 @@ import pandas as pd
 import psycopg2
 from dagster_dbt import DbtCliResource, dbt_assets
 
+from churn_assets.defs.partitions import PERIODS, run_period_keys
 from churn_assets.defs.resources import WarehouseResource
 from churn_assets.lib.dbt import (
     ANALYTICS_SELECT,
+    CURRENT_SELECT,
+    PERIOD_SELECT,
     ChurnDbtTranslator,
     churn_dbt_project,
     dbt_build_args,
@@ -32,17 +38,15 @@ _READABLE_TESTS = (
 
 
 class DbtBuildConfig(dg.Config):
-    """Run options for the dbt build.
+    """Run options for a dbt step.
 
     Attributes:
-        full_refresh: Rebuild incremental models from scratch.
-        as_of: Training snapshot date (YYYY-MM-DD); empty means ``CHURN_AS_OF`` or, when that
-            is unset, the latest date whose label window is complete in the data.
+        full_refresh: Rebuild incremental models from scratch (every other period's rows go;
+            use it with a backfill of every period).
         window_days: Label window in days; 0 means ``CHURN_WINDOW_DAYS`` (default 90).
     """
 
     full_refresh: bool = False
-    as_of: str = ""
     window_days: int = 0
 
 
@@ -50,7 +54,7 @@ class DbtBuildConfig(dg.Config):
     manifest=churn_dbt_project().manifest_path,
     project=churn_dbt_project(),
     dagster_dbt_translator=ChurnDbtTranslator(),
-    exclude=ANALYTICS_SELECT,
+    exclude=f"{ANALYTICS_SELECT} {PERIOD_SELECT} {CURRENT_SELECT}",
 )
 def churn_dbt_models(
     context: dg.AssetExecutionContext,
@@ -58,7 +62,45 @@ def churn_dbt_models(
     dbt: DbtCliResource,
     warehouse: WarehouseResource,
 ) -> Iterator[Any]:
-    """Staging, features, labels and the training snapshot."""
+    """Staging views over the raw tables and the reference seeds."""
+    yield from _build(context, config, dbt, warehouse)
+
+
+@dbt_assets(
+    manifest=churn_dbt_project().manifest_path,
+    project=churn_dbt_project(),
+    dagster_dbt_translator=ChurnDbtTranslator(),
+    select=PERIOD_SELECT,
+    name="period_dbt_models",
+    partitions_def=PERIODS,
+    # A backfill of every period is one run and one dbt invocation: the SQL computes all
+    # the run's periods in one pass over the orders.
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def period_dbt_models(
+    context: dg.AssetExecutionContext,
+    config: DbtBuildConfig,
+    dbt: DbtCliResource,
+    warehouse: WarehouseResource,
+) -> Iterator[Any]:
+    """Features, labels and the training snapshot of the run's periods (partitions)."""
+    yield from _build(context, config, dbt, warehouse, run_period_keys(context))
+
+
+@dbt_assets(
+    manifest=churn_dbt_project().manifest_path,
+    project=churn_dbt_project(),
+    dagster_dbt_translator=ChurnDbtTranslator(),
+    select=CURRENT_SELECT,
+    name="current_dbt_models",
+)
+def current_dbt_models(
+    context: dg.AssetExecutionContext,
+    config: DbtBuildConfig,
+    dbt: DbtCliResource,
+    warehouse: WarehouseResource,
+) -> Iterator[Any]:
+    """The newest period's features (what the scorer and the drift monitor read)."""
     yield from _build(context, config, dbt, warehouse)
 
 
@@ -75,7 +117,7 @@ def analytics_dbt_models(
     dbt: DbtCliResource,
     warehouse: WarehouseResource,
 ) -> Iterator[Any]:
-    """Analyst tables over the batch scores (customer_360, churn_risk_by_segment)."""
+    """Analyst tables over the batch scores and their realized performance."""
     yield from _build(context, config, dbt, warehouse)
 
 
@@ -84,18 +126,25 @@ def _build(
     config: DbtBuildConfig,
     dbt: DbtCliResource,
     warehouse: WarehouseResource,
+    period_ends: list[str] | None = None,
 ) -> Iterator[Any]:
     settings = load_settings()
-    as_of = date.fromisoformat(config.as_of) if config.as_of else settings.as_of
     args = dbt_build_args(
-        as_of=as_of,
+        period_ends=period_ends or [],
         window_days=config.window_days or settings.window_days,
         full_refresh=config.full_refresh,
     )
+    if period_ends:
+        context.log.info(
+            f"building {len(period_ends)} period(s): {period_ends[0]} .. {period_ends[-1]}"
+        )
     with environ(warehouse.dbt_env()):
         invocation = dbt.cli(args, context=context, raise_on_error=False)
-        for event in invocation.stream().fetch_row_counts():
-            yield _with_snapshot_metadata(event, warehouse)
+        # Row counts of a whole incremental table would mislead on a partition: the
+        # per-period models report their run's rows themselves.
+        events = invocation.stream() if period_ends else invocation.stream().fetch_row_counts()
+        for event in events:
+            yield _with_snapshot_metadata(event, warehouse, period_ends or [])
     if not invocation.is_successful():
         raise dg.Failure(
             description=_failure_description(warehouse),
@@ -118,47 +167,40 @@ def _failure_description(warehouse: WarehouseResource) -> str:
     return f"dbt build failed; nothing downstream was rebuilt.\n{detail}"
 
 
-def _with_snapshot_metadata(event: Any, warehouse: WarehouseResource) -> Any:
-    """Adds as_of, label rate and a preview to the feature and training tables."""
-    if not isinstance(event, dg.Output):
+def _with_snapshot_metadata(event: Any, warehouse: WarehouseResource, period_ends: list[str]) -> Any:
+    """Adds each period's rows (and label rate) and a preview to the per-period tables."""
+    if not isinstance(event, dg.Output) or not period_ends:
         return event
     model = event.output_name
-    if model == "customer_features":
-        extra = _feature_metadata(warehouse)
-    elif model == "training_snapshot":
-        extra = _training_metadata(warehouse)
-    else:
+    if model not in ("customer_features", "churn_labels", "training_snapshot"):
         return event
-    return event.with_metadata({**event.metadata, **extra})
-
-
-def _feature_metadata(warehouse: WarehouseResource) -> dict[str, Any]:
+    label = "avg(churned::float)" if model != "customer_features" else "null::float"
     with warehouse.connect() as conn, conn.cursor() as cur:
         cur.execute(
-            "select purpose, as_of, count(*) from marts.customer_features "
-            "group by purpose, as_of order by purpose"
+            f"select as_of, count(*), {label} from marts.{model} "
+            "where as_of = any(%s::date[]) group by as_of order by as_of",
+            (period_ends,),
         )
-        snapshots = cur.fetchall()
-    metadata: dict[str, Any] = {
-        f"{purpose}_as_of": as_of.isoformat() for purpose, as_of, _ in snapshots
-    }
-    metadata.update({f"{purpose}_customers": count for purpose, _, count in snapshots})
-    metadata["preview"] = _preview(
-        warehouse, "select * from marts.customer_features where purpose = 'training'"
+        by_period = cur.fetchall()
+    rows = sum(count for _, count, _ in by_period)
+    table = pd.DataFrame(
+        [(as_of.isoformat(), count, rate) for as_of, count, rate in by_period],
+        columns=["as_of", "rows", "label_rate"],
     )
-    return metadata
-
-
-def _training_metadata(warehouse: WarehouseResource) -> dict[str, Any]:
-    with warehouse.connect() as conn, conn.cursor() as cur:
-        cur.execute("select min(as_of), count(*), avg(churned::float) from marts.training_snapshot")
-        as_of, rows, label_rate = cur.fetchone()
-    return {
-        "as_of": as_of.isoformat() if as_of else None,
-        "label_rate": dg.MetadataValue.float(float(label_rate or 0.0)),
-        "label_positives": round((label_rate or 0.0) * rows),
-        "preview": _preview(warehouse, "select * from marts.training_snapshot"),
+    if model == "customer_features":
+        table = table.drop(columns="label_rate")
+    extra: dict[str, Any] = {
+        "dagster/row_count": rows,
+        "periods_built": len(period_ends),
+        "rows_by_period": dg.MetadataValue.md(table.to_markdown(index=False)),
+        "preview": _preview(
+            warehouse, f"select * from marts.{model} where as_of = date '{period_ends[-1]}'"
+        ),
     }
+    if model != "customer_features":
+        empty = [p for p in period_ends if p not in set(table["as_of"])]
+        extra["periods_without_closed_labels"] = ", ".join(empty) or "none"
+    return event.with_metadata({**event.metadata, **extra})
 
 
 def _preview(warehouse: WarehouseResource, query: str) -> dg.MetadataValue:
@@ -171,4 +213,6 @@ def _preview(warehouse: WarehouseResource, query: str) -> dg.MetadataValue:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(assets=[churn_dbt_models, analytics_dbt_models])
+    return dg.Definitions(
+        assets=[churn_dbt_models, period_dbt_models, current_dbt_models, analytics_dbt_models]
+    )

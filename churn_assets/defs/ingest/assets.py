@@ -2,14 +2,17 @@
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 
+from churn_assets import periods
 from churn_assets.data.contract import RawTables, read_raw_tables
-from churn_assets.data.loader import RAW_SCHEMA, LoadResult, load_raw_tables
+from churn_assets.data.loader import RAW_SCHEMA, LoadResult, load_raw_tables, retire_periods
+from churn_assets.defs.partitions import sync_periods
 from churn_assets.defs.resources import WarehouseResource
-from churn_assets.settings import load_settings
+from churn_assets.settings import Settings, load_settings
 
 _KINDS = {"postgres", "pandas"}
 
@@ -48,16 +51,52 @@ class RawDataConfig(dg.Config):
 def raw_tables(
     context: dg.AssetExecutionContext, config: RawDataConfig, warehouse: WarehouseResource
 ) -> Iterator[dg.MaterializeResult]:
-    """Validates the raw files against the contract, then replaces both raw tables atomically."""
-    raw_dir = Path(config.raw_dir) if config.raw_dir else load_settings().raw_dir
+    """Validates the raw files against the contract, then replaces both raw tables atomically
+    and registers the data's periods as the partitions of the per-period assets."""
+    settings = load_settings()
+    raw_dir = Path(config.raw_dir) if config.raw_dir else settings.raw_dir
     tables = read_raw_tables(raw_dir)  # raises before anything is written
     with warehouse.connect() as conn:
         result = load_raw_tables(conn, tables, context.run.run_id)
     context.log.info(f"loaded {result.row_counts} from {raw_dir} (raw.loads #{result.load_id})")
-    yield from _results(tables, result)
+    calendar = _register_periods(context, warehouse, tables, settings)
+    yield from _results(tables, result, calendar)
 
 
-def _results(tables: RawTables, result: LoadResult) -> Iterator[dg.MaterializeResult]:
+def _register_periods(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    tables: RawTables,
+    settings: Settings,
+) -> dict[str, Any]:
+    """The data's periods become the ``periods`` partitions; periods it lost are retired."""
+    days = tables.orders["ordered_at"].dt.normalize()
+    if days.empty:
+        return {"periods": 0}
+    first, last = days.min().date(), days.max().date()
+    ends = periods.period_ends(first, last, settings.period)
+    keys = [periods.as_key(end) for end in ends]
+    retired = sync_periods(context.instance, keys)
+    if retired:
+        with warehouse.connect() as conn:
+            rows = retire_periods(conn, retired)
+        context.log.info(f"retired {len(retired)} period(s) the data no longer has ({rows} rows)")
+    labelled = periods.labelled_periods(ends, last, settings.window_days)
+    return {
+        "periods": len(keys),
+        "period": settings.period.value,
+        "first_period": keys[0] if keys else "none",
+        "newest_period": keys[-1] if keys else "none (the data does not cover a whole period)",
+        "labelled_periods": len(labelled),
+        "newest_labelled_period": periods.as_key(labelled[-1]) if labelled else "none",
+        "last_order_on": last.isoformat(),
+        "retired_periods": ", ".join(retired) or "none",
+    }
+
+
+def _results(
+    tables: RawTables, result: LoadResult, calendar: dict[str, Any]
+) -> Iterator[dg.MaterializeResult]:
     for key, table, frame, path in (
         ("raw_customers", "customers", tables.customers, tables.customers_file),
         ("raw_orders", "orders", tables.orders, tables.orders_file),
@@ -72,6 +111,7 @@ def _results(tables: RawTables, result: LoadResult) -> Iterator[dg.MaterializeRe
                 "load_id": result.load_id,
                 "loaded_at": result.loaded_at.isoformat(),
                 "preview": dg.MetadataValue.md(frame.head(10).to_markdown(index=False)),
+                **(calendar if table == "orders" else {}),
             },
         )
 

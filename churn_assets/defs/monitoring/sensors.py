@@ -1,24 +1,63 @@
-"""Retraining: a failed drift gate launches ``training_job``, once per failure, with a cooldown."""
+"""Retraining: a failed drift gate, or realized performance that fell below the holdout,
+launches ``training_job``, once per failure, with one cooldown for both."""
 
 import json
 import time
 
 import dagster as dg
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecord
 
 from churn_assets.defs.jobs import training_job
 from churn_assets.defs.resources import ChurnPolicy
 from churn_assets.settings import load_settings
 
 DRIFT_GATE = dg.AssetCheckKey(dg.AssetKey("feature_drift"), "drift_gate")
+REALIZED_CHECK = dg.AssetCheckKey(
+    dg.AssetKey("realized_performance"), "realized_performance_check"
+)
+# The checks whose failure means "the champion no longer fits the data", and the name a
+# run request carries (tag ``churn/trigger``).
+TRIGGERS = {DRIFT_GATE: "drift", REALIZED_CHECK: "realized"}
 
 
 def retrain_decision(
     instance: dg.DagsterInstance, cursor: str | None, now: float, cooldown_seconds: int
 ) -> dg.SensorResult | dg.SkipReason:
-    """Pure over the instance's check history: which drift failure (if any) to act on."""
-    records = instance.event_log_storage.get_latest_asset_check_execution_by_key([DRIFT_GATE])
-    record = records.get(DRIFT_GATE)
+    """Pure over the instance's check history: which failure (if any) to act on.
+
+    Execution ids are storage ids, increasing across both checks, so one cursor value
+    ("acted on everything up to this id") covers them both.
+    """
+    records = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(TRIGGERS))
     state = json.loads(cursor) if cursor else {"last_execution_id": 0, "last_triggered_at": 0.0}
+    drift = records.get(DRIFT_GATE)
+    realized = records.get(REALIZED_CHECK)
+    realized_failed = (
+        realized is not None
+        and realized.event is not None
+        and realized.event.asset_check_evaluation is not None
+        and not realized.event.asset_check_evaluation.passed
+        and realized.id > state["last_execution_id"]
+    )
+    if realized_failed and (drift is None or drift.id < realized.id or _passed(drift)):
+        assert realized is not None
+        evaluation = realized.event.asset_check_evaluation  # type: ignore[union-attr]
+        detail = (evaluation.description or "realized AUC below holdout")[:200]  # type: ignore[union-attr]
+        return _request(realized, "realized", detail, state, now, cooldown_seconds)
+    return _drift_decision(drift, state, now, cooldown_seconds)
+
+
+def _passed(record: AssetCheckExecutionRecord) -> bool:
+    evaluation = record.event.asset_check_evaluation if record.event else None
+    return evaluation is not None and evaluation.passed
+
+
+def _drift_decision(
+    record: AssetCheckExecutionRecord | None,
+    state: dict[str, float],
+    now: float,
+    cooldown_seconds: int,
+) -> dg.SensorResult | dg.SkipReason:
     if record is None or record.event is None:
         return dg.SkipReason("the drift gate has not been evaluated yet")
     evaluation = record.event.asset_check_evaluation
@@ -32,16 +71,32 @@ def retrain_decision(
         )
     if record.id <= state["last_execution_id"]:
         return dg.SkipReason(f"already retrained for drift evaluation {record.id}")
+    return _request(record, "drift", f"share {share_text}", state, now, cooldown_seconds)
+
+
+def _request(
+    record: AssetCheckExecutionRecord,
+    trigger: str,
+    detail: str,
+    state: dict[str, float],
+    now: float,
+    cooldown_seconds: int,
+) -> dg.SensorResult | dg.SkipReason:
     waited = now - float(state["last_triggered_at"])
     if waited < cooldown_seconds:
         return dg.SkipReason(
-            f"drift (share {share_text}) but in cooldown: {int(cooldown_seconds - waited)} s left"
+            f"{trigger} ({detail}) but in cooldown: {int(cooldown_seconds - waited)} s left"
         )
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                run_key=f"drift-{record.id}",
-                tags={"churn/trigger": "drift", "churn/drift_check_run": record.run_id},
+                run_key=f"{trigger}-{record.id}",
+                tags={
+                    "churn/trigger": trigger,
+                    f"churn/{trigger}_check_run": record.run_id,
+                    # the drift check run tag keeps its historical name
+                    **({"churn/drift_check_run": record.run_id} if trigger == "drift" else {}),
+                },
             )
         ],
         cursor=json.dumps({"last_execution_id": record.id, "last_triggered_at": now}),
@@ -52,8 +107,9 @@ def retrain_decision(
     job=training_job,
     minimum_interval_seconds=load_settings().sensor_interval_seconds,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="When the drift gate fails, rebuild features and labels and retrain; once per "
-    "failed evaluation and at most once per CHURN_RETRAIN_COOLDOWN_SECONDS.",
+    description="When the drift gate fails, or a version's realized AUC falls below its "
+    "holdout AUC (realized_performance_check), retrain on the newest labelled periods; once "
+    "per failed evaluation and at most once per CHURN_RETRAIN_COOLDOWN_SECONDS.",
 )
 def retrain_on_drift_sensor(
     context: dg.SensorEvaluationContext, policy: ChurnPolicy

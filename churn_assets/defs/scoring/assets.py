@@ -1,24 +1,32 @@
-"""Batch scores for analysts: every current customer scored with the champion's ONNX file."""
+"""Batch scores per period, and how they held up once the period's labels matured."""
 
 import tempfile
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 
 from churn_assets.data.scores import SCORES_SCHEMA, write_scores
 from churn_assets.data.snapshot import read_feature_table
+from churn_assets.defs.partitions import PERIODS, run_period_keys
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
 from churn_assets.ml import tracking
-from churn_assets.schema import CURRENT_FEATURES_TABLE
+from churn_assets.schema import CHURN_LABELS_TABLE, CUSTOMER_FEATURES_TABLE
+
+GROUP = "scoring"
+REALIZED_TABLE = f"{SCORES_SCHEMA}.realized_performance"
 
 
 @dg.asset(
-    deps=[dg.AssetKey("current_features"), dg.AssetKey("churn_champion")],
-    group_name="scoring",
+    deps=[dg.AssetKey("customer_features"), dg.AssetKey("churn_champion")],
+    group_name=GROUP,
     kinds={"onnx", "postgres"},
     metadata={"dagster/table_name": f"{SCORES_SCHEMA}.churn_scores"},
+    partitions_def=PERIODS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def churn_scores(
     context: dg.AssetExecutionContext,
@@ -26,10 +34,11 @@ def churn_scores(
     mlflow: MlflowResource,
     policy: ChurnPolicy,
 ) -> dg.MaterializeResult:
-    """Churn probability and risk band for every customer in `marts.current_features`,
-    scored in batches by onnxruntime with the champion, with lineage columns (model
-    version and sha256, feature as_of, Dagster run). Replaces `scoring.churn_scores` in one
-    transaction and appends to `scoring.churn_scores_history`."""
+    """Churn probability and risk band for every customer of the period (partition), scored
+    in batches by onnxruntime with the champion, with lineage columns (model version and
+    sha256, the model's data-through date, feature as_of, Dagster run). Each period's scores
+    go to `scoring.churn_scores_history` (replacing that version's earlier scores of it);
+    the newest period's also replace `scoring.churn_scores`, in the same transaction."""
     from churn_assets.ml.bands import RiskBands
     from churn_assets.ml.champion import CHAMPION, fetch_version
     from churn_assets.ml.export import OnnxScorer, sha256_file
@@ -39,47 +48,197 @@ def churn_scores(
     version = tracking.alias_version(mlflow.tracking_uri, CHAMPION, mlflow.model_name)
     if version is None:
         raise dg.Failure(description="no champion yet: nothing to score with")
-    with warehouse.connect() as conn:
-        features = read_feature_table(conn, CURRENT_FEATURES_TABLE)
+    data_through = _data_through(mlflow, version)
+    bands = RiskBands.from_policy(policy.policy())
+    keys = run_period_keys(context)
+    with warehouse.connect() as conn, conn.cursor() as cur:
+        cur.execute(f"select max(as_of) from {CUSTOMER_FEATURES_TABLE}")
+        newest = cur.fetchone()[0]
+    summary: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="churn-score-") as tmp:
         files = fetch_version(mlflow.tracking_uri, version, Path(tmp), mlflow.model_name)
         if not files.gates_passed:
             raise dg.Failure(description=f"champion v{version} is unusable: {files.gate_problem}")
         sha256 = sha256_file(files.onnx_path)
-        probabilities = score_in_batches(OnnxScorer(files.onnx_path), features)
-    scored_at = datetime.now(UTC).isoformat()
-    scores = features[["customer_id"]].assign(
-        churn_probability=probabilities.astype(np.float64),
-        risk_band=RiskBands.from_policy(policy.policy()).bands(probabilities),
-        model_name=mlflow.model_name,
-        model_version=version,
-        model_sha256=sha256,
-        feature_as_of=features["as_of"].astype(str),
-        scored_at=scored_at,
-        dagster_run_id=context.run.run_id,
-    )
-    with warehouse.connect() as conn:
-        write_scores(conn, scores)
-    bands = scores["risk_band"].value_counts().to_dict()
+        scorer = OnnxScorer(files.onnx_path)
+        for key in keys:
+            period = date.fromisoformat(key)
+            with warehouse.connect() as conn:
+                features = read_feature_table(conn, CUSTOMER_FEATURES_TABLE, [period])
+            if features.empty:
+                raise dg.Failure(
+                    description=f"no features for period {key}: build its partition of "
+                    "customer_features first"
+                )
+            probabilities = score_in_batches(scorer, features)
+            scores = features[["customer_id"]].assign(
+                churn_probability=probabilities.astype(np.float64),
+                risk_band=bands.bands(probabilities),
+                model_name=mlflow.model_name,
+                model_version=version,
+                model_sha256=sha256,
+                feature_as_of=key,
+                scored_at=datetime.now(UTC).isoformat(),
+                dagster_run_id=context.run.run_id,
+                model_data_through=data_through,
+            )
+            with warehouse.connect() as conn:
+                write_scores(conn, scores, current=period == newest)
+            summary.append(
+                {
+                    "as_of": key,
+                    "rows": len(scores),
+                    "mean_churn_probability": float(probabilities.mean()),
+                    "high_risk": int((scores["risk_band"] == "high").sum()),
+                    "current": period == newest,
+                }
+            )
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(scores),
+            "dagster/row_count": sum(row["rows"] for row in summary),
             "model_version": version,
             "model_sha256": sha256,
-            "feature_as_of": ", ".join(sorted(set(scores["feature_as_of"]))),
-            "mean_churn_probability": dg.MetadataValue.float(float(probabilities.mean()))
-            if len(scores)
-            else 0.0,
-            "risk_bands": dg.MetadataValue.json({str(k): int(v) for k, v in bands.items()}),
-            "preview": dg.MetadataValue.md(
-                scores.sort_values("churn_probability", ascending=False)
-                .head(10)[["customer_id", "churn_probability", "risk_band"]]
-                .to_markdown(index=False)
+            "model_data_through": data_through or "unknown",
+            "periods": dg.MetadataValue.md(pd.DataFrame(summary).to_markdown(index=False)),
+        }
+    )
+
+
+def _data_through(mlflow: MlflowResource, version: str) -> str | None:
+    from mlflow.tracking import MlflowClient
+
+    tags = MlflowClient(mlflow.tracking_uri).get_model_version(mlflow.model_name, version).tags
+    return tags.get(tracking.TAG_DATA_THROUGH)
+
+
+@dg.asset(
+    deps=[churn_scores, dg.AssetKey("churn_labels")],
+    group_name=GROUP,
+    kinds={"postgres", "pandas"},
+    metadata={"dagster/table_name": REALIZED_TABLE},
+)
+def realized_performance(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
+    """For every scored period whose labels have matured: each model version's realized AUC,
+    Brier score, mean predicted vs observed churn rate, beside its holdout AUC. Only scores
+    made by a model trained on data up to the period (its data-through date on or before the
+    period's as_of) count: a model trained later has seen the outcome."""
+    from churn_assets.ml.realized import realized_performance as compute
+
+    with warehouse.connect() as conn:
+        scored = _matured_scores(conn)
+    realized = compute(scored) if len(scored) else _empty_realized()
+    holdout = {str(v): _holdout_auc(mlflow, str(v)) for v in set(realized["model_version"])}
+    realized["holdout_auc"] = [holdout[str(v)] for v in realized["model_version"]]
+    with warehouse.connect() as conn:
+        _write_realized(conn, realized)
+    context.log.info(f"realized performance for {len(realized)} (version, period) pair(s)")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(realized),
+            "realized": dg.MetadataValue.md(
+                realized.to_markdown(index=False, floatfmt=".4f")
+                if len(realized)
+                else "no scored period has matured labels yet"
             ),
         }
     )
 
 
+def _matured_scores(conn: Any) -> pd.DataFrame:
+    with conn.cursor() as cur:
+        cur.execute(
+            "select to_regclass(%s), to_regclass(%s)",
+            (f"{SCORES_SCHEMA}.churn_scores_history", CHURN_LABELS_TABLE),
+        )
+        if None in cur.fetchone():
+            return pd.DataFrame()
+        cur.execute(
+            f"""
+            select history.model_version, history.feature_as_of as as_of,
+                   history.churn_probability, labels.churned
+            from {SCORES_SCHEMA}.churn_scores_history as history
+            inner join {CHURN_LABELS_TABLE} as labels
+                on labels.customer_id = history.customer_id
+                and labels.as_of = history.feature_as_of
+            where history.model_data_through <= history.feature_as_of
+            """
+        )
+        columns = [c.name for c in cur.description or ()]
+        return pd.DataFrame(cur.fetchall(), columns=columns)
+
+
+def _empty_realized() -> pd.DataFrame:
+    return pd.DataFrame(
+        columns=["model_version", "as_of", "rows", "auc", "brier", "mean_predicted", "observed_rate"]
+    )
+
+
+def _holdout_auc(mlflow: MlflowResource, version: str) -> float | None:
+    """The version's AUC on its (out-of-time) holdout, from its MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow.tracking_uri)
+    run_id = client.get_model_version(mlflow.model_name, version).run_id
+    return client.get_run(run_id).data.metrics.get("roc_auc") if run_id else None
+
+
+def _write_realized(conn: Any, realized: pd.DataFrame) -> None:
+    from churn_assets.data.loader import copy_frame
+
+    columns = [
+        "model_version", "as_of", "rows", "auc", "brier", "mean_predicted", "observed_rate",
+        "holdout_auc",
+    ]  # fmt: skip
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"create schema if not exists {SCORES_SCHEMA}")
+            cur.execute(
+                f"create table if not exists {REALIZED_TABLE} (model_version text not null, "
+                "as_of date not null, rows bigint not null, auc double precision, "
+                "brier double precision not null, mean_predicted double precision not null, "
+                "observed_rate double precision not null, holdout_auc double precision, "
+                "primary key (model_version, as_of))"
+            )
+            cur.execute(f"truncate {REALIZED_TABLE}")
+            copy_frame(cur, REALIZED_TABLE, realized[columns])
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+
+
+@dg.asset_check(asset=realized_performance, blocking=False)
+def realized_performance_check(
+    warehouse: WarehouseResource, policy: ChurnPolicy
+) -> dg.AssetCheckResult:
+    """WARN: a version's realized AUC fell below its holdout AUC by more than
+    CHURN_REALIZED_AUC_TOLERANCE. The retraining sensor treats a failure as a trigger."""
+    from churn_assets.ml.realized import realized_failures
+
+    with warehouse.connect() as conn:
+        realized = pd.read_sql(f"select * from {REALIZED_TABLE}", conn)
+    holdout = {
+        str(row.model_version): float(row.holdout_auc)
+        for row in realized.itertuples()
+        if row.holdout_auc is not None and not pd.isna(row.holdout_auc)
+    }
+    failures = realized_failures(realized, holdout, policy.policy().realized_auc_tolerance)
+    return dg.AssetCheckResult(
+        passed=not failures,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=" | ".join(failures) if failures else None,
+        metadata={
+            "pairs_checked": len(realized),
+            "tolerance": dg.MetadataValue.float(policy.policy().realized_auc_tolerance),
+            "failures": dg.MetadataValue.json(failures),
+        },
+    )
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(assets=[churn_scores])
+    return dg.Definitions(
+        assets=[churn_scores, realized_performance], asset_checks=[realized_performance_check]
+    )

@@ -15,10 +15,16 @@ import dagster as dg
 import pandas as pd
 
 from churn_assets.data.loader import latest_load
+from churn_assets import periods
 from churn_assets.data.snapshot import (
+    DATA_THROUGH_ATTR,
+    HOLDOUT_ATTR,
     RAW_LOAD_ATTR,
     RAW_SOURCE_ATTR,
+    cap_training_rows,
     dataset_sha256,
+    labelled_periods,
+    last_order_date,
     read_training_snapshot,
 )
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
@@ -31,6 +37,7 @@ from churn_assets.ml.artifacts import (
     TrainedModel,
 )
 from churn_assets.ml.gates import auc_gate, parity_gate
+from churn_assets.policy import env_name
 from churn_assets.settings import load_settings
 
 if TYPE_CHECKING:  # torch is imported lazily: loading the code location stays fast
@@ -45,27 +52,61 @@ GROUP = "training"
     kinds={"pandas", "postgres"},
 )
 def training_dataset(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, policy: ChurnPolicy
 ) -> dg.Output[pd.DataFrame]:
-    """The dbt training snapshot as a typed DataFrame, one row per customer at the training
-    as_of, with the raw load it was built from. The Great Expectations check on it blocks
-    training when the data is wrong."""
+    """The training cohorts and the out-of-time holdout period, stacked from the dbt training
+    snapshot as a typed DataFrame (one row per period and customer), with the raw load it was
+    built from. The holdout is the newest labelled period (``CHURN_AS_OF`` pins another);
+    the cohorts are the newest ``CHURN_TRAINING_PERIODS`` periods whose label windows closed
+    by it. The Great Expectations check on it blocks training when the data is wrong."""
+    settings = load_settings()
     with warehouse.connect() as conn:
-        # One snapshot of the database for both reads: the rows and the load they came from.
+        # One snapshot of the database for every read: periods, rows and their load.
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
-        frame = read_training_snapshot(conn)
+        try:
+            chosen = periods.choose_training_periods(
+                labelled_periods(conn),
+                count=policy.policy().training_periods,
+                window_days=settings.window_days,
+                pinned=settings.as_of,
+            )
+        except periods.PeriodError as exc:
+            raise dg.Failure(description=str(exc)) from exc
+        frame = read_training_snapshot(conn, chosen.all)
         load = latest_load(conn)
+        data_through = last_order_date(conn)
+    context.log.info(chosen.note)
+    holdout = chosen.holdout.isoformat() if chosen.holdout else None
+    max_rows = policy.policy().max_training_rows
+    frame, dropped = cap_training_rows(frame, holdout, max_rows)
+    if dropped:
+        context.log.info(
+            f"sampled the training periods down to {max_rows:,} rows ({dropped:,} left out; "
+            f"{env_name('max_training_rows')})"
+        )
     raw_load = _raw_load_tags(context, load)
     frame.attrs[RAW_LOAD_ATTR] = raw_load  # travels with the frame to churn_model's tags
     source = str(Path(load["orders_file"]).parent) if load else None
     frame.attrs[RAW_SOURCE_ATTR] = source
-    as_of = sorted({str(value) for value in frame.get("as_of", [])})
+    frame.attrs[HOLDOUT_ATTR] = holdout
+    frame.attrs[DATA_THROUGH_ATTR] = data_through.isoformat() if data_through else None
     label_rate = float(frame["churned"].mean()) if len(frame) else 0.0
+    by_period = frame.groupby(frame["as_of"].astype(str))["churned"].agg(["size", "mean"])
     return dg.Output(
         frame,
         metadata={
             "dagster/row_count": len(frame),
-            "as_of": ", ".join(as_of),
+            "as_of": ", ".join(by_period.index),
+            "holdout_as_of": frame.attrs[HOLDOUT_ATTR] or "none (in-time holdout)",
+            "training_periods": ", ".join(p.isoformat() for p in chosen.training),
+            "periods": chosen.note,
+            "data_through": frame.attrs[DATA_THROUGH_ATTR] or "unknown",
+            "training_rows_left_out": dropped,
+            "rows_by_period": dg.MetadataValue.md(
+                by_period.rename(columns={"size": "rows", "mean": "label_rate"})
+                .reset_index()
+                .to_markdown(index=False)
+            ),
             "label_rate": dg.MetadataValue.float(label_rate),
             "dataset_sha256": dataset_sha256(frame),
             **raw_load,
@@ -136,6 +177,7 @@ def churn_model(
         max_epochs=config.max_epochs,
         ground_truth_dir=settings.raw_dir,
         policy=policy.policy(),
+        holdout_as_of=training_dataset.attrs.get(HOLDOUT_ATTR),
     )
     trained = TrainedModel(
         model_dir=str(model_dir),
@@ -147,6 +189,10 @@ def churn_model(
         trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
         n_parameters=outcome.n_parameters,
         raw_load=dict(training_dataset.attrs.get(RAW_LOAD_ATTR, {})),
+        holdout_as_of=training_dataset.attrs.get(HOLDOUT_ATTR),
+        training_periods=tuple(sorted({str(v) for v in training_dataset["as_of"]}
+                                      - {training_dataset.attrs.get(HOLDOUT_ATTR)})),
+        data_through=training_dataset.attrs.get(DATA_THROUGH_ATTR),
     )
     trained, link = _log_to_mlflow(context, mlflow, trained, outcome)
     metadata: dict[str, Any] = {
@@ -157,6 +203,9 @@ def churn_model(
         "parameters": outcome.n_parameters,
         "best_epoch": outcome.best_epoch,
         "data_as_of": outcome.data_as_of,
+        "holdout_as_of": trained.holdout_as_of or "none (in-time holdout only)",
+        "training_periods": ", ".join(trained.training_periods),
+        "in_time_auc": dg.MetadataValue.float(outcome.metrics["in_time_auc"]),
         "holdout_rows": int(outcome.metrics["n"]),
         "model_dir": dg.MetadataValue.path(str(model_dir)),
         "mlflow_run": link,
@@ -198,6 +247,7 @@ def _log_to_mlflow(
                     tracking.TAG_DATA_AS_OF: trained.data_as_of,
                     tracking.TAG_DATASET_HASH: trained.dataset_sha256,
                     **trained.raw_load,
+                    **_time_tags(trained),
                 },
                 artifacts=outcome.artifacts,
             ),
@@ -207,6 +257,16 @@ def _log_to_mlflow(
         return replace(trained, mlflow_skipped_reason=str(exc)), f"skipped: {exc}"
     context.log.info(f"MLflow run {run_id} in experiment {experiment_id}")
     return replace(trained, mlflow_run_id=run_id), mlflow.run_link(experiment_id, run_id)
+
+
+def _time_tags(trained: TrainedModel) -> dict[str, str]:
+    """The model's periods as MLflow tags (absent facts left out)."""
+    tags = {
+        tracking.TAG_HOLDOUT_AS_OF: trained.holdout_as_of,
+        tracking.TAG_TRAINING_PERIODS: ",".join(trained.training_periods),
+        tracking.TAG_DATA_THROUGH: trained.data_through,
+    }
+    return {name: value for name, value in tags.items() if value}
 
 
 def _plots_markdown(model_dir: Path) -> str:
@@ -309,6 +369,7 @@ def churn_model_version(
         tracking.TAG_PARITY: repr(churn_model_onnx.parity_max_abs_diff),
         tracking.TAG_TRAINED_AT: trained.trained_at,
         **trained.raw_load,
+        **_time_tags(trained),
         tracking.TAG_GATES: tracking.gates_tag(
             {
                 g.name: {"observed": g.observed, "threshold": g.threshold, "passed": g.passed}
@@ -342,8 +403,72 @@ def churn_model_version(
     )
 
 
+@dg.asset(
+    deps=[dg.AssetKey("training_snapshot")],
+    group_name=GROUP,
+    kinds={"pytorch", "mlflow"},
+)
+def backtest(
+    context: dg.AssetExecutionContext,
+    config: TrainingConfig,
+    churn_model: TrainedModel,
+    warehouse: WarehouseResource,
+    mlflow: MlflowResource,
+    policy: ChurnPolicy,
+) -> dg.MaterializeResult:
+    """Would this model have worked before? For each of the newest CHURN_BACKTEST_PERIODS
+    labelled periods, a model trained (same recipe) on the periods whose labels closed
+    before it, evaluated on it: rows, label rate, AUC, Brier and the logistic-regression
+    reference's AUC. Logged as a table and a plot to the model's MLflow run."""
+    from churn_assets.ml.backtest import as_json, backtest_frame, backtest_png, run_backtest
+
+    rules = policy.policy()
+    with warehouse.connect() as conn:
+        snapshot = read_training_snapshot(conn)
+    rows = run_backtest(
+        snapshot,
+        evaluate_periods=rules.backtest_periods,
+        training_periods=rules.training_periods,
+        window_days=load_settings().window_days,
+        seed=config.seed,
+        max_epochs=config.max_epochs,
+    )
+    frame = backtest_frame(rows)
+    png = backtest_png(rows)
+    logged = "skipped (no MLflow run)"
+    if churn_model.mlflow_run_id:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(mlflow.tracking_uri)
+        client.log_text(
+            churn_model.mlflow_run_id, json.dumps(as_json(rows), indent=2),
+            tracking.BACKTEST_ARTIFACT,
+        )  # fmt: skip
+        client.log_table(churn_model.mlflow_run_id, frame, "backtest_table.json")
+        plot = Path(churn_model.model_dir) / "backtest.png"
+        plot.write_bytes(png)
+        client.log_artifact(churn_model.mlflow_run_id, str(plot))
+        logged = f"runs:/{churn_model.mlflow_run_id}/{tracking.BACKTEST_ARTIFACT}"
+    evaluated = [row for row in rows if row.auc is not None]
+    context.log.info(f"backtest over {len(evaluated)} period(s) logged to {logged}")
+    encoded = base64.b64encode(png).decode()
+    return dg.MaterializeResult(
+        metadata={
+            "periods_evaluated": len(evaluated),
+            "mean_auc": dg.MetadataValue.float(
+                float(sum(r.auc for r in evaluated if r.auc is not None) / len(evaluated))
+            )
+            if evaluated
+            else "n/a",
+            "table": dg.MetadataValue.md(frame.to_markdown(index=False, floatfmt=".4f")),
+            "plot": dg.MetadataValue.md(f"![backtest](data:image/png;base64,{encoded})"),
+            "mlflow": logged,
+        }
+    )
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions(
-        assets=[training_dataset, churn_model, churn_model_onnx, churn_model_version]
+        assets=[training_dataset, churn_model, churn_model_onnx, churn_model_version, backtest]
     )

@@ -1,14 +1,29 @@
+-- Churn labels per period: for each customer in a period's population, did they order in
+-- the label window (as_of, as_of + window_days]? Only periods whose window has closed in
+-- the data (as_of + window_days <= the last order date) get labels: before that, a silent
+-- customer may simply not have had time to reorder. Partitioned like customer_features.
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='as_of',
+        on_schema_change='fail',
+    )
+}}
+
+{%- set window_days = churn_window_days() %}
+
 with
+
+periods as (
+
+    select * from {{ period_values_sql() }}
+
+),
 
 customer_features as (
 
     select * from {{ ref('customer_features') }}
-
-),
-
-as_of_dates as (
-
-    select * from {{ ref('as_of_dates') }}
 
 ),
 
@@ -18,52 +33,64 @@ orders as (
 
 ),
 
--- the training population is defined once, by customer_features
-training_population as (
+data_bounds as (
 
-    select
-        customer_features.customer_id,
-        as_of_dates.as_of,
-        as_of_dates.window_days
-
-    from customer_features
-    inner join as_of_dates
-        on as_of_dates.purpose = customer_features.purpose
-    where customer_features.purpose = 'training'
+    select max(ordered_on) as last_order_on
+    from orders
 
 ),
 
--- orders strictly after as_of and up to and including as_of + window_days
-orders_in_label_window as (
+labelled_periods as (
+
+    select periods.bucket, periods.as_of
+    from periods
+    cross join data_bounds
+    where periods.as_of + {{ window_days }} <= data_bounds.last_order_on
+
+),
+
+population as (
+
+    select customer_features.customer_id, labelled_periods.bucket, labelled_periods.as_of
+    from customer_features
+    inner join labelled_periods
+        on labelled_periods.as_of = customer_features.as_of
+
+),
+
+-- An order on day d is in the label window of the periods p with d - window <= p < d:
+-- buckets period_bucket(d - window) .. period_bucket(d) - 1. One pass over the orders,
+-- each order expanded to the (few) periods whose window it falls in.
+orders_in_windows as (
 
     select
-        training_population.customer_id,
-        training_population.as_of,
-        training_population.window_days,
-        count(orders.order_id) as orders_in_window
+        orders.customer_id,
+        windows.bucket,
+        count(*) as orders_in_window
 
-    from training_population
-    left join orders
-        on orders.customer_id = training_population.customer_id
-        and orders.ordered_on > training_population.as_of
-        and orders.ordered_on <= training_population.as_of + training_population.window_days
-    group by
-        training_population.customer_id,
-        training_population.as_of,
-        training_population.window_days
+    from orders
+    cross join lateral generate_series(
+        {{ period_bucket('orders.ordered_on - ' ~ window_days) }},
+        {{ period_bucket('orders.ordered_on') }} - 1
+    ) as windows (bucket)
+    group by orders.customer_id, windows.bucket
 
 ),
 
 final as (
 
     select
-        customer_id::text as customer_id,
-        as_of::date as as_of,
-        window_days::integer as window_days,
-        orders_in_window::integer as orders_in_window,
-        case when orders_in_window = 0 then 1 else 0 end::integer as churned
+        population.customer_id::text as customer_id,
+        population.as_of::date as as_of,
+        {{ window_days }}::integer as window_days,
+        coalesce(orders_in_windows.orders_in_window, 0)::integer as orders_in_window,
+        case when orders_in_windows.orders_in_window is null then 1 else 0 end::integer
+            as churned
 
-    from orders_in_label_window
+    from population
+    left join orders_in_windows
+        on orders_in_windows.customer_id = population.customer_id
+        and orders_in_windows.bucket = population.bucket
 
 )
 

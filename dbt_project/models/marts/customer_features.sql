@@ -1,12 +1,26 @@
--- The single implementation of the churn features, for every purpose at once
--- (training and scoring differ only in their as_of). Never re-implement this
--- in Python: training and serving both read this table.
+-- The single implementation of the churn features: one row per period and customer.
+-- Never re-implement this in Python: training, batch scoring and serving all read it.
+--
+-- Partitioned by period (as_of = the period end): a run builds the periods in
+-- var('period_ends') and replaces exactly those periods' rows (delete+insert on as_of, in
+-- one transaction); other periods stay untouched. All the run's periods are computed in one
+-- pass over the orders: every order becomes a few dated "events" (it is known from its
+-- period on; its revenue leaves the 30/90/365-day sums 30/90/365 days later), and running
+-- totals per customer over the periods give every period's features.
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='as_of',
+        on_schema_change='fail',
+    )
+}}
 
 with
 
-as_of_dates as (
+periods as (
 
-    select * from {{ ref('as_of_dates') }}
+    select * from {{ period_values_sql() }}
 
 ),
 
@@ -18,7 +32,10 @@ customers as (
 
 orders as (
 
-    select * from {{ ref('stg_raw__orders') }}
+    -- orders after the last period of the run reach none of its features
+    select *
+    from {{ ref('stg_raw__orders') }}
+    where ordered_on <= {{ last_period_end_sql() }}
 
 ),
 
@@ -28,41 +45,100 @@ free_email_domains as (
 
 ),
 
--- the only place orders meet as_of: everything below sees orders on or
--- before that purpose's as_of and nothing later (no label leakage)
-orders_known_at_as_of as (
+-- Per order: the period from which it is known (bucket), and the periods from which its
+-- amount has left each trailing revenue window (ordered_on + N days is no longer in
+-- (as_of - N, as_of]). Every feature below is a running total of these events.
+order_events as (
 
     select
-        as_of_dates.purpose,
-        as_of_dates.as_of,
         orders.customer_id,
-        orders.ordered_on,
-        orders.amount,
-        orders.category
+        events.bucket,
+        sum(events.orders) as orders,
+        min(events.ordered_on) as first_order_on,
+        max(events.ordered_on) as last_order_on,
+        sum(events.revenue_30d) as revenue_30d,
+        sum(events.revenue_90d) as revenue_90d,
+        sum(events.revenue_365d) as revenue_365d
 
-    from as_of_dates
-    inner join orders
-        on orders.ordered_on <= as_of_dates.as_of
+    from orders
+    cross join lateral (
+        values
+            ({{ period_bucket('orders.ordered_on') }}, 1, orders.ordered_on,
+             orders.amount, orders.amount, orders.amount),
+            ({{ period_bucket('orders.ordered_on + 30') }}, 0, null::date,
+             -orders.amount, 0::numeric, 0::numeric),
+            ({{ period_bucket('orders.ordered_on + 90') }}, 0, null::date,
+             0::numeric, -orders.amount, 0::numeric),
+            ({{ period_bucket('orders.ordered_on + 365') }}, 0, null::date,
+             0::numeric, 0::numeric, -orders.amount)
+    ) as events (bucket, orders, ordered_on, revenue_30d, revenue_90d, revenue_365d)
+    where events.bucket <= (select max(bucket) from periods)
+    group by orders.customer_id, events.bucket
 
 ),
 
-order_aggregates as (
+-- a category counts from the period of its first order
+category_events as (
 
     select
-        purpose,
-        as_of,
         customer_id,
-        min(ordered_on) as first_order_on,
-        max(ordered_on) as last_order_on,
-        count(*) as order_count,
-        -- revenue in the trailing N days: ordered_on in (as_of - N, as_of]
-        coalesce(sum(amount) filter (where ordered_on > as_of - 30), 0) as total_revenue_30d,
-        coalesce(sum(amount) filter (where ordered_on > as_of - 90), 0) as total_revenue_90d,
-        coalesce(sum(amount) filter (where ordered_on > as_of - 365), 0) as total_revenue_365d,
-        count(distinct category) as cart_diversity
+        {{ period_bucket('first_ordered_on') }} as bucket,
+        count(*) as new_categories
 
-    from orders_known_at_as_of
-    group by purpose, as_of, customer_id
+    from (
+        select customer_id, category, min(ordered_on) as first_ordered_on
+        from orders
+        where category is not null
+        group by customer_id, category
+    ) as first_orders
+    group by customer_id, bucket
+
+),
+
+-- population: from the period of a customer's first order on
+customer_periods as (
+
+    select
+        first_buckets.customer_id,
+        periods.bucket,
+        periods.as_of
+
+    from (
+        select customer_id, min(bucket) as first_bucket
+        from order_events
+        where orders > 0
+        group by customer_id
+    ) as first_buckets
+    inner join periods
+        on periods.bucket >= first_buckets.first_bucket
+
+),
+
+running_totals as (
+
+    select
+        customer_periods.customer_id,
+        customer_periods.as_of,
+        sum(coalesce(order_events.orders, 0)) over customer_history as order_count,
+        min(order_events.first_order_on) over customer_history as first_order_on,
+        max(order_events.last_order_on) over customer_history as last_order_on,
+        sum(coalesce(order_events.revenue_30d, 0)) over customer_history as total_revenue_30d,
+        sum(coalesce(order_events.revenue_90d, 0)) over customer_history as total_revenue_90d,
+        sum(coalesce(order_events.revenue_365d, 0)) over customer_history as total_revenue_365d,
+        sum(coalesce(category_events.new_categories, 0)) over customer_history as cart_diversity
+
+    from customer_periods
+    left join order_events
+        on order_events.customer_id = customer_periods.customer_id
+        and order_events.bucket = customer_periods.bucket
+    left join category_events
+        on category_events.customer_id = customer_periods.customer_id
+        and category_events.bucket = customer_periods.bucket
+    window customer_history as (
+        partition by customer_periods.customer_id
+        order by customer_periods.bucket
+        rows between unbounded preceding and current row
+    )
 
 ),
 
@@ -84,29 +160,27 @@ email_domain_classes as (
 
 ),
 
--- population: customers with at least one order on or before as_of
 customer_as_of as (
 
     select
-        order_aggregates.*,
+        running_totals.*,
         email_domain_classes.email_domain_class,
         -- least() ignores nulls: a null signup falls back to the first order
-        order_aggregates.as_of
-            - least(customers.signup_at::date, order_aggregates.first_order_on)
+        running_totals.as_of
+            - least(customers.signup_at::date, running_totals.first_order_on)
             as customer_lifetime_days
 
-    from order_aggregates
+    from running_totals
     inner join customers
-        on customers.customer_id = order_aggregates.customer_id
+        on customers.customer_id = running_totals.customer_id
     inner join email_domain_classes
-        on email_domain_classes.customer_id = order_aggregates.customer_id
+        on email_domain_classes.customer_id = running_totals.customer_id
 
 ),
 
 final as (
 
     select
-        purpose::text as purpose,
         as_of::date as as_of,
         customer_id::text as customer_id,
         (as_of - last_order_on)::integer as days_since_last_order,

@@ -1,47 +1,56 @@
--- What the ML reads: training features joined to their labels.
+-- What the ML reads: each labelled period's features joined to its labels.
 -- No logic here beyond the join; features and labels are computed upstream.
+-- Partitioned like customer_features (a period without closed labels has no rows).
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='as_of',
+        on_schema_change='fail',
+    )
+}}
 
 with
+
+periods as (
+
+    select * from {{ period_values_sql() }}
+
+),
 
 customer_features as (
 
     select * from {{ ref('customer_features') }}
+    where as_of in (select as_of from periods)
 
 ),
 
 churn_labels as (
 
     select * from {{ ref('churn_labels') }}
-
-),
-
-training_features as (
-
-    select *
-    from customer_features
-    where purpose = 'training'
+    where as_of in (select as_of from periods)
 
 ),
 
 final as (
 
     select
-        training_features.as_of,
-        training_features.customer_id,
-        training_features.days_since_last_order,
-        training_features.total_revenue_30d,
-        training_features.total_revenue_90d,
-        training_features.total_revenue_365d,
-        training_features.order_frequency,
-        training_features.cart_diversity,
-        training_features.email_domain_class,
-        training_features.customer_lifetime_days,
+        customer_features.as_of,
+        customer_features.customer_id,
+        customer_features.days_since_last_order,
+        customer_features.total_revenue_30d,
+        customer_features.total_revenue_90d,
+        customer_features.total_revenue_365d,
+        customer_features.order_frequency,
+        customer_features.cart_diversity,
+        customer_features.email_domain_class,
+        customer_features.customer_lifetime_days,
         churn_labels.churned
 
-    from training_features
+    from customer_features
     inner join churn_labels
-        on churn_labels.customer_id = training_features.customer_id
-        and churn_labels.as_of = training_features.as_of
+        on churn_labels.customer_id = customer_features.customer_id
+        and churn_labels.as_of = customer_features.as_of
 
 )
 

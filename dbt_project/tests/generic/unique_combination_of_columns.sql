@@ -5,7 +5,7 @@
     data_tests:
       - unique_combination_of_columns:
           arguments:
-            combination_of_columns: [purpose, customer_id]
+            combination_of_columns: [as_of, customer_id]
 -#}
 {% test unique_combination_of_columns(model, combination_of_columns) %}
 

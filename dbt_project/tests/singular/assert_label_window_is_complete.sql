@@ -1,35 +1,24 @@
--- The churn label window of the training as_of must be fully observed:
--- training as_of + window_days <= the last order date in the data. Otherwise
--- customers who simply have not had time to reorder would be labelled churned.
--- Returns one row (with a human-readable `failure`) when the window is
--- incomplete; stored in schema test_failures so the message can be read back:
+-- A label needs its whole window observed: as_of + window_days <= the last order date in
+-- the data. Otherwise customers who simply have not had time to reorder would be labelled
+-- churned. churn_labels only labels such periods; this proves it for the run's periods.
+-- Returns one row per offending period (with a human-readable `failure`), stored in schema
+-- test_failures so the message can be read back:
 --   select failure from test_failures.assert_label_window_is_complete
 
-{{ config(store_failures=true, meta={'dagster': {'ref': {'name': 'as_of_dates'}}}) }}
+{{ config(store_failures=true, meta={'dagster': {'ref': {'name': 'churn_labels'}}}) }}
 
 with
 
-as_of_dates as (
+churn_labels as (
 
-    select * from {{ ref('as_of_dates') }}
+    select * from {{ ref('churn_labels') }}
+    where {{ in_run_periods() }}
 
 ),
 
 orders as (
 
     select * from {{ ref('stg_raw__orders') }}
-
-),
-
-training as (
-
-    select
-        as_of,
-        window_days,
-        as_of + window_days as label_window_end
-
-    from as_of_dates
-    where purpose = 'training'
 
 ),
 
@@ -40,28 +29,31 @@ data_bounds as (
 
 ),
 
+labelled_periods as (
+
+    select as_of, max(window_days) as window_days, count(*) as customers
+    from churn_labels
+    group by as_of
+
+),
+
 final as (
 
     select
-        training.as_of,
-        training.window_days,
-        training.label_window_end,
+        labelled_periods.as_of,
+        labelled_periods.window_days,
+        labelled_periods.as_of + labelled_periods.window_days as label_window_end,
         data_bounds.last_order_on,
-        case
-            when data_bounds.last_order_on is null
-                then 'label window incomplete: there are no orders at all'
-            else
-                'label window incomplete: training as_of ' || training.as_of
-                || ' + ' || training.window_days || ' days = ' || training.label_window_end
-                || ' is after the last order date ' || data_bounds.last_order_on
-                || '; pick as_of <= ' || (data_bounds.last_order_on - training.window_days)
-                || ' (or leave var as_of unset)'
-        end as failure
+        'label window incomplete: period ' || labelled_periods.as_of || ' + '
+        || labelled_periods.window_days || ' days = '
+        || (labelled_periods.as_of + labelled_periods.window_days)
+        || ' is after the last order date ' || coalesce(data_bounds.last_order_on::text, 'none')
+        || ' but ' || labelled_periods.customers || ' customers were labelled' as failure
 
-    from training
+    from labelled_periods
     cross join data_bounds
     where data_bounds.last_order_on is null
-        or training.label_window_end > data_bounds.last_order_on
+        or labelled_periods.as_of + labelled_periods.window_days > data_bounds.last_order_on
 
 )
 

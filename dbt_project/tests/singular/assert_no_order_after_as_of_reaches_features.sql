@@ -1,19 +1,29 @@
--- Proves that no order placed after a purpose's as_of reaches any feature.
+-- Proves that no order placed after a period's as_of reaches any feature.
 --
--- Recomputes the order-derived quantities from orders on or before as_of only,
--- independently of customer_features' SQL, and checks every feature against
--- them. Returns one row per violation (none when the features are leak-free).
--- An order after as_of would show up as a negative or too-small recency, a
--- revenue/count/diversity above what the known orders allow, or a customer in
--- the population whose first order is after as_of.
+-- Recomputes the order-derived quantities from orders on or before as_of only, with a
+-- plain join per period (independently of customer_features' running-total SQL), and
+-- checks every feature of the run's periods against them. Returns one row per violation
+-- (none when the features are leak-free). An order after as_of would show up as a negative
+-- or too-small recency, a revenue/count/diversity above what the known orders allow, or a
+-- customer in the population whose first order is after as_of. Only the newest period of
+-- the run is recomputed: the join is a pass over the orders per period checked, and the
+-- running totals make every period equally exposed to a leak.
 
 {{ config(store_failures=true, meta={'dagster': {'ref': {'name': 'customer_features'}}}) }}
 
 with
 
-as_of_dates as (
+customer_features as (
 
-    select * from {{ ref('as_of_dates') }}
+    select * from {{ ref('customer_features') }}
+    where {{ in_run_periods() }}
+
+),
+
+checked_period as (
+
+    select max(as_of) as as_of
+    from customer_features
 
 ),
 
@@ -23,43 +33,29 @@ orders as (
 
 ),
 
-customer_features as (
-
-    select * from {{ ref('customer_features') }}
-
-),
-
 known_orders as (
 
     select
-        as_of_dates.purpose,
-        as_of_dates.as_of,
+        checked_period.as_of,
         orders.customer_id,
         max(orders.ordered_on) as last_order_on,
         count(*) as order_count,
         sum(orders.amount) as revenue_to_date,
         count(distinct orders.category) as category_count
 
-    from as_of_dates
+    from checked_period
     inner join orders
-        on orders.ordered_on <= as_of_dates.as_of
-    group by as_of_dates.purpose, as_of_dates.as_of, orders.customer_id
+        on orders.ordered_on <= checked_period.as_of
+    group by checked_period.as_of, orders.customer_id
 
 ),
 
 checks as (
 
     select
-        customer_features.purpose,
         customer_features.as_of,
         customer_features.customer_id,
         case
-            when not exists (
-                select 1 from as_of_dates
-                where as_of_dates.purpose = customer_features.purpose
-                  and as_of_dates.as_of = customer_features.as_of
-            )
-                then 'feature row as_of differs from as_of_dates for its purpose'
             when known_orders.customer_id is null
                 then 'customer in the population has no order on or before as_of (first order is after as_of)'
             when customer_features.days_since_last_order < 0
@@ -81,9 +77,10 @@ checks as (
         end as failure
 
     from customer_features
+    inner join checked_period
+        on checked_period.as_of = customer_features.as_of
     left join known_orders
-        on known_orders.purpose = customer_features.purpose
-        and known_orders.customer_id = customer_features.customer_id
+        on known_orders.customer_id = customer_features.customer_id
 
 ),
 

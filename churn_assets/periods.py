@@ -1,0 +1,150 @@
+"""Periods: the calendar the platform lives on, defined once.
+
+A period is a calendar month (default) or an ISO week (Monday to Sunday), named by its last
+day, its *period end*. Features of period ``p`` use orders dated on or before ``p``; its label
+asks whether the customer ordered in ``(p, p + window]``. So:
+
+* the periods of a data set are the period ends from the first order's period up to the last
+  order date: a period the data has not reached the end of is not a period yet (its features
+  would call a customer "silent" for days nobody has seen);
+* a period is *labelled* once its label window has closed in the data:
+  ``p + window <= last order date``;
+* a model evaluated out of time on the newest labelled period ``h`` trains on the labelled
+  periods whose label windows closed by ``h`` (``p + window <= h``): no training label
+  uses an order after the holdout's ``as_of``.
+
+These are the Dagster partition keys (ISO dates), the dbt ``period_ends`` var and the
+cohorts of the training set. Pure Python: the ML library, the CLI and the tests read it.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Iterable, Sequence
+from datetime import date, timedelta
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Period(StrEnum):
+    MONTH = "month"
+    WEEK = "week"
+
+
+def period_end(day: date, period: Period) -> date:
+    """The last day of the period containing ``day``."""
+    if period is Period.WEEK:
+        return day + timedelta(days=6 - day.weekday())  # Sunday
+    return day.replace(day=calendar.monthrange(day.year, day.month)[1])
+
+
+def next_period_end(end: date, period: Period) -> date:
+    """The period end after ``end`` (itself a period end)."""
+    return period_end(end + timedelta(days=1), period)
+
+
+def period_ends(first_day: date, last_day: date, period: Period) -> list[date]:
+    """Every complete period from ``first_day``'s period to ``last_day``, oldest first."""
+    ends: list[date] = []
+    end = period_end(first_day, period)
+    while end <= last_day:
+        ends.append(end)
+        end = next_period_end(end, period)
+    return ends
+
+
+def labelled_periods(ends: Iterable[date], last_day: date, window_days: int) -> list[date]:
+    """The periods whose label window ``(p, p + window]`` has closed by ``last_day``."""
+    return sorted(end for end in ends if end + timedelta(days=window_days) <= last_day)
+
+
+def training_cohorts(
+    labelled: Sequence[date], holdout: date, count: int, window_days: int
+) -> list[date]:
+    """The newest ``count`` labelled periods whose label windows closed by ``holdout``."""
+    closed = [p for p in sorted(labelled) if p + timedelta(days=window_days) <= holdout]
+    return closed[-count:]
+
+
+def as_key(end: date) -> str:
+    """A period's Dagster partition key: its ISO date."""
+    return end.isoformat()
+
+
+def from_key(key: str) -> date:
+    return date.fromisoformat(key)
+
+
+def partition_changes(existing: Sequence[str], wanted: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(keys to delete, keys to add) so the registered partitions become ``wanted``, in order.
+
+    Dagster orders dynamic partitions by when they were added, and partition ranges (a
+    backfill ``--from``/``--to``) follow that order. New periods at the end are simply
+    added; periods that left the data, or new periods *before* registered ones (older data
+    delivered later), need the registered tail re-added behind them.
+    """
+    wanted_set = set(wanted)
+    stale = [key for key in existing if key not in wanted_set]
+    kept = [key for key in existing if key in wanted_set]
+    # Keep the longest prefix of ``wanted`` that is already registered, in order.
+    prefix = 0
+    while prefix < len(kept) and prefix < len(wanted) and kept[prefix] == wanted[prefix]:
+        prefix += 1
+    readd = kept[prefix:]
+    return stale + readd, list(wanted[prefix:])
+
+
+class PeriodError(ValueError):
+    """The data's periods cannot give what was asked (names the periods and the setting)."""
+
+
+@dataclass(frozen=True)
+class TrainingPeriods:
+    """Which labelled periods a model trains on and which one it is judged on.
+
+    ``holdout`` is ``None`` when the history is too short for an out-of-time holdout: the
+    model then trains and is judged (random holdout) within the newest labelled period, and
+    ``note`` says why.
+    """
+
+    holdout: date | None
+    training: tuple[date, ...]
+    note: str
+
+    @property
+    def all(self) -> tuple[date, ...]:
+        return (*self.training, *((self.holdout,) if self.holdout else ()))
+
+
+def choose_training_periods(
+    labelled: Sequence[date], *, count: int, window_days: int, pinned: date | None = None
+) -> TrainingPeriods:
+    """The newest labelled period (or ``pinned``, ``CHURN_AS_OF``) as the out-of-time holdout,
+    and the ``count`` labelled periods whose label windows closed by it as the training set."""
+    labelled = sorted(labelled)
+    if not labelled:
+        raise PeriodError(
+            "no period has a closed label window yet: a period p is labelled once the data "
+            f"reaches p + {window_days} days (CHURN_WINDOW_DAYS); load a longer history"
+        )
+    if pinned is not None and pinned not in labelled:
+        raise PeriodError(
+            f"CHURN_AS_OF={pinned.isoformat()} is not a labelled period; labelled periods: "
+            f"{labelled[0].isoformat()} .. {labelled[-1].isoformat()} ({len(labelled)})"
+        )
+    holdout = pinned or labelled[-1]
+    cohorts = training_cohorts(labelled, holdout, count, window_days)
+    if not cohorts:
+        return TrainingPeriods(
+            None,
+            (holdout,),
+            f"no labelled period closed its window by {holdout.isoformat()} (that needs "
+            f"{window_days} more days of history): trained and evaluated within "
+            f"{holdout.isoformat()} on a random holdout, not out of time",
+        )
+    return TrainingPeriods(
+        holdout,
+        tuple(cohorts),
+        f"trained on {len(cohorts)} period(s) {cohorts[0].isoformat()} .. "
+        f"{cohorts[-1].isoformat()}, evaluated out of time on {holdout.isoformat()}",
+    )

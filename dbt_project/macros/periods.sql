@@ -1,0 +1,107 @@
+{#-
+    The periods a dbt invocation builds. Dagster passes them as the partition keys of the
+    run (`--vars '{"period_ends": ["2025-01-31", "2025-02-28"], ...}'`): one partition, or
+    a whole range in a single-run backfill. The period calendar itself (month or week ends,
+    which periods exist) is defined once, in `churn_assets/periods.py`.
+
+    Partitioned models compute every listed period in one pass over the orders: each order
+    is placed in the first listed period on or after its date (`period_bucket`), and the
+    running totals per customer over the listed periods give each period's features.
+-#}
+
+{#- The run's period ends, sorted, validated (YYYY-MM-DD strings). -#}
+{% macro churn_period_ends() -%}
+    {%- set raw = var('period_ends', []) -%}
+    {%- if raw is string -%}
+        {%- set raw = raw.split(',') -%}
+    {%- endif -%}
+    {%- set ends = [] -%}
+    {%- for value in raw -%}
+        {%- set text = value | string | trim -%}
+        {%- if not modules.re.match('^[0-9]{4}-[0-9]{2}-[0-9]{2}$', text) -%}
+            {{ exceptions.raise_compiler_error(
+                "var 'period_ends' must list dates formatted YYYY-MM-DD, got: '" ~ text ~ "'"
+            ) }}
+        {%- endif -%}
+        {%- do ends.append(text) -%}
+    {%- endfor -%}
+    {#- Only a build needs periods; `dbt docs generate` or `compile` render no rows. -#}
+    {%- if execute and ends | length == 0 and flags.WHICH in ('build', 'run') -%}
+        {{ exceptions.raise_compiler_error(
+            "var 'period_ends' is empty: the partitioned models build the periods Dagster passes "
+            ~ "(materialise a partition in the UI or run `churn backfill`); by hand: "
+            ~ "dbt build --vars '{\"period_ends\": [\"2025-01-31\"]}'"
+        ) }}
+    {%- endif -%}
+    {{- return(ends | unique | sort) -}}
+{%- endmacro %}
+
+{#- `(values (1, date 'e1'), (2, date 'e2'), ...)`: the run's periods with their bucket number. -#}
+{% macro period_values_sql() -%}
+    {%- set ends = churn_period_ends() -%}
+    {%- if ends | length == 0 -%}
+        (select 1::integer as bucket, null::date as as_of where false)
+    {%- else -%}
+        (select bucket::integer as bucket, as_of::date as as_of from (values
+        {%- for end in ends %}
+            ({{ loop.index }}, date '{{ end }}'){% if not loop.last %},{% endif %}
+        {%- endfor %}
+        ) as periods (bucket, as_of))
+    {%- endif -%}
+{%- endmacro %}
+
+{#-
+    The bucket of a date: the number of the first listed period ending on or after it
+    (n + 1 when it is after every listed period). An order in bucket b is known to
+    periods b, b + 1, ...; width_bucket binary-searches the sorted period ends.
+-#}
+{% macro period_bucket(date_expr) -%}
+    {%- set ends = churn_period_ends() -%}
+    {%- if ends | length == 0 -%}
+        1
+    {%- else -%}
+        (width_bucket({{ date_expr }}, array[
+            {%- for end in ends -%}
+                date '{{ end }}' + 1{% if not loop.last %}, {% endif %}
+            {%- endfor -%}
+        ]::date[]) + 1)
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The last period of the run (a SQL date literal). -#}
+{% macro last_period_end_sql() -%}
+    {%- set ends = churn_period_ends() -%}
+    {%- if ends | length == 0 -%} null::date {%- else -%} date '{{ ends[-1] }}' {%- endif -%}
+{%- endmacro %}
+
+{#- `as_of in (...)` for the run's periods; `true` when none are set (tests of an unpartitioned build). -#}
+{% macro in_run_periods(column='as_of') -%}
+    {%- set ends = var('period_ends', []) -%}
+    {%- if ends | length == 0 -%}
+        true
+    {%- else -%}
+        {{ column }} in ({% for end in ends %}date '{{ end }}'{% if not loop.last %}, {% endif %}{% endfor %})
+    {%- endif -%}
+{%- endmacro %}
+
+{#-
+    dbt's hook for the `where` test config, extended: a generic test of a partitioned model
+    checks the periods this run built, not the whole table (a one-period run re-tests one
+    period; a backfill tests them all). Singular tests call in_run_periods() themselves.
+-#}
+{% macro get_where_subquery(relation) -%}
+    {%- set where = config.get('where') -%}
+    {%- set identifier = relation.identifier if relation.identifier is defined else none -%}
+    {%- if identifier in ('customer_features', 'churn_labels', 'training_snapshot')
+        and var('period_ends', []) | length > 0 -%}
+        {%- set where = in_run_periods() ~ ((' and (' ~ where ~ ')') if where else '') -%}
+    {%- endif -%}
+    {%- if where -%}
+        {%- set filtered -%}
+            (select * from {{ relation }} where {{ where }}) dbt_subquery
+        {%- endset -%}
+        {%- do return(filtered) -%}
+    {%- else -%}
+        {%- do return(relation) -%}
+    {%- endif -%}
+{%- endmacro %}
