@@ -25,17 +25,18 @@ from pathlib import Path
 import dagster as dg
 
 
-def _step_seconds(result: dg.ExecuteInProcessResult) -> dict[str, float]:
+def _step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
     """Wall time of each step of the run, from its start and success events."""
     started: dict[str, float] = {}
     took: dict[str, float] = {}
-    for event in result.all_events:
-        if event.step_key is None:
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or event.step_key is None:
             continue
         if event.event_type_value == "STEP_START":
-            started[event.step_key] = event.timestamp
+            started[event.step_key] = entry.timestamp
         elif event.event_type_value == "STEP_SUCCESS":
-            took[event.step_key] = event.timestamp - started[event.step_key]
+            took[event.step_key] = entry.timestamp - started[event.step_key]
     return took
 
 
@@ -83,7 +84,7 @@ def main() -> None:
                     result = run_job(instance, "history_job", tags=tags)
                     wall = time.perf_counter() - start
                     assert result.success, name
-                    steps = _step_seconds(result)
+                    steps = _step_seconds(instance, result.run_id)
                     timings[name] = wall
                     detail = ", ".join(f"{k} {v:.1f} s" for k, v in steps.items())
                     print(f"  {name:<28} {wall:6.1f} s  ({detail})")

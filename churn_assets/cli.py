@@ -10,7 +10,7 @@ import dataclasses
 import os
 import shutil
 import sys
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -170,7 +170,9 @@ def run() -> None:
 
 
 @main.command()
-@click.option("--from", "start", type=click.DateTime(formats=["%Y-%m-%d"]), help="First period end.")
+@click.option(
+    "--from", "start", type=click.DateTime(formats=["%Y-%m-%d"]), help="First period end."
+)
 @click.option("--to", "end", type=click.DateTime(formats=["%Y-%m-%d"]), help="Last period end.")
 def backfill(start: datetime | None, end: datetime | None) -> None:
     """Rebuild the features, labels and training snapshots of every period (or those from
@@ -283,9 +285,7 @@ def _drift_story(settings: Settings) -> None:
         step(f"1. period 1 (data to {PERIOD_1.end_date}): train, gate, register, promote")
         os.environ["CHURN_RAW_DIR"] = str(period_dirs["period1"])
         keys = _register_file_periods(instance, period_dirs["period1"], settings)
-        _report(
-            run_job(instance, "churn_pipeline", tags=period_range_tags(keys)), load_settings()
-        )
+        _report(run_job(instance, "churn_pipeline", tags=period_range_tags(keys)), load_settings())
         for line in promote(instance):
             click.echo(line)
         step(
@@ -316,7 +316,9 @@ def _drift_story(settings: Settings) -> None:
     click.echo(f"champion: {_describe_model(status['champion'])}")
 
 
-def _register_file_periods(instance: DagsterInstance, raw_dir: Path, settings: Settings) -> list[str]:
+def _register_file_periods(
+    instance: DagsterInstance, raw_dir: Path, settings: Settings
+) -> list[str]:
     from churn_assets.lib.runner import periods_in_files, register_periods
 
     keys = periods_in_files(raw_dir, settings.period)

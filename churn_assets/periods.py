@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Iterable, Sequence
-from datetime import date, timedelta
 from dataclasses import dataclass
+from datetime import date, timedelta
 from enum import StrEnum
 
 
@@ -75,7 +75,9 @@ def from_key(key: str) -> date:
     return date.fromisoformat(key)
 
 
-def partition_changes(existing: Sequence[str], wanted: Sequence[str]) -> tuple[list[str], list[str]]:
+def partition_changes(
+    existing: Sequence[str], wanted: Sequence[str]
+) -> tuple[list[str], list[str]]:
     """(keys to delete, keys to add) so the registered partitions become ``wanted``, in order.
 
     Dagster orders dynamic partitions by when they were added, and partition ranges (a

@@ -97,7 +97,10 @@ def run_summary(result: dg.ExecuteInProcessResult) -> Iterator[str]:
     yield from period_summary(result, indent="  ")
     dataset, model = built.get("training_dataset"), built.get("churn_model")
     if dataset:
-        yield f"  training:  {dataset['dagster/row_count']:,} rows; {dataset['periods']}"
+        yield (
+            f"  training:  {dataset['dagster/row_count']:,} rows (label rate "
+            f"{dataset['label_rate']:.1%}); {dataset['periods']}"
+        )
     if model and "in_time_auc" in model:
         yield (
             f"  AUC:       {model['roc_auc']:.3f} out of time (holdout {model['holdout_as_of']}), "
@@ -148,6 +151,5 @@ def scores_summary(result: dg.ExecuteInProcessResult) -> str | None:
     if scores is None:
         return None
     return (
-        f"{scores['dagster/row_count']:,} customers scored by champion "
-        f"v{scores['model_version']}"
+        f"{scores['dagster/row_count']:,} customers scored by champion v{scores['model_version']}"
     )

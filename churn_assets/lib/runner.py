@@ -108,7 +108,7 @@ def periods_in_files(raw_dir: Path, period: Period) -> list[str] | None:
             column = csv.read_csv(path, convert_options=options).column("ordered_at")
         bounds = pc.min_max(column)
         first, last = bounds["min"].as_py(), bounds["max"].as_py()
-    except Exception:  # noqa: BLE001 - any unreadable file is the contract's to explain
+    except Exception:
         return None
     if first is None or last is None:
         return None

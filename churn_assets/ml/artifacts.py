@@ -40,7 +40,6 @@ class TrainedModel:
     training_periods: tuple[str, ...] = ()
     data_through: str | None = None
 
-
     @property
     def holdout_path(self) -> Path:
         return Path(self.model_dir) / HOLDOUT_FILE

@@ -98,8 +98,15 @@ def too_little_data(df: pd.DataFrame, rules: TrainingDataRules) -> str | None:
 
     Checked before (and besides) the suite: the message a user needs is the counts against
     the minimums and the variables that set them, not one failed expectation per count.
+    With several periods the counts are the newest period's, the out-of-time holdout: its
+    customers are the ones the model is judged on (the stacked cohorts repeat customers).
     """
     policy = rules.policy
+    where = ""
+    if "as_of" in df.columns and df["as_of"].nunique() > 1:
+        newest = df["as_of"].astype(str).max()
+        df = df[df["as_of"].astype(str) == newest]
+        where = f" in the holdout period {newest}"
     rows = len(df)
     labels = pd.to_numeric(df[LABEL_COLUMN], errors="coerce") if LABEL_COLUMN in df else None
     churners = int((labels == 1).sum()) if labels is not None else 0
@@ -116,7 +123,7 @@ def too_little_data(df: pd.DataFrame, rules: TrainingDataRules) -> str | None:
         for count, minimum, what, rule in counts
     ]
     return (
-        "too little data to train: " + ", ".join(parts) + ". Use a longer history, more "
+        "too little data to train: " + ", ".join(parts) + where + ". Use a longer history, more "
         "training periods (CHURN_TRAINING_PERIODS), a different label window "
         "(CHURN_WINDOW_DAYS), or lower the minimums if you accept a noisier holdout."
     )
@@ -276,8 +283,7 @@ def build_suite(rules: TrainingDataRules) -> ExpectationSuite:
     expectations.append(
         gxe.ExpectCompoundColumnsToBeUnique(
             column_list=["as_of", "customer_id"],
-            notes="One row per customer and period; duplicates leak between train and test "
-            "splits.",
+            notes="One row per customer and period; duplicates leak between train and test splits.",
         )
     )
     expectations.append(

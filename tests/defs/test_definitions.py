@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import date
 
 import dagster as dg
 import pytest
 
 from churn_assets.definitions import defs as load_defs
+from churn_assets.defs.partitions import PERIODS
 from churn_assets.defs.resources import (
     EmbeddedPostgresWarehouse,
     ExternalPostgresWarehouse,
     warehouse_resource,
 )
-from churn_assets.defs.partitions import PERIODS
 from churn_assets.lib.dbt import dbt_build_args
 
 

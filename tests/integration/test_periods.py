@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 
 from churn_assets import warehouse
 from churn_assets.cli import main
-from churn_assets.data.generator import GeneratorConfig, generate, write_raw_files
+from churn_assets.data.generator import GeneratorConfig, generate
 from churn_assets.schema import PERIOD_TABLES
 
 pytestmark = pytest.mark.integration
@@ -39,9 +39,15 @@ def test_the_demo_builds_every_period_once_per_customer(
     with warehouse.connect(embedded_url) as conn, conn.cursor() as cur:
         cur.execute("select count(distinct as_of), count(*) from marts.customer_features")
         periods, rows = cur.fetchone()
-        cur.execute("select count(*) from (select distinct as_of, customer_id from marts.customer_features) d")
+        cur.execute(
+            "select count(*) from "
+            "(select distinct as_of, customer_id from marts.customer_features) as keys"
+        )
         distinct_rows = cur.fetchone()[0]
-        cur.execute("select max(as_of) = (select max(as_of) from marts.customer_features) from marts.current_features")
+        cur.execute(
+            "select max(as_of) = (select max(as_of) from marts.customer_features) "
+            "from marts.current_features"
+        )
         current_is_newest = cur.fetchone()[0]
         cur.execute("select distinct feature_as_of from scoring.churn_scores")
         scored_periods = [row[0] for row in cur.fetchall()]
@@ -130,15 +136,24 @@ def test_scores_are_judged_once_their_labels_mature(
     with warehouse.connect(fresh_database_url) as conn, conn.cursor() as cur:
         cur.execute(
             """
-            with shuffled as (
-                select customer_id,
-                       lead(churn_probability, 7, first_probability) over (order by md5(customer_id)) as p
-                from (select *, first_value(churn_probability) over (order by md5(customer_id)) as first_probability
-                      from scoring.churn_scores_history where feature_as_of = %s and model_version = %s) h
+            with period as (
+                select customer_id, churn_probability,
+                       row_number() over (order by md5(customer_id)) as position,
+                       count(*) over () as n
+                from scoring.churn_scores_history
+                where feature_as_of = %s and model_version = %s
+            ),
+            shuffled as (  -- each customer gets the score of the one 7 places on
+                select period.customer_id, moved.churn_probability as p
+                from period
+                inner join period as moved
+                    on moved.position = (period.position + 6) %% period.n + 1
             )
-            update scoring.churn_scores_history h set churn_probability = shuffled.p
+            update scoring.churn_scores_history as h
+            set churn_probability = shuffled.p
             from shuffled
-            where h.customer_id = shuffled.customer_id and h.feature_as_of = %s and h.model_version = %s
+            where h.customer_id = shuffled.customer_id
+                and h.feature_as_of = %s and h.model_version = %s
             """,
             (t_plus_1, version, t_plus_1, version),
         )

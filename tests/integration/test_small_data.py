@@ -45,6 +45,7 @@ def test_fifty_customers_stop_before_training_with_the_counts(
     assert result.exit_code != 0
     gate = next(ln for ln in result.output.splitlines() if ln.startswith("gate training_data"))
     assert "too little data to train:" in gate
+    assert "in the holdout period" in gate  # counted where the model is judged
     assert "labelled customers (need 200, CHURN_MIN_LABELLED_CUSTOMERS)" in gate
     assert "churners (need 25, CHURN_MIN_CHURNERS)" in gate
     assert "non-churners (need 25, CHURN_MIN_NON_CHURNERS)" in gate

@@ -167,7 +167,9 @@ def _failure_description(warehouse: WarehouseResource) -> str:
     return f"dbt build failed; nothing downstream was rebuilt.\n{detail}"
 
 
-def _with_snapshot_metadata(event: Any, warehouse: WarehouseResource, period_ends: list[str]) -> Any:
+def _with_snapshot_metadata(
+    event: Any, warehouse: WarehouseResource, period_ends: list[str]
+) -> Any:
     """Adds each period's rows (and label rate) and a preview to the per-period tables."""
     if not isinstance(event, dg.Output) or not period_ends:
         return event

@@ -12,9 +12,7 @@ from churn_assets.defs.resources import ChurnPolicy
 from churn_assets.settings import load_settings
 
 DRIFT_GATE = dg.AssetCheckKey(dg.AssetKey("feature_drift"), "drift_gate")
-REALIZED_CHECK = dg.AssetCheckKey(
-    dg.AssetKey("realized_performance"), "realized_performance_check"
-)
+REALIZED_CHECK = dg.AssetCheckKey(dg.AssetKey("realized_performance"), "realized_performance_check")
 # The checks whose failure means "the champion no longer fits the data", and the name a
 # run request carries (tag ``churn/trigger``).
 TRIGGERS = {DRIFT_GATE: "drift", REALIZED_CHECK: "realized"}
@@ -32,17 +30,16 @@ def retrain_decision(
     state = json.loads(cursor) if cursor else {"last_execution_id": 0, "last_triggered_at": 0.0}
     drift = records.get(DRIFT_GATE)
     realized = records.get(REALIZED_CHECK)
-    realized_failed = (
+    evaluation = realized.event.asset_check_evaluation if realized and realized.event else None
+    if (
         realized is not None
-        and realized.event is not None
-        and realized.event.asset_check_evaluation is not None
-        and not realized.event.asset_check_evaluation.passed
+        and evaluation is not None
+        and not evaluation.passed
         and realized.id > state["last_execution_id"]
-    )
-    if realized_failed and (drift is None or drift.id < realized.id or _passed(drift)):
-        assert realized is not None
-        evaluation = realized.event.asset_check_evaluation  # type: ignore[union-attr]
-        detail = (evaluation.description or "realized AUC below holdout")[:200]  # type: ignore[union-attr]
+        # the newer failure wins; a drift failure already acted on does not block this one
+        and (drift is None or drift.id < realized.id or _passed(drift))
+    ):
+        detail = (evaluation.description or "realized AUC below holdout")[:200]
         return _request(realized, "realized", detail, state, now, cooldown_seconds)
     return _drift_decision(drift, state, now, cooldown_seconds)
 

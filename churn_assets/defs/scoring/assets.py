@@ -1,5 +1,6 @@
 """Batch scores per period, and how they held up once the period's labels matured."""
 
+import math
 import tempfile
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -171,7 +172,15 @@ def _matured_scores(conn: Any) -> pd.DataFrame:
 
 def _empty_realized() -> pd.DataFrame:
     return pd.DataFrame(
-        columns=["model_version", "as_of", "rows", "auc", "brier", "mean_predicted", "observed_rate"]
+        columns=[
+            "model_version",
+            "as_of",
+            "rows",
+            "auc",
+            "brier",
+            "mean_predicted",
+            "observed_rate",
+        ]
     )
 
 
@@ -217,12 +226,14 @@ def realized_performance_check(
     CHURN_REALIZED_AUC_TOLERANCE. The retraining sensor treats a failure as a trigger."""
     from churn_assets.ml.realized import realized_failures
 
-    with warehouse.connect() as conn:
-        realized = pd.read_sql(f"select * from {REALIZED_TABLE}", conn)
+    with warehouse.connect() as conn, conn.cursor() as cur:
+        cur.execute(f"select * from {REALIZED_TABLE}")
+        columns = [c.name for c in cur.description or ()]
+        realized = pd.DataFrame(cur.fetchall(), columns=columns)
     holdout = {
-        str(row.model_version): float(row.holdout_auc)
-        for row in realized.itertuples()
-        if row.holdout_auc is not None and not pd.isna(row.holdout_auc)
+        str(version): float(auc)
+        for version, auc in zip(realized["model_version"], realized["holdout_auc"], strict=True)
+        if auc is not None and not math.isnan(auc)
     }
     failures = realized_failures(realized, holdout, policy.policy().realized_auc_tolerance)
     return dg.AssetCheckResult(

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 import pandas as pd
 
-from churn_assets.data.loader import latest_load
 from churn_assets import periods
+from churn_assets.data.loader import latest_load
 from churn_assets.data.snapshot import (
     DATA_THROUGH_ATTR,
     HOLDOUT_ATTR,
@@ -190,8 +190,12 @@ def churn_model(
         n_parameters=outcome.n_parameters,
         raw_load=dict(training_dataset.attrs.get(RAW_LOAD_ATTR, {})),
         holdout_as_of=training_dataset.attrs.get(HOLDOUT_ATTR),
-        training_periods=tuple(sorted({str(v) for v in training_dataset["as_of"]}
-                                      - {training_dataset.attrs.get(HOLDOUT_ATTR)})),
+        training_periods=tuple(
+            sorted(
+                {str(v) for v in training_dataset["as_of"]}
+                - {training_dataset.attrs.get(HOLDOUT_ATTR)}
+            )
+        ),
         data_through=training_dataset.attrs.get(DATA_THROUGH_ATTR),
     )
     trained, link = _log_to_mlflow(context, mlflow, trained, outcome)
