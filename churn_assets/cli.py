@@ -10,7 +10,7 @@ import dataclasses
 import os
 import shutil
 import sys
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -157,8 +157,38 @@ def profile(as_json: bool) -> None:
         f"  to use it:      CHURN_WINDOW_DAYS={report.suggested_window_days} churn run"
         f"   (now: {settings.window_days})"
     )
+    click.echo(f"  periods:        {_periods_line(report, settings)}")
     for warning in report.warnings:
         click.echo(f"  warning: {warning}")
+
+
+def _periods_line(report: Any, settings: Settings) -> str:
+    """What the partitions will be: the data's whole periods, the labelled ones with the
+    suggested window, and the out-of-time holdout the first run will use."""
+    from churn_assets import periods
+    from churn_assets.policy import load_policy
+
+    if report.first_order_at is None:
+        return "none (no orders)"
+    first, last = (
+        date.fromisoformat(report.first_order_at),
+        date.fromisoformat(report.last_order_at),
+    )
+    ends = periods.period_ends(first, last, settings.period)
+    if not ends:
+        return f"none: the orders do not cover one whole {settings.period} (CHURN_PERIOD)"
+    window = report.suggested_window_days
+    labelled = periods.labelled_periods(ends, last, window)
+    line = (
+        f"{len(ends)} {settings.period}s, {ends[0]} .. {ends[-1]}; {len(labelled)} labelled "
+        f"with a {window}-day window"
+    )
+    if not labelled:
+        return line
+    chosen = periods.choose_training_periods(
+        labelled, count=load_policy().training_periods, window_days=window
+    )
+    return f"{line}; {chosen.note}"
 
 
 @main.command()
@@ -432,6 +462,7 @@ def _describe_model(model: dict[str, Any] | None) -> str:
     parts = [
         f"version {model['version']}",
         f"AUC {metrics['auc']:.3f}" if metrics["auc"] is not None else "AUC n/a",
+        f"out of time on {model['holdout_as_of']}" if model.get("holdout_as_of") else "",
         f"oracle AUC {oracle:.3f}" if oracle is not None else "oracle n/a",
         f"PR AUC {metrics['pr_auc']:.3f}" if metrics["pr_auc"] is not None else "",
         f"Brier {metrics['brier']:.3f}" if metrics["brier"] is not None else "",

@@ -150,3 +150,16 @@ def choose_training_periods(
         f"trained on {len(cohorts)} period(s) {cohorts[0].isoformat()} .. "
         f"{cohorts[-1].isoformat()}, evaluated out of time on {holdout.isoformat()}",
     )
+
+
+def backtest_periods(
+    labelled: Sequence[date], *, evaluate: int, count: int, window_days: int
+) -> list[date]:
+    """Every period a backtest of the newest ``evaluate`` labelled periods reads: those
+    periods and each one's training cohorts."""
+    labelled = sorted(labelled)
+    needed: set[date] = set()
+    for holdout in labelled[-evaluate:]:
+        needed.add(holdout)
+        needed.update(training_cohorts(labelled, holdout, count, window_days))
+    return sorted(needed)

@@ -41,14 +41,14 @@ class Policy:
     min_labelled_customers: int = _rule(
         200,
         "CHURN_MIN_LABELLED_CUSTOMERS",
-        "customers with a label at the training as_of needed to train and hold out 20%",
+        "customers with a label in the holdout period needed to train and judge the model",
         1,
         math.inf,
     )
     min_churners: int = _rule(
         25,
         "CHURN_MIN_CHURNERS",
-        "churned customers needed (about 5 land in the holdout: fewer make AUC noise)",
+        "churned customers needed in the holdout period (fewer make AUC noise)",
         1,
         math.inf,
     )
@@ -76,7 +76,7 @@ class Policy:
     max_label_rate_change: float = _rule(
         0.25,
         "CHURN_MAX_LABEL_RATE_CHANGE",
-        "largest change of the label rate since the previous training snapshot "
+        "largest change of the label rate since the previous accepted training set "
         "(a jump means a broken label or feed, not a business change)",
         0.0,
         1.0,
@@ -187,7 +187,8 @@ class Policy:
     retrain_cooldown_seconds: int = _rule(
         3600,
         "CHURN_RETRAIN_COOLDOWN_SECONDS",
-        "minimum time between two drift-triggered retrains (no retrain storms)",
+        "minimum time between two triggered retrains, drift or realized performance "
+        "(no retrain storms)",
         0,
         math.inf,
     )

@@ -4,7 +4,8 @@ Pure pandas over validated raw tables (the contract has run first). The label ru
 dbt one (``dbt_project/models/marts/churn_labels.sql``): dates compare as calendar dates,
 the population at ``as_of`` is every customer with an order on or before it, and a customer
 churned when they placed no order in ``(as_of, as_of + window]``. The training ``as_of`` is
-the one ``as_of_dates.sql`` picks: the last order date minus the window.
+the latest date whose label window the data has closed: the last order date minus the
+window (the platform itself trains on whole periods; `churn profile` prints them too).
 
 The training minimums come from the policy (``churn_assets.policy``, the one home of every
 threshold), so the profile warns with exactly the numbers the run will stop at.

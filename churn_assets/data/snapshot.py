@@ -33,11 +33,25 @@ _DTYPES = {column: dtype for column, dtype in SNAPSHOT_DTYPES.items() if column 
 
 
 def read_training_snapshot(
-    conn: psycopg2.extensions.connection, periods: Sequence[date] | None = None
+    conn: psycopg2.extensions.connection,
+    periods: Sequence[date] | None = None,
+    customer_share: float = 1.0,
 ) -> pd.DataFrame:
     """The training snapshot of ``periods`` (default: every labelled period), one row per
-    period and customer, ordered by ``as_of`` then ``customer_id``."""
-    return read_feature_table(conn, TRAINING_SNAPSHOT_TABLE, periods)
+    period and customer, ordered by ``as_of`` then ``customer_id``. ``customer_share`` < 1
+    keeps a deterministic sample of customers (by a hash of the id: the same customers in
+    every period), sampled in the database so the rest never reaches memory."""
+    return read_feature_table(conn, TRAINING_SNAPSHOT_TABLE, periods, customer_share)
+
+
+def count_rows(conn: psycopg2.extensions.connection, periods: Sequence[date]) -> int:
+    """Rows of the training snapshot in ``periods``."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"select count(*) from {TRAINING_SNAPSHOT_TABLE} where as_of = any(%s::date[])",
+            ([p.isoformat() for p in periods],),
+        )
+        return int(cur.fetchone()[0])
 
 
 def labelled_periods(conn: psycopg2.extensions.connection) -> list[date]:
@@ -59,20 +73,29 @@ def last_order_date(conn: psycopg2.extensions.connection) -> date | None:
 
 
 def read_feature_table(
-    conn: psycopg2.extensions.connection, table: str, periods: Sequence[date] | None = None
+    conn: psycopg2.extensions.connection,
+    table: str,
+    periods: Sequence[date] | None = None,
+    customer_share: float = 1.0,
 ) -> pd.DataFrame:
     """A features table (e.g. ``marts.current_features``) with the same dtypes, optionally
-    restricted to some periods."""
+    restricted to some periods and a deterministic share of customers."""
     if table not in FEATURE_TABLES:
         raise ValueError(f"unknown feature table {table!r}; expected one of {FEATURE_TABLES}")
+    where: list[str] = ["true"]
+    params: list[object] = []
+    if periods is not None:
+        where.append("as_of = any(%s::date[])")
+        params.append([p.isoformat() for p in periods])
+    if customer_share < 1.0:
+        # the first 32 bits of md5(customer_id), in [0, 1): stable across runs and versions
+        where.append("('x' || substr(md5(customer_id), 1, 8))::bit(32)::bigint < %s")
+        params.append(int(customer_share * 2**32))
     with conn.cursor() as cur:
-        if periods is None:
-            cur.execute(f"select * from {table} order by as_of, customer_id")
-        else:
-            cur.execute(
-                f"select * from {table} where as_of = any(%s::date[]) order by as_of, customer_id",
-                ([p.isoformat() for p in periods],),
-            )
+        cur.execute(
+            f"select * from {table} where {' and '.join(where)} order by as_of, customer_id",
+            params,
+        )
         columns = [column.name for column in cur.description or ()]
         frame = pd.DataFrame(cur.fetchall(), columns=columns)
     # Only cast columns that are present: a missing column is the quality suite's to report.

@@ -22,6 +22,7 @@ from churn_assets.data.snapshot import (
     RAW_LOAD_ATTR,
     RAW_SOURCE_ATTR,
     cap_training_rows,
+    count_rows,
     dataset_sha256,
     labelled_periods,
     last_order_date,
@@ -427,13 +428,27 @@ def backtest(
     from churn_assets.ml.backtest import as_json, backtest_frame, backtest_png, run_backtest
 
     rules = policy.policy()
+    window_days = load_settings().window_days
     with warehouse.connect() as conn:
-        snapshot = read_training_snapshot(conn)
+        needed = periods.backtest_periods(
+            labelled_periods(conn),
+            evaluate=rules.backtest_periods,
+            count=rules.training_periods,
+            window_days=window_days,
+        )
+        # Each backtest model trains on up to CHURN_TRAINING_PERIODS periods: sample
+        # customers so that a training set stays near CHURN_MAX_TRAINING_ROWS, as the
+        # production model's does (at a million customers the periods would not fit).
+        per_period = count_rows(conn, needed) / max(len(needed), 1)
+        share = min(1.0, rules.max_training_rows / max(per_period * rules.training_periods, 1))
+        snapshot = read_training_snapshot(conn, needed, customer_share=share)
+    if share < 1.0:
+        context.log.info(f"backtest on a {share:.1%} sample of customers")
     rows = run_backtest(
         snapshot,
         evaluate_periods=rules.backtest_periods,
         training_periods=rules.training_periods,
-        window_days=load_settings().window_days,
+        window_days=window_days,
         seed=config.seed,
         max_epochs=config.max_epochs,
     )
@@ -459,6 +474,7 @@ def backtest(
     return dg.MaterializeResult(
         metadata={
             "periods_evaluated": len(evaluated),
+            "customer_share": dg.MetadataValue.float(share),
             "mean_auc": dg.MetadataValue.float(
                 float(sum(r.auc for r in evaluated if r.auc is not None) / len(evaluated))
             )

@@ -1,0 +1,131 @@
+"""One period's whole graph at scale (default 1M customers, ~10M orders), stage by stage.
+
+In a fresh CHURN_HOME with the embedded Postgres and a local MLflow store, in one process:
+
+1. generate the reference data at the requested size (not timed in the graph figures);
+2. **history**: `churn_pipeline` over every period in one run (what the first `churn run`
+   does: load, every period's features/labels/snapshots, train, export, register,
+   backtest), then the promotion sensor and `scoring_job` for the newest period;
+3. **one period**: `churn_pipeline` for the newest period alone (the other periods are
+   built: this is the month-to-month run), promotion, and scoring of that period.
+
+Each run's steps are timed from the instance's event log; peak memory is this process's
+max RSS and its children's (dbt runs as a subprocess; the Postgres server is not counted).
+
+    python benchmarks/scale.py --customers 1000000 [--skip-backtest]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from backfill import _step_seconds  # the same step timing
+
+
+def _peak_gb() -> tuple[float, float]:
+    kib = 1024 * 1024
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kib
+    return own, children
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--skip-backtest", action="store_true", help="leave the backtest out of the runs"
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="scl", dir="/tmp") as tmp:
+        home = Path(tmp)
+        os.environ.update(
+            CHURN_HOME=str(home), CHURN_RAW_DIR=str(home / "raw"), GX_ANALYTICS_ENABLED="false"
+        )
+        from churn_assets import warehouse
+        from churn_assets.data.generator import GeneratorConfig, generate, write_raw_files
+        from churn_assets.lib.dbt import churn_dbt_project
+        from churn_assets.lib.runner import (
+            period_range_tags,
+            periods_in_files,
+            promote,
+            register_periods,
+            run_job,
+        )
+        from churn_assets.settings import load_settings
+
+        settings = load_settings()
+        start = time.perf_counter()
+        data = generate(GeneratorConfig(n_customers=args.customers, seed=args.seed))
+        write_raw_files(data, settings.raw_dir, fmt="parquet")
+        print(
+            f"customers: {args.customers:,}; orders: {len(data.orders):,}; generated and "
+            f"written in {time.perf_counter() - start:.1f} s"
+        )
+        del data
+        warehouse.start_embedded(settings.embedded_pg_dir)
+        project = churn_dbt_project()
+        project.preparer.prepare(project)
+        selection = None
+        try:
+            settings.dagster_home.mkdir(parents=True, exist_ok=True)
+            with dg.DagsterInstance.ephemeral() as instance:
+                keys = periods_in_files(settings.raw_dir, settings.period) or []
+                register_periods(instance, keys)
+                if args.skip_backtest:
+                    from churn_assets.definitions import defs
+
+                    job = defs().resolve_job_def("churn_pipeline")
+                    selection = {
+                        k for k in job.asset_layer.selected_asset_keys if k.path != ["backtest"]
+                    }
+                for name, tags in (
+                    (f"history: all {len(keys)} periods", period_range_tags(keys)),
+                    ("one period (the newest)", {"dagster/partition": keys[-1]}),
+                ):
+                    total = time.perf_counter()
+                    result = _run(run_job, instance, tags, selection)
+                    assert result.success, name
+                    steps = _step_seconds(instance, result.run_id)
+                    promoted = promote(instance)
+                    scoring = run_job(instance, "scoring_job", partition_key=keys[-1])
+                    assert scoring.success
+                    steps.update(_step_seconds(instance, scoring.run_id))
+                    wall = time.perf_counter() - total
+                    print(f"{name}: {wall:.1f} s wall (pipeline, promotion, scoring)")
+                    for step, seconds in steps.items():
+                        print(f"  {step:<40} {seconds:7.1f} s")
+                    print(f"  {promoted}")
+                    own, children = _peak_gb()
+                    print(f"  peak RSS so far: {own:.2f} GB (this process), {children:.2f} GB "
+                          "(largest child)")  # fmt: skip
+        finally:
+            warehouse.stop_embedded(settings.embedded_pg_dir)
+
+
+def _run(run_job, instance, tags, selection):  # type: ignore[no-untyped-def]
+    if selection is None:
+        return run_job(instance, "churn_pipeline", tags=tags)
+    from churn_assets.definitions import defs
+
+    job = defs().resolve_job_def("churn_pipeline")
+    return job.execute_in_process(
+        instance=instance,
+        tags=tags,
+        asset_selection=list(selection),
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+    )
+
+
+if __name__ == "__main__":
+    main()
