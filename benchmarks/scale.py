@@ -10,7 +10,8 @@ In a fresh CHURN_HOME with the embedded Postgres and a local MLflow store, in on
    built: this is the month-to-month run), promotion, and scoring of that period.
 
 Each run's steps are timed from the instance's event log; peak memory is this process's
-max RSS and its children's (dbt runs as a subprocess; the Postgres server is not counted).
+max RSS and its largest child's (the generator and dbt run as child processes; the Postgres
+server is not counted).
 
     python benchmarks/scale.py --customers 1000000 [--skip-backtest]
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +34,7 @@ from backfill import _step_seconds  # the same step timing
 
 
 def _peak_gb() -> tuple[float, float]:
+    """Max RSS of this process, and of the largest finished child (the generator, dbt)."""
     kib = 1024 * 1024
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kib
@@ -52,7 +55,6 @@ def main() -> None:
             CHURN_HOME=str(home), CHURN_RAW_DIR=str(home / "raw"), GX_ANALYTICS_ENABLED="false"
         )
         from churn_assets import warehouse
-        from churn_assets.data.generator import GeneratorConfig, generate, write_raw_files
         from churn_assets.lib.dbt import churn_dbt_project
         from churn_assets.lib.runner import (
             period_range_tags,
@@ -65,13 +67,16 @@ def main() -> None:
 
         settings = load_settings()
         start = time.perf_counter()
-        data = generate(GeneratorConfig(n_customers=args.customers, seed=args.seed))
-        write_raw_files(data, settings.raw_dir, fmt="parquet")
+        # In a child process: the generator's frames must not count in this run's peak RSS.
+        subprocess.run(
+            [sys.executable, "-m", "churn_assets.cli", "generate", "--customers",
+             str(args.customers), "--seed", str(args.seed), "--format", "parquet"],
+            check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
         print(
-            f"customers: {args.customers:,}; orders: {len(data.orders):,}; generated and "
-            f"written in {time.perf_counter() - start:.1f} s"
+            f"customers: {args.customers:,}; generated and written in "
+            f"{time.perf_counter() - start:.1f} s (in a child process)"
         )
-        del data
         warehouse.start_embedded(settings.embedded_pg_dir)
         project = churn_dbt_project()
         project.preparer.prepare(project)

@@ -93,8 +93,9 @@ class Policy:
     max_training_rows: int = _rule(
         500_000,
         "CHURN_MAX_TRAINING_ROWS",
-        "the stacked training cohorts are sampled (seeded) down to this many rows; the "
-        "holdout period is never sampled (training time grows with rows, AUC barely)",
+        "customers of the training cohorts are sampled (by a hash of the id, the same in "
+        "every period) down to about this many rows; the holdout period is never sampled "
+        "(training time grows with rows, AUC barely)",
         1_000,
         math.inf,
     )
@@ -105,6 +106,14 @@ class Policy:
         "before it",
         1,
         120,
+    )
+    backtest_max_training_rows: int = _rule(
+        100_000,
+        "CHURN_BACKTEST_MAX_TRAINING_ROWS",
+        "customers are sampled so that each backtest model trains on about this many rows "
+        "(one model per evaluated period: the backtest must not cost six trainings at scale)",
+        1_000,
+        math.inf,
     )
     realized_auc_tolerance: float = _rule(
         0.05,

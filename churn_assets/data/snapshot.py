@@ -108,19 +108,3 @@ def dataset_sha256(frame: pd.DataFrame) -> str:
     digest.update(",".join(map(str, frame.columns)).encode())
     digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return digest.hexdigest()
-
-
-def cap_training_rows(
-    frame: pd.DataFrame, holdout_as_of: str | None, max_rows: int
-) -> tuple[pd.DataFrame, int]:
-    """At most ``max_rows`` rows of the training periods (a seeded uniform sample, so the
-    periods keep their shares), every row of the holdout period; and how many were dropped.
-    """
-    in_holdout = frame["as_of"].astype(str) == holdout_as_of
-    training = frame[~in_holdout]
-    if len(training) <= max_rows:
-        return frame, 0
-    sampled = training.sample(n=max_rows, random_state=0).sort_index()
-    capped = pd.concat([sampled, frame[in_holdout]]).reset_index(drop=True)
-    capped.attrs = dict(frame.attrs)
-    return capped, len(training) - max_rows

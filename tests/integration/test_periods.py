@@ -182,3 +182,43 @@ def _realized_check():  # type: ignore[no-untyped-def]
     assert result.success
     (evaluation,) = result.get_asset_check_evaluations()
     return evaluation
+
+
+def test_backfill_builds_a_range_of_periods_in_one_run(
+    demo: tuple[Result, Path], embedded_url: str
+) -> None:
+    import dagster as dg
+
+    from churn_assets.settings import load_settings
+
+    before = _checksums(embedded_url)
+    result = CliRunner().invoke(
+        main, ["backfill", "--from", "2025-03-01", "--to", "2025-06-30"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert "backfill: 4 period(s) 2025-03-31 .. 2025-06-30 in one run" in result.output
+    assert "features:  4 period(s)" in result.output
+    with dg.DagsterInstance.from_config(str(load_settings().dagster_home)) as instance:
+        (run,) = instance.get_runs(limit=1)
+        assert run.job_name == "history_job"
+        assert run.tags["dagster/asset_partition_range_start"] == "2025-03-31"
+        assert run.tags["dagster/asset_partition_range_end"] == "2025-06-30"
+        built = {
+            record.partition_key
+            for record in instance.fetch_materializations(
+                dg.AssetRecordsFilter(
+                    asset_key=dg.AssetKey("training_snapshot"),
+                    storage_ids=None,
+                ),
+                limit=100,
+            ).records
+            if record.run_id == run.run_id
+        }
+    assert built == {"2025-03-31", "2025-04-30", "2025-05-31", "2025-06-30"}
+    assert _checksums(embedded_url) == before  # same raw data: the same rows
+
+
+def test_backfill_outside_the_periods_says_so(demo: tuple[Result, Path]) -> None:
+    result = CliRunner().invoke(main, ["backfill", "--from", "1990-01-01", "--to", "1990-12-31"])
+    assert result.exit_code == 1
+    assert "no period to build" in result.output

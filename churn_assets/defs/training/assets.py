@@ -21,7 +21,6 @@ from churn_assets.data.snapshot import (
     HOLDOUT_ATTR,
     RAW_LOAD_ATTR,
     RAW_SOURCE_ATTR,
-    cap_training_rows,
     count_rows,
     dataset_sha256,
     labelled_periods,
@@ -73,17 +72,28 @@ def training_dataset(
             )
         except periods.PeriodError as exc:
             raise dg.Failure(description=str(exc)) from exc
-        frame = read_training_snapshot(conn, chosen.all)
+        # Sampled in the database (a hash of the customer id, so the same customers in every
+        # period): at a million customers the cohorts would not fit in memory whole.
+        if chosen.holdout is None:
+            frame, share = read_training_snapshot(conn, chosen.all), 1.0
+        else:
+            cohorts = count_rows(conn, chosen.training)
+            share = min(1.0, policy.policy().max_training_rows / max(cohorts, 1))
+            frame = pd.concat(
+                [
+                    read_training_snapshot(conn, chosen.training, customer_share=share),
+                    read_training_snapshot(conn, [chosen.holdout]),
+                ],
+                ignore_index=True,
+            )
         load = latest_load(conn)
         data_through = last_order_date(conn)
     context.log.info(chosen.note)
     holdout = chosen.holdout.isoformat() if chosen.holdout else None
-    max_rows = policy.policy().max_training_rows
-    frame, dropped = cap_training_rows(frame, holdout, max_rows)
-    if dropped:
+    if share < 1.0:
         context.log.info(
-            f"sampled the training periods down to {max_rows:,} rows ({dropped:,} left out; "
-            f"{env_name('max_training_rows')})"
+            f"training periods sampled to {share:.1%} of their customers "
+            f"({env_name('max_training_rows')}); the holdout period is whole"
         )
     raw_load = _raw_load_tags(context, load)
     frame.attrs[RAW_LOAD_ATTR] = raw_load  # travels with the frame to churn_model's tags
@@ -102,7 +112,7 @@ def training_dataset(
             "training_periods": ", ".join(p.isoformat() for p in chosen.training),
             "periods": chosen.note,
             "data_through": frame.attrs[DATA_THROUGH_ATTR] or "unknown",
-            "training_rows_left_out": dropped,
+            "training_customer_share": dg.MetadataValue.float(share),
             "rows_by_period": dg.MetadataValue.md(
                 by_period.rename(columns={"size": "rows", "mean": "label_rate"})
                 .reset_index()
@@ -437,10 +447,12 @@ def backtest(
             window_days=window_days,
         )
         # Each backtest model trains on up to CHURN_TRAINING_PERIODS periods: sample
-        # customers so that a training set stays near CHURN_MAX_TRAINING_ROWS, as the
-        # production model's does (at a million customers the periods would not fit).
+        # customers so that a training set stays near CHURN_BACKTEST_MAX_TRAINING_ROWS (at
+        # a million customers six full trainings would cost more than the model itself).
         per_period = count_rows(conn, needed) / max(len(needed), 1)
-        share = min(1.0, rules.max_training_rows / max(per_period * rules.training_periods, 1))
+        share = min(
+            1.0, rules.backtest_max_training_rows / max(per_period * rules.training_periods, 1)
+        )
         snapshot = read_training_snapshot(conn, needed, customer_share=share)
     if share < 1.0:
         context.log.info(f"backtest on a {share:.1%} sample of customers")

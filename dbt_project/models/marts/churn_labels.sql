@@ -8,6 +8,7 @@
         incremental_strategy='delete+insert',
         unique_key='as_of',
         on_schema_change='fail',
+        indexes=[{'columns': ['as_of']}],
     )
 }}
 

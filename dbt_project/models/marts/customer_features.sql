@@ -4,15 +4,16 @@
 -- Partitioned by period (as_of = the period end): a run builds the periods in
 -- var('period_ends') and replaces exactly those periods' rows (delete+insert on as_of, in
 -- one transaction); other periods stay untouched. All the run's periods are computed in one
--- pass over the orders: every order becomes a few dated "events" (it is known from its
--- period on; its revenue leaves the 30/90/365-day sums 30/90/365 days later), and running
--- totals per customer over the periods give every period's features.
+-- pass over the orders: every order becomes dated "events" (it is known from its period on;
+-- its revenue leaves the 30/90/365-day sums 30/90/365 days later), and running totals per
+-- customer over the periods give every period's features.
 {{
     config(
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='as_of',
         on_schema_change='fail',
+        indexes=[{'columns': ['as_of']}],
     )
 }}
 
@@ -45,35 +46,85 @@ free_email_domains as (
 
 ),
 
--- Per order: the period from which it is known (bucket), and the periods from which its
--- amount has left each trailing revenue window (ordered_on + N days is no longer in
--- (as_of - N, as_of]). Every feature below is a running total of these events.
+-- Per order: the period from which it is known (bucket b0), and the periods from which its
+-- amount has left each trailing revenue window (bucket bN: ordered_on + N days is no longer
+-- in (as_of - N, as_of]). Every feature below is a running total of these events. An
+-- order's revenue enters only if it is still inside the window at b0 (bN > b0), and leaves
+-- only inside the run (bN <= the last bucket): a one-period run has no leaving events at all.
+orders_bucketed as (
+
+    select
+        customer_id,
+        ordered_on,
+        amount,
+        {{ period_bucket('ordered_on') }} as b0,
+        {{ period_bucket('ordered_on + 30') }} as b30,
+        {{ period_bucket('ordered_on + 90') }} as b90,
+        {{ period_bucket('ordered_on + 365') }} as b365
+
+    from orders
+
+),
+
+known_events as (
+
+    select
+        customer_id,
+        b0 as bucket,
+        count(*) as orders,
+        min(ordered_on) as first_order_on,
+        max(ordered_on) as last_order_on,
+        coalesce(sum(amount) filter (where b30 > b0), 0) as revenue_30d,
+        coalesce(sum(amount) filter (where b90 > b0), 0) as revenue_90d,
+        coalesce(sum(amount) filter (where b365 > b0), 0) as revenue_365d
+
+    from orders_bucketed
+    group by customer_id, b0
+
+),
+
+leaving_events as (
+
+    select customer_id, b30 as bucket, -amount as revenue_30d, 0::numeric as revenue_90d,
+           0::numeric as revenue_365d
+    from orders_bucketed
+    where b30 > b0 and b30 <= (select max(bucket) from periods)
+
+    union all
+
+    select customer_id, b90, 0::numeric, -amount, 0::numeric
+    from orders_bucketed
+    where b90 > b0 and b90 <= (select max(bucket) from periods)
+
+    union all
+
+    select customer_id, b365, 0::numeric, 0::numeric, -amount
+    from orders_bucketed
+    where b365 > b0 and b365 <= (select max(bucket) from periods)
+
+),
+
 order_events as (
 
     select
-        orders.customer_id,
-        events.bucket,
-        sum(events.orders) as orders,
-        min(events.ordered_on) as first_order_on,
-        max(events.ordered_on) as last_order_on,
-        sum(events.revenue_30d) as revenue_30d,
-        sum(events.revenue_90d) as revenue_90d,
-        sum(events.revenue_365d) as revenue_365d
+        customer_id,
+        bucket,
+        sum(orders) as orders,
+        min(first_order_on) as first_order_on,
+        max(last_order_on) as last_order_on,
+        sum(revenue_30d) as revenue_30d,
+        sum(revenue_90d) as revenue_90d,
+        sum(revenue_365d) as revenue_365d
 
-    from orders
-    cross join lateral (
-        values
-            ({{ period_bucket('orders.ordered_on') }}, 1, orders.ordered_on,
-             orders.amount, orders.amount, orders.amount),
-            ({{ period_bucket('orders.ordered_on + 30') }}, 0, null::date,
-             -orders.amount, 0::numeric, 0::numeric),
-            ({{ period_bucket('orders.ordered_on + 90') }}, 0, null::date,
-             0::numeric, -orders.amount, 0::numeric),
-            ({{ period_bucket('orders.ordered_on + 365') }}, 0, null::date,
-             0::numeric, 0::numeric, -orders.amount)
-    ) as events (bucket, orders, ordered_on, revenue_30d, revenue_90d, revenue_365d)
-    where events.bucket <= (select max(bucket) from periods)
-    group by orders.customer_id, events.bucket
+    from (
+        select * from known_events
+        union all
+        select
+            customer_id, bucket, 0 as orders, null::date as first_order_on,
+            null::date as last_order_on, revenue_30d, revenue_90d, revenue_365d
+        from leaving_events
+    ) as events
+    group by customer_id, bucket
 
 ),
 
