@@ -235,9 +235,12 @@ final as (
         as_of::date as as_of,
         customer_id::text as customer_id,
         (as_of - last_order_on)::integer as days_since_last_order,
-        total_revenue_30d::numeric as total_revenue_30d,
-        total_revenue_90d::numeric as total_revenue_90d,
-        total_revenue_365d::numeric as total_revenue_365d,
+        -- trim_scale: a sum reached through entering and leaving events (0.00) and one
+        -- that never saw the order (0) are the same value; store it the same way, so a
+        -- period's rows are identical whichever run built them
+        trim_scale(total_revenue_30d)::numeric as total_revenue_30d,
+        trim_scale(total_revenue_90d)::numeric as total_revenue_90d,
+        trim_scale(total_revenue_365d)::numeric as total_revenue_365d,
         -- orders per 30 days; lifetime floored at 30 days so brand-new
         -- customers are not inflated (float arithmetic, like Python's)
         (
