@@ -122,8 +122,16 @@ def registered_periods(instance: dg.DagsterInstance) -> list[str]:
 
 
 def register_periods(instance: dg.DagsterInstance, keys: list[str]) -> None:
-    """Register the periods before the run that builds them (the ingest step re-syncs them
-    with the validated data)."""
-    from churn_assets.defs.partitions import sync_periods
+    """Make sure the periods a run is launched for exist, before it starts.
 
-    sync_periods(instance, keys)
+    Only adds: retiring stale periods and fixing their order is the ingest step's job,
+    inside the run and under the warehouse write lock. Deleting here would pull a period
+    from under another process's run that is building it right now.
+    """
+    from churn_assets.defs.partitions import PERIODS
+
+    name = PERIODS.name or "periods"
+    existing = set(instance.get_dynamic_partitions(name))
+    missing = [key for key in keys if key not in existing]
+    if missing:
+        instance.add_dynamic_partitions(name, missing)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,10 @@ mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
   __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }
 """
 STATUS = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+PARTITIONS = (
+    "query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) "
+    "{ ... on AssetNode { partitionKeys } } }"
+)
 
 
 def _graphql(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
@@ -41,8 +46,11 @@ def _graphql(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         json.dumps({"query": query, "variables": variables}).encode(),
         {"content-type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)["data"]  # type: ignore[no-any-return]
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)["data"]  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as exc:  # say what the webserver said, not just "500"
+        raise AssertionError(f"{exc}: {exc.read().decode(errors='replace')[:3000]}") from exc
 
 
 def _wait(predicate, what: str, timeout: float = TIMEOUT_SECONDS):  # type: ignore[no-untyped-def]
@@ -101,6 +109,12 @@ def test_stack_runs_the_graph_and_serves_the_champion(running: churn_stack.Stack
     # materialises the ingest group first), then every period is built in one run.
     launch("ingest_job", {})
     keys = periods_in_files(Path(env["CHURN_HOME"]) / "raw", Period.MONTH) or []
+
+    def registered() -> bool:
+        node = _graphql(running.webserver_url, PARTITIONS, {"key": {"path": ["customer_features"]}})
+        return set(keys) <= set(node["assetNodeOrError"].get("partitionKeys") or [])
+
+    _wait(registered, "the periods to show in the webserver", timeout=60)  # as a user sees them
     run_id = launch("churn_pipeline", period_range_tags(keys))
 
     # Run history is in the Postgres `dagster` database, not in files.
