@@ -300,7 +300,7 @@ def _drift_story(settings: Settings) -> None:
     """The platform running itself, in process: the same jobs and sensors the daemon runs."""
     from churn_assets.data.generator import generate, write_raw_files
     from churn_assets.data.scenarios import PERIOD_1, PERIOD_2
-    from churn_assets.lib.runner import period_range_tags, promote, retrain_if_drifted, run_job
+    from churn_assets.lib.dbt import environ
 
     period_dirs = {}
     for name, config in (("period1", PERIOD_1), ("period2", PERIOD_2)):
@@ -310,6 +310,19 @@ def _drift_story(settings: Settings) -> None:
 
     def step(title: str) -> None:
         click.echo(f"\n== {title}")
+
+    # The story points CHURN_RAW_DIR at each period in turn; restore it afterwards, so the
+    # process (a test session, a notebook) keeps the raw directory it had.
+    with environ({"CHURN_RAW_DIR": os.environ.get("CHURN_RAW_DIR", str(settings.raw_dir))}):
+        _drift_story_runs(settings, period_dirs, step)
+    status = _status(load_settings())
+    click.echo(f"\nlatest:   {_describe_model(status['latest_model'])}")
+    click.echo(f"champion: {_describe_model(status['champion'])}")
+
+
+def _drift_story_runs(settings: Settings, period_dirs: dict[str, Path], step: Any) -> None:
+    from churn_assets.data.scenarios import PERIOD_1, PERIOD_2
+    from churn_assets.lib.runner import period_range_tags, promote, retrain_if_drifted, run_job
 
     with _instance(settings) as instance:
         step(f"1. period 1 (data to {PERIOD_1.end_date}): train, gate, register, promote")
@@ -341,9 +354,6 @@ def _drift_story(settings: Settings) -> None:
         step("4. promotion sensor: challenger vs champion on the challenger's holdout")
         for line in promote(instance):
             click.echo(line)
-    status = _status(load_settings())
-    click.echo(f"\nlatest:   {_describe_model(status['latest_model'])}")
-    click.echo(f"champion: {_describe_model(status['champion'])}")
 
 
 def _register_file_periods(
