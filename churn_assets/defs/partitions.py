@@ -11,17 +11,22 @@ import dagster as dg
 
 from churn_assets import periods as calendar
 
-PERIODS = dg.DynamicPartitionsDefinition(name="periods")
+PERIODS_NAME = "periods"
+PERIODS = dg.DynamicPartitionsDefinition(name=PERIODS_NAME)
+
+
+def registered_periods(instance: dg.DagsterInstance) -> list[str]:
+    """The registered period keys, in partition order."""
+    return list(instance.get_dynamic_partitions(PERIODS_NAME))
 
 
 def sync_periods(instance: dg.DagsterInstance, wanted: list[str]) -> list[str]:
     """Make the registered periods exactly ``wanted`` (oldest first); returns the retired keys."""
-    existing = list(instance.get_dynamic_partitions(PERIODS.name or "periods"))
-    delete, add = calendar.partition_changes(existing, wanted)
+    delete, add = calendar.partition_changes(registered_periods(instance), wanted)
     for key in delete:
-        instance.delete_dynamic_partition(PERIODS.name or "periods", key)
+        instance.delete_dynamic_partition(PERIODS_NAME, key)
     if add:
-        instance.add_dynamic_partitions(PERIODS.name or "periods", add)
+        instance.add_dynamic_partitions(PERIODS_NAME, add)
     readded = set(delete) & set(add)
     return [key for key in delete if key not in readded]
 

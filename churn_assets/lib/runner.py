@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 
 from churn_assets import periods
+from churn_assets.defs.partitions import registered_periods as registered_periods
 from churn_assets.periods import Period
 
 # INFO, not DEBUG: step and dbt progress without every engine event.
@@ -115,12 +116,6 @@ def periods_in_files(raw_dir: Path, period: Period) -> list[str] | None:
     return [periods.as_key(e) for e in periods.period_ends(first.date(), last.date(), period)]
 
 
-def registered_periods(instance: dg.DagsterInstance) -> list[str]:
-    from churn_assets.defs.partitions import PERIODS
-
-    return list(instance.get_dynamic_partitions(PERIODS.name or "periods"))
-
-
 def register_periods(instance: dg.DagsterInstance, keys: list[str]) -> None:
     """Make sure the periods a run is launched for exist, before it starts.
 
@@ -128,10 +123,9 @@ def register_periods(instance: dg.DagsterInstance, keys: list[str]) -> None:
     inside the run and under the warehouse write lock. Deleting here would pull a period
     from under another process's run that is building it right now.
     """
-    from churn_assets.defs.partitions import PERIODS
+    from churn_assets.defs.partitions import PERIODS_NAME, registered_periods
 
-    name = PERIODS.name or "periods"
-    existing = set(instance.get_dynamic_partitions(name))
+    existing = set(registered_periods(instance))
     missing = [key for key in keys if key not in existing]
     if missing:
-        instance.add_dynamic_partitions(name, missing)
+        instance.add_dynamic_partitions(PERIODS_NAME, missing)

@@ -28,7 +28,7 @@ from dagster_dbt import DbtCliResource
 from churn_assets import warehouse
 from churn_assets.defs.dbt.assets import churn_dbt_models, current_dbt_models, period_dbt_models
 from churn_assets.defs.ingest.assets import raw_tables
-from churn_assets.defs.partitions import PERIODS
+from churn_assets.defs.partitions import registered_periods
 from churn_assets.defs.resources import ExternalPostgresWarehouse
 from churn_assets.lib.dbt import churn_dbt_project
 
@@ -166,7 +166,7 @@ def _build(url: str, raw_dir: Path, customers: pd.DataFrame, orders: pd.DataFram
             run_config={"ops": {"raw_tables": {"config": {"raw_dir": str(raw_dir)}}}},
         )
         assert result.success
-        keys = instance.get_dynamic_partitions(PERIODS.name or "periods")
+        keys = registered_periods(instance)
         result = dg.materialize(
             [period_dbt_models],
             instance=instance,
@@ -225,7 +225,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, new_database: Callable[[], s
 
 
 def test_the_periods_are_the_month_ends_the_data_covers(built: Built) -> None:
-    assert list(built.instance.get_dynamic_partitions("periods")) == MONTH_ENDS
+    assert registered_periods(built.instance) == MONTH_ENDS
     as_ofs = _rows(built.url, "select distinct as_of::text from marts.customer_features order by 1")
     assert [row[0] for row in as_ofs] == MONTH_ENDS
     labelled = _rows(built.url, "select distinct as_of::text from marts.churn_labels order by 1")

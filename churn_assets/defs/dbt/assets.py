@@ -21,6 +21,7 @@ from churn_assets.defs.resources import WarehouseResource
 from churn_assets.lib.dbt import (
     ANALYTICS_SELECT,
     CURRENT_SELECT,
+    PERIOD_MODELS,
     PERIOD_SELECT,
     ChurnDbtTranslator,
     churn_dbt_project,
@@ -174,7 +175,7 @@ def _with_snapshot_metadata(
     if not isinstance(event, dg.Output) or not period_ends:
         return event
     model = event.output_name
-    if model not in ("customer_features", "churn_labels", "training_snapshot"):
+    if model not in PERIOD_MODELS:
         return event
     label = "avg(churned::float)" if model != "customer_features" else "null::float"
     with warehouse.connect() as conn, conn.cursor() as cur:
