@@ -1,6 +1,6 @@
 """One period's whole graph at scale (default 1M customers, ~10M orders), stage by stage.
 
-In a fresh CHURN_HOME with the embedded Postgres and a local MLflow store, in one process:
+In a fresh CHURN_HOME with the embedded Postgres and a local MLflow store:
 
 1. generate the reference data at the requested size (not timed in the graph figures);
 2. **history**: `churn_pipeline` over every period in one run (what the first `churn run`
@@ -9,9 +9,10 @@ In a fresh CHURN_HOME with the embedded Postgres and a local MLflow store, in on
 3. **one period**: `churn_pipeline` for the newest period alone (the other periods are
    built: this is the month-to-month run), promotion, and scoring of that period.
 
-Each run's steps are timed from the instance's event log; peak memory is this process's
-max RSS and its largest child's (the generator and dbt run as child processes; the Postgres
-server is not counted).
+Steps 2 and 3 each run in a process of their own, as each monthly `churn run` (or each
+run the daemon launches) does, so each peak memory is that run's own. Steps are timed
+from the instance's event log; peak memory is the phase process's max RSS and its largest
+child's (dbt runs as a child process; the Postgres server is not counted).
 
     python benchmarks/scale.py --customers 1000000 [--skip-backtest]
 """
@@ -19,6 +20,7 @@ server is not counted).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import subprocess
@@ -27,10 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import dagster as dg
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from backfill import _step_seconds  # the same step timing
+
+_PHASES = ("history", "period")
 
 
 def _peak_gb() -> tuple[float, float]:
@@ -48,26 +50,21 @@ def main() -> None:
     parser.add_argument(
         "--skip-backtest", action="store_true", help="leave the backtest out of the runs"
     )
+    parser.add_argument("--phase", choices=_PHASES, help=argparse.SUPPRESS)  # a child's job
     args = parser.parse_args()
+    if args.phase:
+        _phase(args.phase, args.skip_backtest)
+        return
     with tempfile.TemporaryDirectory(prefix="scl", dir="/tmp") as tmp:
         home = Path(tmp)
         os.environ.update(
             CHURN_HOME=str(home), CHURN_RAW_DIR=str(home / "raw"), GX_ANALYTICS_ENABLED="false"
         )
         from churn_assets import warehouse
-        from churn_assets.lib.dbt import churn_dbt_project
-        from churn_assets.lib.runner import (
-            period_range_tags,
-            periods_in_files,
-            promote,
-            register_periods,
-            run_job,
-        )
         from churn_assets.settings import load_settings
 
         settings = load_settings()
         start = time.perf_counter()
-        # In a child process: the generator's frames must not count in this run's peak RSS.
         subprocess.run(
             [sys.executable, "-m", "churn_assets.cli", "generate", "--customers",
              str(args.customers), "--seed", str(args.seed), "--format", "parquet"],
@@ -78,43 +75,61 @@ def main() -> None:
             f"{time.perf_counter() - start:.1f} s (in a child process)"
         )
         warehouse.start_embedded(settings.embedded_pg_dir)
-        project = churn_dbt_project()
-        project.preparer.prepare(project)
-        selection = None
         try:
-            settings.dagster_home.mkdir(parents=True, exist_ok=True)
-            with dg.DagsterInstance.ephemeral() as instance:
-                keys = periods_in_files(settings.raw_dir, settings.period) or []
-                register_periods(instance, keys)
-                if args.skip_backtest:
-                    from churn_assets.definitions import defs
-
-                    job = defs().resolve_job_def("churn_pipeline")
-                    selection = {
-                        k for k in job.asset_layer.selected_asset_keys if k.path != ["backtest"]
-                    }
-                for name, tags in (
-                    (f"history: all {len(keys)} periods", period_range_tags(keys)),
-                    ("one period (the newest)", {"dagster/partition": keys[-1]}),
-                ):
-                    total = time.perf_counter()
-                    result = _run(run_job, instance, tags, selection)
-                    assert result.success, name
-                    steps = _step_seconds(instance, result.run_id)
-                    promoted = promote(instance)
-                    scoring = run_job(instance, "scoring_job", partition_key=keys[-1])
-                    assert scoring.success
-                    steps.update(_step_seconds(instance, scoring.run_id))
-                    wall = time.perf_counter() - total
-                    print(f"{name}: {wall:.1f} s wall (pipeline, promotion, scoring)")
-                    for step, seconds in steps.items():
-                        print(f"  {step:<40} {seconds:7.1f} s")
-                    print(f"  {promoted}")
-                    own, children = _peak_gb()
-                    print(f"  peak RSS so far: {own:.2f} GB (this process), {children:.2f} GB "
-                          "(largest child)")  # fmt: skip
+            for phase in _PHASES:
+                extra = ["--skip-backtest"] if args.skip_backtest else []
+                command = [sys.executable, __file__, "--phase", phase, *extra]
+                subprocess.run(command, check=True)
         finally:
             warehouse.stop_embedded(settings.embedded_pg_dir)
+
+
+def _phase(phase: str, skip_backtest: bool) -> None:
+    """One run of the pipeline with promotion and scoring, in this (fresh) process."""
+    from churn_assets.cli import _instance
+    from churn_assets.lib.dbt import churn_dbt_project
+    from churn_assets.lib.runner import (
+        period_range_tags,
+        periods_in_files,
+        promote,
+        register_periods,
+        run_job,
+    )
+    from churn_assets.settings import load_settings
+
+    settings = load_settings()
+    project = churn_dbt_project()
+    project.preparer.prepare(project)
+    selection = None
+    with _instance(settings) as instance:
+        keys = periods_in_files(settings.raw_dir, settings.period) or []
+        register_periods(instance, keys)
+        if skip_backtest:
+            from churn_assets.definitions import defs
+
+            job = defs().resolve_job_def("churn_pipeline")
+            selection = {k for k in job.asset_layer.selected_asset_keys if k.path != ["backtest"]}
+        if phase == "history":
+            name, tags = f"history: all {len(keys)} periods", period_range_tags(keys)
+        else:
+            name, tags = "one period (the newest)", {"dagster/partition": keys[-1]}
+        total = time.perf_counter()
+        result = _run(run_job, instance, tags, selection)
+        assert result.success, name
+        steps = _step_seconds(instance, result.run_id)
+        promoted = promote(instance)
+        scoring = run_job(instance, "scoring_job", partition_key=keys[-1])
+        assert scoring.success
+        steps.update(_step_seconds(instance, scoring.run_id))
+        wall = time.perf_counter() - total
+        print(f"{name}: {wall:.1f} s wall (pipeline, promotion, scoring)")
+        for step, seconds in steps.items():
+            print(f"  {step:<40} {seconds:7.1f} s")
+        print(f"  {promoted}")
+        own, children = _peak_gb()
+        print(f"  peak RSS of this run's process: {own:.2f} GB, {children:.2f} GB "
+              "(largest child)")  # fmt: skip
+        print("  " + json.dumps({"phase": phase, "wall": round(wall, 1), "steps": steps}))
 
 
 def _run(run_job, instance, tags, selection):  # type: ignore[no-untyped-def]
