@@ -52,13 +52,9 @@ def main() -> None:
         )
         from churn_assets import warehouse
         from churn_assets.data.generator import GeneratorConfig, generate, write_raw_files
+        from churn_assets.defs.partitions import registered_periods
+        from churn_assets.lib.automation import period_range_tags, run_job
         from churn_assets.lib.dbt import churn_dbt_project
-        from churn_assets.lib.runner import (
-            period_range_tags,
-            periods_in_files,
-            register_periods,
-            run_job,
-        )
         from churn_assets.settings import load_settings
 
         settings = load_settings()
@@ -69,9 +65,8 @@ def main() -> None:
         project.preparer.prepare(project)
         try:
             with dg.DagsterInstance.ephemeral() as instance:
-                keys = periods_in_files(settings.raw_dir, settings.period) or []
-                register_periods(instance, keys)
-                assert run_job(instance, "ingest_job").success
+                assert run_job(instance, "ingest_job").success  # registers the periods
+                keys = registered_periods(instance)
                 runs = [
                     ("newest period, cold", {"dagster/partition": keys[-1]}),
                     (f"all {len(keys)} periods, one run", period_range_tags(keys)),

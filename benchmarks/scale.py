@@ -87,14 +87,10 @@ def main() -> None:
 def _phase(phase: str, skip_backtest: bool) -> None:
     """One run of the pipeline with promotion and scoring, in this (fresh) process."""
     from churn_assets.cli import _instance
+    from churn_assets.defs.partitions import periods_in_files, register_periods
+    from churn_assets.lib.automation import period_range_tags, run_job
     from churn_assets.lib.dbt import churn_dbt_project
-    from churn_assets.lib.runner import (
-        period_range_tags,
-        periods_in_files,
-        promote,
-        register_periods,
-        run_job,
-    )
+    from churn_assets.lib.report import promotion_lines
     from churn_assets.settings import load_settings
 
     settings = load_settings()
@@ -117,8 +113,10 @@ def _phase(phase: str, skip_backtest: bool) -> None:
         result = _run(run_job, instance, tags, selection)
         assert result.success, name
         steps = _step_seconds(instance, result.run_id)
-        promoted = promote(instance)
-        scoring = run_job(instance, "scoring_job", partition_key=keys[-1])
+        promotion = run_job(instance, "promotion_job")
+        promoted = list(promotion_lines(promotion))
+        steps.update(_step_seconds(instance, promotion.run_id))
+        scoring = run_job(instance, "scoring_job", tags={"dagster/partition": keys[-1]})
         assert scoring.success
         steps.update(_step_seconds(instance, scoring.run_id))
         wall = time.perf_counter() - total

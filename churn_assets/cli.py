@@ -193,10 +193,11 @@ def _periods_line(report: Any, settings: Settings) -> str:
 
 @main.command()
 def run() -> None:
-    """Materialise the whole asset graph in process (every period of the raw data in one
-    run), let the promotion sensor decide, then score the newest period."""
+    """Materialise the graph up to a registered model (every period of the raw data in one
+    run), then let the platform run itself in process: the same sensors and automation
+    conditions as the daemon decide what follows (promotion, drift monitor, scores)."""
     settings = _settings()
-    _run_and_promote(settings)
+    _launch_and_settle(settings)
 
 
 @main.command()
@@ -207,8 +208,9 @@ def run() -> None:
 def backfill(start: datetime | None, end: datetime | None) -> None:
     """Rebuild the features, labels and training snapshots of every period (or those from
     --from to --to) from the loaded raw tables: one run, one dbt invocation."""
+    from churn_assets.defs.partitions import registered_periods
+    from churn_assets.lib.automation import period_range_tags, run_job
     from churn_assets.lib.report import period_summary
-    from churn_assets.lib.runner import period_range_tags, registered_periods, run_job
 
     settings = _settings()
     _warm_up(settings)
@@ -238,8 +240,9 @@ def backfill(start: datetime | None, end: datetime | None) -> None:
     type=click.Choice(["baseline", "drift"]),
     default="baseline",
     show_default=True,
-    help="drift: train on period 1, then new drifted data arrives -> drift gate -> retrain "
-    "-> promotion decision (data under <CHURN_HOME>/scenario, not CHURN_RAW_DIR).",
+    help="drift: a monthly feed (under <CHURN_HOME>/scenario, not CHURN_RAW_DIR) whose "
+    "customers change how they churn; the platform loads each month, notices, retrains and "
+    "promotes by itself.",
 )
 def demo(scenario: str) -> None:
     """Generate data if CHURN_RAW_DIR holds none, then run the whole graph and summarise."""
@@ -254,118 +257,81 @@ def demo(scenario: str) -> None:
         click.get_current_context().invoke(generate)
     else:
         click.echo(f"using the raw files in {settings.raw_dir}")
-    _run_and_promote(settings)
+    _launch_and_settle(settings)
 
 
-def _run_and_promote(settings: Settings) -> None:
-    from churn_assets.lib.runner import (
-        period_range_tags,
-        periods_in_files,
-        promote,
-        register_periods,
-        run_job,
-    )
+def _drift_story(settings: Settings) -> None:
+    """The monthly feed story; its files go to <CHURN_HOME>/scenario/feed, not CHURN_RAW_DIR."""
+    from churn_assets.lib.dbt import environ
+    from churn_assets.story import monthly_story
+
+    feed = settings.home / "scenario" / "feed"
+    _warm_up(settings)
+    # Months pass in seconds here: no retraining cooldown. CHURN_RAW_DIR is restored after,
+    # so the process (a test session, a notebook) keeps the raw directory it had.
+    story_env = {"CHURN_RAW_DIR": str(feed), "CHURN_RETRAIN_COOLDOWN_SECONDS": "0"}
+    with environ(story_env), _instance(settings) as instance:
+        story = monthly_story(instance, feed, click.echo)
+    status = _status(load_settings())
+    click.echo(f"\n{len(story.months)} months, {len(story.launches)} runs, none launched by hand")
+    for line in story.promotions:
+        click.echo(line)
+    click.echo(f"latest:   {_describe_model(status['latest_model'])}")
+    click.echo(f"champion: {_describe_model(status['champion'])}")
+
+
+def _launch_and_settle(settings: Settings) -> None:
+    """A person's launch ("Materialize all" up to the registered model, every period of the
+    files in one run), then whatever the definitions decide follows: the promotion run,
+    the drift monitor, the scores of the newest period, realized performance, analyst
+    tables (:func:`churn_assets.lib.automation.settle`)."""
+    from churn_assets.defs.partitions import periods_in_files, register_periods
+    from churn_assets.lib.automation import period_range_tags, prime, run_job, settle
 
     _warm_up(settings)
     with _instance(settings) as instance:
+        prime(instance)  # the automation must see this run's updates as news
         keys = periods_in_files(settings.raw_dir, settings.period)
         if not keys:
             # Unreadable files, or not one whole period: the ingest step says which.
-            _report(run_job(instance, "ingest_job"), settings)
+            _raise_if_failed(run_job(instance, "ingest_job"))
             raise click.ClickException(
                 f"the orders in {settings.raw_dir} do not cover one whole {settings.period} "
                 "(CHURN_PERIOD): nothing to build features for"
             )
         register_periods(instance, keys)
-        result = run_job(instance, "churn_pipeline", tags=period_range_tags(keys))
-        _report(result, settings)
-        for line in promote(instance):
-            click.echo(f"  {line}")
-        champion = _status(settings)["champion"]
-        click.echo(f"  champion:  {_describe_model(champion)}")
-        if champion is not None:
-            from churn_assets.lib.report import scores_summary
-
-            scoring = run_job(instance, "scoring_job", partition_key=keys[-1])
-            if not scoring.success:
-                _report(scoring, settings)
-            click.echo(f"  scores:    {scores_summary(scoring)}")
-            click.echo(
-                '  analysts:  psql "$(churn warehouse-url)" -c '
-                "'select * from analytics.churn_risk_by_segment'"
-            )
+        pipeline = run_job(instance, "churn_pipeline", tags=period_range_tags(keys))
+        _raise_if_failed(pipeline)
+        launches = settle(instance, log=lambda line: click.echo(f"  -> {line}"))
+    results = [pipeline, *(launch.result for launch in launches)]
+    for result in results:
+        _raise_if_failed(result)
+    _summarise(results, settings)
 
 
-def _drift_story(settings: Settings) -> None:
-    """The platform running itself, in process: the same jobs and sensors the daemon runs."""
-    from churn_assets.data.generator import generate, write_raw_files
-    from churn_assets.data.scenarios import PERIOD_1, PERIOD_2
-    from churn_assets.lib.dbt import environ
+def _summarise(results: list[ExecuteInProcessResult], settings: Settings) -> None:
+    from churn_assets.lib import report
 
-    period_dirs = {}
-    for name, config in (("period1", PERIOD_1), ("period2", PERIOD_2)):
-        period_dirs[name] = settings.home / "scenario" / name
-        write_raw_files(generate(config), period_dirs[name])
-    _warm_up(settings)
-
-    def step(title: str) -> None:
-        click.echo(f"\n== {title}")
-
-    # The story points CHURN_RAW_DIR at each period in turn; restore it afterwards, so the
-    # process (a test session, a notebook) keeps the raw directory it had.
-    with environ({"CHURN_RAW_DIR": os.environ.get("CHURN_RAW_DIR", str(settings.raw_dir))}):
-        _drift_story_runs(settings, period_dirs, step)
-    status = _status(load_settings())
-    click.echo(f"\nlatest:   {_describe_model(status['latest_model'])}")
-    click.echo(f"champion: {_describe_model(status['champion'])}")
-
-
-def _drift_story_runs(settings: Settings, period_dirs: dict[str, Path], step: Any) -> None:
-    from churn_assets.data.scenarios import PERIOD_1, PERIOD_2
-    from churn_assets.lib.runner import period_range_tags, promote, retrain_if_drifted, run_job
-
-    with _instance(settings) as instance:
-        step(f"1. period 1 (data to {PERIOD_1.end_date}): train, gate, register, promote")
-        os.environ["CHURN_RAW_DIR"] = str(period_dirs["period1"])
-        keys = _register_file_periods(instance, period_dirs["period1"], settings)
-        _report(run_job(instance, "churn_pipeline", tags=period_range_tags(keys)), load_settings())
-        for line in promote(instance):
-            click.echo(line)
-        step(
-            f"2. new data arrives (to {PERIOD_2.end_date}, behaviour shifted from "
-            f"{PERIOD_2.drift.starts_at if PERIOD_2.drift else '?'}): load, features, drift"
-        )
-        os.environ["CHURN_RAW_DIR"] = str(period_dirs["period2"])
-        keys = _register_file_periods(instance, period_dirs["period2"], settings)
-        monitoring = run_job(instance, "monitoring_job", tags=period_range_tags(keys))
-        for evaluation in monitoring.get_asset_check_evaluations():
-            if evaluation.check_name == "drift_gate":
-                meta = evaluation.metadata
-                click.echo(
-                    f"drift gate {'passed' if evaluation.passed else 'FAILED'}: share "
-                    f"{meta['drift_share'].value:.2f} vs threshold {meta['threshold'].value:.2f}; "
-                    f"drifted: {meta['drifted_features'].value}"
-                )
-        step("3. retraining sensor")
-        line, retrain = retrain_if_drifted(instance)
+    for line in report.run_summary(*results):
         click.echo(line)
-        if retrain is not None:
-            _report(retrain, load_settings())
-        step("4. promotion sensor: challenger vs champion on the challenger's holdout")
-        for line in promote(instance):
-            click.echo(line)
-
-
-def _register_file_periods(
-    instance: DagsterInstance, raw_dir: Path, settings: Settings
-) -> list[str]:
-    from churn_assets.lib.runner import periods_in_files, register_periods
-
-    keys = periods_in_files(raw_dir, settings.period)
-    if not keys:
-        raise click.ClickException(f"cannot read whole periods from the orders in {raw_dir}")
-    register_periods(instance, keys)
-    return keys
+    for result in results:
+        for line in report.check_warnings(result):
+            click.echo(f"  {line}")
+    version = report.registered_version(*results)
+    if version is not None:
+        click.echo(f"  model:     {_describe_registered(settings, version)}")
+    for line in report.promotion_lines(*results):
+        click.echo(f"  {line}")
+    champion = _status(settings)["champion"]
+    click.echo(f"  champion:  {_describe_model(champion)}")
+    scores = report.scores_summary(*results)
+    if scores is not None:
+        click.echo(f"  scores:    {scores}")
+        click.echo(
+            '  analysts:  psql "$(churn warehouse-url)" -c '
+            "'select * from analytics.churn_risk_by_segment'"
+        )
+    click.echo("  status:    churn status --json")
 
 
 @main.command()
@@ -632,20 +598,17 @@ def _instance(settings: Settings) -> DagsterInstance:
 def _report(result: ExecuteInProcessResult, settings: Settings) -> None:
     """This run's own outcome: its failed gates and root cause as the last lines, or what
     it loaded, built and registered (from its events, not from the shared warehouse)."""
+    _raise_if_failed(result)
+    _summarise([result], settings)
+
+
+def _raise_if_failed(result: ExecuteInProcessResult) -> None:
     from churn_assets.lib import report
 
     if not result.success:
         for line in report.gate_failures(result):
             click.echo(line, err=True)
         raise click.ClickException(report.failure_message(result))
-    for line in report.run_summary(result):
-        click.echo(line)
-    for line in report.check_warnings(result):
-        click.echo(f"  {line}")
-    version = report.registered_version(result)
-    if version is not None:
-        click.echo(f"  model:     {_describe_registered(settings, version)}")
-    click.echo("  status:    churn status --json")
 
 
 def _describe_registered(settings: Settings, version: str) -> str:

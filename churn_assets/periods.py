@@ -38,6 +38,12 @@ def period_end(day: date, period: Period) -> date:
     return day.replace(day=calendar.monthrange(day.year, day.month)[1])
 
 
+def longest_period(period: Period) -> timedelta:
+    """The longest a period can last (31 days for a month): how long data may go quiet
+    before a monthly (weekly) refresh is late."""
+    return timedelta(days=7 if period is Period.WEEK else 31)
+
+
 def next_period_end(end: date, period: Period) -> date:
     """The period end after ``end`` (itself a period end)."""
     return period_end(end + timedelta(days=1), period)

@@ -123,6 +123,14 @@ class Policy:
         0.0,
         1.0,
     )
+    scores_freshness_grace_hours: float = _rule(
+        48.0,
+        "CHURN_SCORES_FRESHNESS_GRACE_HOURS",
+        "scores not refreshed for one period plus this many hours fail the freshness check "
+        "of churn_scores (WARN): the monthly data did not arrive or scoring stopped",
+        0.0,
+        24.0 * 365,
+    )
     # --- release gates ---
     min_auc: float = _rule(
         0.60, "CHURN_MIN_AUC", "holdout ROC AUC a model must reach to be exported", 0.0, 1.0

@@ -7,14 +7,17 @@ period, or for a range in one run (the single-run backfill policy of those asset
 import dagster as dg
 
 _MONITORING = dg.AssetSelection.groups("monitoring")
-# Scoring needs a champion, which the promotion sensor sets after the pipeline has run.
+# Scoring needs a champion, which a promotion run sets after the pipeline has run.
 _SCORING = dg.AssetSelection.groups("scoring", "analytics")
+# The champion is decided in promotion_job, one run per registered version.
+_PROMOTION = dg.AssetSelection.groups("promotion")
 _PERIOD_FEATURES = dg.AssetSelection.groups("staging", "features")
 
-# Raw files -> features -> gated, registered model: `churn run`, `churn demo`, "Materialize all".
+# Raw files -> features -> gated, registered model, in one run (the benchmarks, a person in
+# the UI). Under automation the same assets update by their conditions instead.
 churn_pipeline = dg.define_asset_job(
     "churn_pipeline",
-    selection=dg.AssetSelection.all() - _MONITORING - _SCORING,
+    selection=dg.AssetSelection.all() - _MONITORING - _SCORING - _PROMOTION,
     description="Raw files -> warehouse -> dbt features and labels of the run's periods -> "
     "training cohorts -> gated model -> ONNX -> registered version, and its backtest.",
 )

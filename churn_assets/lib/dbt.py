@@ -86,8 +86,35 @@ class ChurnDbtTranslator(DagsterDbtTranslator):
         # Keys are bare model names: the schema (staging/marts) is a storage detail that
         # dagster-dbt would otherwise prefix, and it is in the table-name metadata anyway.
         return spec.replace_attributes(
-            key=dg.AssetKey(props["name"]), group_name=_group_name(props)
+            key=dg.AssetKey(props["name"]),
+            group_name=_group_name(props),
+            automation_condition=_automation_condition(props),
         )
+
+    def get_asset_check_spec(
+        self,
+        asset_spec: dg.AssetSpec,
+        manifest: Mapping[str, Any],
+        unique_id: str,
+        project: DbtProject | None,
+    ) -> dg.AssetCheckSpec | None:
+        # dbt tests run inside `dbt build` with their model: requested with it.
+        from churn_assets.defs.automation import with_its_asset
+
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        return spec._replace(automation_condition=with_its_asset(spec.asset_key)) if spec else None
+
+
+def _automation_condition(props: Mapping[str, Any]) -> dg.AutomationCondition:
+    # Seeds have no upstream; the analyst tables read the scored periods only; everything
+    # else follows its upstream (see churn_assets.defs.automation).
+    from churn_assets.defs import automation
+
+    if props["resource_type"] == "seed":
+        return automation.WHEN_MISSING
+    if _group_name(props) == "analytics":
+        return automation.EAGER_OVER_SCORED_PERIODS
+    return automation.GATED_EAGER
 
 
 def _group_name(props: Mapping[str, Any]) -> str:

@@ -75,26 +75,48 @@ def root_cause(error: SerializableErrorInfo) -> str:
     return message
 
 
-def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, Mapping[str, Any]]:
-    """The last materialisation metadata of each asset in the run, as plain values."""
+def _materializations(*results: dg.ExecuteInProcessResult) -> dict[str, Mapping[str, Any]]:
+    """The last materialisation metadata of each asset in the runs, as plain values."""
     found: dict[str, Mapping[str, Any]] = {}
-    for event in result.get_asset_materialization_events():
-        materialization = event.step_materialization_data.materialization
-        found[materialization.asset_key.to_user_string()] = {
-            key: getattr(value, "value", value) for key, value in materialization.metadata.items()
-        }
+    for result in results:
+        for event in result.get_asset_materialization_events():
+            materialization = event.step_materialization_data.materialization
+            found[materialization.asset_key.to_user_string()] = _plain(materialization.metadata)
     return found
 
 
-def run_summary(result: dg.ExecuteInProcessResult) -> Iterator[str]:
-    """What this run loaded and built, from its own materialisations."""
-    built = _materializations(result)
-    yield f"run {result.run_id} succeeded"
+def _plain(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: getattr(value, "value", value) for key, value in metadata.items()}
+
+
+def promotion_lines(*results: dg.ExecuteInProcessResult) -> Iterator[str]:
+    """One line per promotion decision the runs made (promoted or kept)."""
+    for result in results:
+        for event in result.all_events:
+            data = event.event_specific_data
+            record = getattr(data, "materialization", None) or getattr(
+                data, "asset_observation", None
+            )
+            if record is None or record.asset_key != dg.AssetKey("churn_champion"):
+                continue
+            meta = _plain(record.metadata)
+            verdict = "promoted" if meta.get("promoted") else "kept"
+            yield f"promotion: v{meta.get('challenger_version')} {verdict}: {meta.get('reason')}"
+
+
+def run_summary(*results: dg.ExecuteInProcessResult) -> Iterator[str]:
+    """What these runs loaded and built, from their own materialisations."""
+    built = _materializations(*results)
+    yield (
+        f"run {results[0].run_id} succeeded"
+        if len(results) == 1
+        else f"{len(results)} runs succeeded"
+    )
     if "raw_customers" in built and "raw_orders" in built:
         customers = built["raw_customers"]["dagster/row_count"]
         orders = built["raw_orders"]["dagster/row_count"]
         yield f"  raw:       {customers:,} customers, {orders:,} orders"
-    yield from period_summary(result, indent="  ")
+    yield from period_summary(*results, indent="  ")
     dataset, model = built.get("training_dataset"), built.get("churn_model")
     if dataset:
         yield (
@@ -118,9 +140,9 @@ def run_summary(result: dg.ExecuteInProcessResult) -> Iterator[str]:
     )
 
 
-def period_summary(result: dg.ExecuteInProcessResult, indent: str = "") -> Iterator[str]:
-    """The periods this run built: features per period, labelled periods."""
-    built = _materializations(result)
+def period_summary(*results: dg.ExecuteInProcessResult, indent: str = "") -> Iterator[str]:
+    """The periods these runs built: features per period, labelled periods."""
+    built = _materializations(*results)
     features, snapshot = built.get("customer_features"), built.get("training_snapshot")
     if features and "periods_built" in features:
         yield (
@@ -135,9 +157,9 @@ def period_summary(result: dg.ExecuteInProcessResult, indent: str = "") -> Itera
         )
 
 
-def registered_version(result: dg.ExecuteInProcessResult) -> str | None:
-    """The registry version this run created, or why it created none (None: not in the run)."""
-    registered = _materializations(result).get("churn_model_version")
+def registered_version(*results: dg.ExecuteInProcessResult) -> str | None:
+    """The registry version these runs created, or why none (None: not in the runs)."""
+    registered = _materializations(*results).get("churn_model_version")
     if registered is None:
         return None
     if registered.get("registry") != "registered":
@@ -145,9 +167,9 @@ def registered_version(result: dg.ExecuteInProcessResult) -> str | None:
     return str(registered["version"])
 
 
-def scores_summary(result: dg.ExecuteInProcessResult) -> str | None:
-    """How many customers this scoring run scored, with which version; None if it did not."""
-    scores = _materializations(result).get("churn_scores")
+def scores_summary(*results: dg.ExecuteInProcessResult) -> str | None:
+    """How many customers these runs scored last, with which version; None if none did."""
+    scores = _materializations(*results).get("churn_scores")
     if scores is None:
         return None
     return (

@@ -113,7 +113,13 @@ def test_jobs_select_their_part_of_the_graph(
 
 def test_sensors_are_on_by_default_so_the_platform_runs_itself(defs: dg.Definitions) -> None:
     sensors = {sensor.name: sensor for sensor in defs.sensors or []}
-    assert set(sensors) == {"champion_promotion_sensor", "retrain_on_drift_sensor"}
+    assert {
+        "raw_files_sensor",
+        "churn_automation",
+        "champion_promotion_sensor",
+        "retrain_on_drift_sensor",
+        "scores_freshness_sensor",
+    } <= set(sensors)
     for sensor in sensors.values():
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 

@@ -120,10 +120,10 @@ def test_demo_trains_gates_exports_and_registers_a_model(demo: tuple[Result, Pat
     assert len(latest["backtest"]) >= 3
     assert {"as_of", "rows", "auc", "reference_auc"} <= set(latest["backtest"][0])
     assert set(latest["metrics"]) >= {"auc", "pr_auc", "brier", "log_loss", "f1"}
-    # the promotion sensor (evaluated in process by the demo) made the first gated model champion
+    # the promotion run (requested by the sensor, in process) made the first model champion
     assert latest["promotion"]["decision"] == "promoted"
     assert report["champion"] is not None
-    assert "promotion: v1: no champion yet" in result.output
+    assert "promotion: v1 promoted: no champion yet" in result.output
     assert f"version {latest['version']}, AUC {latest['metrics']['auc']:.3f}" in result.output
 
 

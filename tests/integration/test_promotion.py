@@ -1,7 +1,9 @@
-"""The promotion sensor against a real MLflow registry (its own SQLite store).
+"""Promotion against a real MLflow registry (its own SQLite store): the sensor that
+requests a decision per new version, and the ``churn_champion`` asset that makes it.
 
 Versions are registered from the demo model's real files (ONNX, holdout rows) with the
-gate results a test needs, then the sensor is evaluated with a real Dagster instance.
+gate results a test needs; the sensor is evaluated and the asset materialised with a real
+Dagster instance.
 """
 
 from __future__ import annotations
@@ -9,13 +11,16 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import mlflow.artifacts
 import pytest
 from click.testing import Result
 from mlflow.tracking import MlflowClient
 
+from churn_assets.defs.promotion.assets import churn_champion
 from churn_assets.defs.promotion.sensors import champion_promotion_sensor
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource
 from churn_assets.ml import tracking
@@ -76,20 +81,87 @@ def _evaluate(mlflow: MlflowResource, cursor: str | None = None) -> dg.SensorRes
         return champion_promotion_sensor(context)  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class Decided:
+    """One decision the promotion run reported (a materialisation when promoted)."""
+
+    version: str
+    promoted: bool
+    reason: str
+    materialised: bool
+
+
+def _decide(mlflow: MlflowResource, version: str = "") -> list[Decided]:
+    """Materialise churn_champion in process, as the run the sensor requests would."""
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [churn_champion],
+            instance=instance,
+            resources={"mlflow": mlflow, "policy": ChurnPolicy()},
+            run_config={"ops": {"churn_champion": {"config": {"version": version}}}},
+        )
+        assert result.success
+        decided = []
+        for event in result.all_events:
+            data = event.event_specific_data
+            materialization = getattr(data, "materialization", None)
+            record = materialization or getattr(data, "asset_observation", None)
+            if record is None:
+                continue
+            meta = {key: getattr(value, "value", value) for key, value in record.metadata.items()}
+            decided.append(
+                Decided(
+                    str(meta["challenger_version"]),
+                    bool(meta["promoted"]),
+                    str(meta["reason"]),
+                    materialization is not None,
+                )
+            )
+        return decided
+
+
+def test_sensor_requests_one_promotion_run_per_new_version(
+    store: MlflowResource, demo_model_dir: Path
+) -> None:
+    _register(store, demo_model_dir, PASSED, None)
+    _register(store, demo_model_dir, PASSED, None)
+    first = _evaluate(store)
+    assert isinstance(first, dg.SensorResult)
+    assert [r.run_key for r in first.run_requests or []] == ["promote-v1", "promote-v2"]
+    assert first.run_requests[0].run_config == {  # type: ignore[index]
+        "ops": {"churn_champion": {"config": {"version": "1"}}}
+    }
+    assert tracking.alias_version(store.tracking_uri, "champion") is None  # nothing decided
+    again = _evaluate(store, first.cursor)
+    assert isinstance(again, dg.SkipReason)
+    assert "no undecided version of churn-model after v2" in (again.skip_message or "")
+
+
+def test_a_sensor_tick_never_downloads_a_model(
+    store: MlflowResource, demo_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The decision (downloads, scoring, bootstrap) belongs in a run; a tick only lists.
+    _register(store, demo_model_dir, PASSED, None)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a sensor tick downloaded an artifact")
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", refuse)
+    result = _evaluate(store)
+    assert isinstance(result, dg.SensorResult)
+    assert [r.run_key for r in result.run_requests or []] == ["promote-v1"]
+
+
 def test_first_gated_version_becomes_champion_and_is_decided_once(
     store: MlflowResource, demo_model_dir: Path
 ) -> None:
     _register(store, demo_model_dir, PASSED, None)
-    first = _evaluate(store)
-    assert isinstance(first, dg.SensorResult)
-    (event,) = first.asset_events
-    assert event.metadata["promoted"].value is True  # type: ignore[union-attr]
+    (decided,) = _decide(store, "1")
+    assert decided.promoted and decided.materialised  # the champion changed
     assert tracking.alias_version(store.tracking_uri, "champion") == "1"
-    again = _evaluate(store, first.cursor)
-    assert isinstance(again, dg.SkipReason)
-    assert "no undecided version of churn-model after v1" in (again.skip_message or "")
-    # even without the cursor, the decision tag stops a second decision
-    assert isinstance(_evaluate(store), dg.SkipReason)
+    # decided once: a second run for the same version (a retry, the UI) decides nothing
+    assert _decide(store, "1") == []
+    assert _decide(store) == []
 
 
 @pytest.mark.parametrize(
@@ -111,11 +183,9 @@ def test_a_version_that_did_not_pass_its_gates_is_never_promoted(
     reason: str,
 ) -> None:
     _register(store, demo_model_dir, gates, sha)
-    result = _evaluate(store)
-    assert isinstance(result, dg.SensorResult)
-    (event,) = result.asset_events
-    assert event.metadata["promoted"].value is False  # type: ignore[union-attr]
-    assert reason in (event.description or "")
+    (decided,) = _decide(store)
+    assert not decided.promoted and not decided.materialised  # observed, not materialised
+    assert reason in decided.reason
     assert tracking.alias_version(store.tracking_uri, "champion") is None
     version = MlflowClient(store.tracking_uri).get_model_version("churn-model", "1")
     assert version.tags[TAG_DECISION] == "kept"
@@ -125,11 +195,11 @@ def test_an_identical_challenger_does_not_replace_the_champion(
     store: MlflowResource, demo_model_dir: Path
 ) -> None:
     _register(store, demo_model_dir, PASSED, None)
-    _evaluate(store)
+    _decide(store)
     _register(store, demo_model_dir, PASSED, None)
-    result = _evaluate(store, json.dumps({"last_version": 1}))
-    assert isinstance(result, dg.SensorResult)
-    assert "required gain 0.010" in (result.asset_events[0].description or "")
+    (decided,) = _decide(store, "2")
+    assert not decided.promoted
+    assert "required gain 0.010" in decided.reason
     assert tracking.alias_version(store.tracking_uri, "champion") == "1"
     assert tracking.alias_version(store.tracking_uri, "challenger") == "2"
 
@@ -156,7 +226,7 @@ def test_an_unusable_champion_is_replaced_by_a_gated_challenger(
     # Regression (issue 10.4): a corrupted or deleted champion ONNX made every later
     # promotion crash (InvalidProtobuf / "Failed to download artifacts").
     _register(store, demo_model_dir, PASSED, None)
-    first = _evaluate(store)
+    _decide(store)
     assert tracking.alias_version(store.tracking_uri, "champion") == "1"
     for path in _onnx_files_of(store, "1", tmp_path / "artifacts"):
         if damage == "corrupt":
@@ -165,13 +235,11 @@ def test_an_unusable_champion_is_replaced_by_a_gated_challenger(
             path.unlink()
     _register(store, demo_model_dir, PASSED, None)
 
-    result = _evaluate(store, first.cursor if isinstance(first, dg.SensorResult) else None)
+    (decided,) = _decide(store, "2")
 
-    assert isinstance(result, dg.SensorResult)
-    (event,) = result.asset_events
-    assert event.metadata["promoted"].value is True  # type: ignore[union-attr]
-    assert "champion unusable: v1" in (event.description or "")
-    assert problem in (event.description or "")
+    assert decided.promoted
+    assert "champion unusable: v1" in decided.reason
+    assert problem in decided.reason
     assert tracking.alias_version(store.tracking_uri, "champion") == "2"
     version = MlflowClient(store.tracking_uri).get_model_version("churn-model", "2")
     assert version.tags["promotion.champion_version"] == "1"
@@ -184,7 +252,7 @@ def test_unreachable_registry_makes_the_sensor_skip_with_a_reason() -> None:
         port = sock.getsockname()[1]
     result = _evaluate(MlflowResource(tracking_uri=f"http://127.0.0.1:{port}"))
     assert isinstance(result, dg.SkipReason)
-    assert (result.skip_message or "").startswith("registry unreachable, nothing decided")
+    assert (result.skip_message or "").startswith("registry unreachable, nothing requested")
 
 
 def test_sensor_skips_before_anything_was_ever_registered(tmp_path: Path) -> None:

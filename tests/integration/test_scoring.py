@@ -91,12 +91,8 @@ def test_analyst_tables_cover_every_scored_customer(
     # rebuilt current_features, e.g. in a retraining run. Rebuild upstream, no rescoring:
     import dagster as dg
 
-    from churn_assets.lib.runner import (
-        period_range_tags,
-        periods_in_files,
-        register_periods,
-        run_job,
-    )
+    from churn_assets.defs.partitions import periods_in_files, register_periods
+    from churn_assets.lib.automation import period_range_tags, run_job
     from churn_assets.settings import load_settings
 
     monkeypatch.setenv("CHURN_RAW_DIR", str(demo[1]))

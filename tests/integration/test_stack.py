@@ -23,7 +23,8 @@ from mlflow.tracking import MlflowClient
 
 from churn_assets import stack as churn_stack
 from churn_assets.data.generator import GeneratorConfig, generate, write_raw_files
-from churn_assets.lib.runner import period_range_tags, periods_in_files
+from churn_assets.defs.partitions import periods_in_files
+from churn_assets.lib.automation import period_range_tags
 from churn_assets.periods import Period
 
 pytestmark = pytest.mark.integration

@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from churn_assets.data.snapshot import read_feature_table
+from churn_assets.defs.automation import GATED_EAGER, with_its_asset
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
 from churn_assets.ml import tracking
 from churn_assets.schema import CURRENT_FEATURES_TABLE
@@ -38,6 +39,7 @@ class DriftSummary:
     deps=[dg.AssetKey("current_features"), dg.AssetKey("churn_champion")],
     group_name=GROUP,
     kinds={"pandas", "mlflow"},
+    automation_condition=GATED_EAGER,
 )
 def feature_drift(
     context: dg.AssetExecutionContext,
@@ -107,7 +109,10 @@ def _dates(frame: pd.DataFrame) -> str:
     return ", ".join(sorted({str(v) for v in frame["as_of"]})) if "as_of" in frame else "?"
 
 
-@dg.asset_check(asset=feature_drift)
+@dg.asset_check(
+    asset=feature_drift,
+    automation_condition=with_its_asset(feature_drift.key),
+)
 def drift_gate(feature_drift: DriftSummary) -> dg.AssetCheckResult:
     """Fails when drift_share >= CHURN_DRIFT_SHARE_THRESHOLD; a failure triggers retraining
     (``retrain_on_drift_sensor``). A warning, not a blocker: scoring goes on meanwhile."""

@@ -12,6 +12,11 @@ import pandas as pd
 
 from churn_assets.data.scores import SCORES_SCHEMA, write_scores
 from churn_assets.data.snapshot import read_feature_table
+from churn_assets.defs.automation import (
+    EAGER_OVER_SCORED_PERIODS,
+    NEWEST_PERIOD_EAGER,
+    with_its_asset,
+)
 from churn_assets.defs.partitions import PERIODS, run_period_keys
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
 from churn_assets.ml import tracking
@@ -28,6 +33,7 @@ REALIZED_TABLE = f"{SCORES_SCHEMA}.realized_performance"
     metadata={"dagster/table_name": f"{SCORES_SCHEMA}.churn_scores"},
     partitions_def=PERIODS,
     backfill_policy=dg.BackfillPolicy.single_run(),
+    automation_condition=NEWEST_PERIOD_EAGER,
 )
 def churn_scores(
     context: dg.AssetExecutionContext,
@@ -117,6 +123,7 @@ def _data_through(mlflow: MlflowResource, version: str) -> str | None:
     group_name=GROUP,
     kinds={"postgres", "pandas"},
     metadata={"dagster/table_name": REALIZED_TABLE},
+    automation_condition=EAGER_OVER_SCORED_PERIODS,
 )
 def realized_performance(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowResource
@@ -218,7 +225,11 @@ def _write_realized(conn: Any, realized: pd.DataFrame) -> None:
         raise
 
 
-@dg.asset_check(asset=realized_performance, blocking=False)
+@dg.asset_check(
+    asset=realized_performance,
+    blocking=False,
+    automation_condition=with_its_asset(realized_performance.key),
+)
 def realized_performance_check(
     warehouse: WarehouseResource, policy: ChurnPolicy
 ) -> dg.AssetCheckResult:

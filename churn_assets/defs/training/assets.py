@@ -27,6 +27,7 @@ from churn_assets.data.snapshot import (
     last_order_date,
     read_training_snapshot,
 )
+from churn_assets.defs.automation import FIRST_TRAINING, GATED_EAGER
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
 from churn_assets.ml import tracking
 from churn_assets.ml.artifacts import (
@@ -50,6 +51,7 @@ GROUP = "training"
     deps=[dg.AssetKey("training_snapshot")],
     group_name=GROUP,
     kinds={"pandas", "postgres"},
+    automation_condition=FIRST_TRAINING,
 )
 def training_dataset(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, policy: ChurnPolicy
@@ -165,7 +167,7 @@ class TrainingConfig(dg.Config):
     max_epochs: int = 300
 
 
-@dg.asset(group_name=GROUP, kinds={"pytorch", "mlflow"})
+@dg.asset(group_name=GROUP, kinds={"pytorch", "mlflow"}, automation_condition=GATED_EAGER)
 def churn_model(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,
@@ -292,7 +294,7 @@ def _plots_markdown(model_dir: Path) -> str:
     return "\n\n".join(images)
 
 
-@dg.asset(group_name=GROUP, kinds={"onnx"})
+@dg.asset(group_name=GROUP, kinds={"onnx"}, automation_condition=GATED_EAGER)
 def churn_model_onnx(
     context: dg.AssetExecutionContext, churn_model: TrainedModel, mlflow: MlflowResource
 ) -> dg.Output[ExportedModel]:
@@ -329,7 +331,7 @@ def churn_model_onnx(
     )
 
 
-@dg.asset(group_name=GROUP, kinds={"mlflow"})
+@dg.asset(group_name=GROUP, kinds={"mlflow"}, automation_condition=GATED_EAGER)
 def churn_model_version(
     context: dg.AssetExecutionContext,
     churn_model_onnx: ExportedModel,
@@ -422,6 +424,7 @@ def churn_model_version(
     deps=[dg.AssetKey("training_snapshot")],
     group_name=GROUP,
     kinds={"pytorch", "mlflow"},
+    automation_condition=GATED_EAGER,
 )
 def backtest(
     context: dg.AssetExecutionContext,

@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from churn_assets.data.snapshot import RAW_SOURCE_ATTR
+from churn_assets.defs.automation import with_its_asset
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource
 from churn_assets.defs.training.assets import churn_model, churn_model_onnx, training_dataset
 from churn_assets.ml import tracking
@@ -15,7 +16,11 @@ from churn_assets.ml.gates import auc_gate, parity_gate
 from churn_assets.policy import env_name
 
 
-@dg.asset_check(asset=training_dataset, blocking=True)
+@dg.asset_check(
+    asset=training_dataset,
+    blocking=True,
+    automation_condition=with_its_asset(training_dataset.key),
+)
 def training_data_quality(
     context: dg.AssetCheckExecutionContext, training_dataset: pd.DataFrame, policy: ChurnPolicy
 ) -> dg.AssetCheckResult:
@@ -110,7 +115,11 @@ def _accepted_snapshots(instance: dg.DagsterInstance) -> set[int]:
     return accepted
 
 
-@dg.asset_check(asset=churn_model, blocking=True)
+@dg.asset_check(
+    asset=churn_model,
+    blocking=True,
+    automation_condition=with_its_asset(churn_model.key),
+)
 def auc_gate_check(
     churn_model: TrainedModel, mlflow: MlflowResource, policy: ChurnPolicy
 ) -> dg.AssetCheckResult:
@@ -121,7 +130,11 @@ def auc_gate_check(
     return _result(gate)
 
 
-@dg.asset_check(asset=churn_model_onnx, blocking=True)
+@dg.asset_check(
+    asset=churn_model_onnx,
+    blocking=True,
+    automation_condition=with_its_asset(churn_model_onnx.key),
+)
 def onnx_parity_check(
     churn_model_onnx: ExportedModel, mlflow: MlflowResource, policy: ChurnPolicy
 ) -> dg.AssetCheckResult:

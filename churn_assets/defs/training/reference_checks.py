@@ -6,6 +6,7 @@ so a trailing MLP is still exported and registered, and its model card says it t
 
 import dagster as dg
 
+from churn_assets.defs.automation import with_its_asset
 from churn_assets.defs.resources import ChurnPolicy
 from churn_assets.defs.training.assets import churn_model
 from churn_assets.ml.artifacts import TrainedModel
@@ -14,7 +15,11 @@ from churn_assets.policy import env_name
 TOLERANCE_VARIABLE = env_name("reference_auc_tolerance")
 
 
-@dg.asset_check(asset=churn_model, blocking=False)
+@dg.asset_check(
+    asset=churn_model,
+    blocking=False,
+    automation_condition=with_its_asset(churn_model.key),
+)
 def reference_model_check(churn_model: TrainedModel, policy: ChurnPolicy) -> dg.AssetCheckResult:
     """Holdout ROC AUC of the MLP >= that of the logistic-regression reference (same features,
     same training rows, same holdout) minus the policy's reference_auc_tolerance

@@ -1,0 +1,133 @@
+"""When each asset updates by itself: the automation conditions, in one place, and the one
+sensor that evaluates them.
+
+The chain under the daemon (and in process, see :mod:`churn_assets.lib.automation`):
+
+- new raw files (``raw_files_sensor``, by content fingerprint) -> ingest;
+- ingest -> staging views -> every period's features, labels and snapshots (a new file may
+  revise any period, and the labels of the last periods mature as orders arrive; the
+  single-run backfill policy makes that one dbt invocation) -> ``current_features``;
+- new features or a new champion -> drift monitor; the newest period is scored;
+- new scores or labels -> realized performance -> analyst tables;
+- the first model is trained once the training snapshots exist; later models come from
+  the retraining sensor, and ``churn_champion`` from the promotion sensor (both sensors
+  close a loop the graph cannot express: a check result launching its own upstream).
+
+No eager condition moves past an upstream blocking check (gate) that failed: a failed dbt
+test, GX suite or AUC gate stops everything downstream, under automation as in a run.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import dagster as dg
+
+from churn_assets.settings import load_settings
+
+# No upstream asset's latest blocking check (gate) failed. Inside one run the run machinery
+# already skips what follows a failed blocking check; this carries that across runs.
+# (Dagster's all_deps_blocking_checks_passed would also wait for checks that have not
+# reported yet, costing a run per layer of checks.)
+NO_FAILED_UPSTREAM_GATE = ~dg.AutomationCondition.any_deps_match(
+    dg.AutomationCondition.any_checks_match(
+        dg.AutomationCondition.check_failed(), blocking_only=True
+    )
+).with_label("no upstream gate failed")
+
+# Update when an upstream asset updates (or this one is newly missing), unless a gate
+# upstream failed.
+GATED_EAGER = (dg.AutomationCondition.eager() & NO_FAILED_UPSTREAM_GATE).with_label(
+    "eager, unless an upstream gate failed"
+)
+
+# What reads the scores (realized performance, the analyst tables) follows the scores only:
+# before the first champion there is nothing to read, and the scored periods are some
+# periods, so an old period never scored does not count as "missing".
+_SCORE_LINEAGE = dg.AssetSelection.assets("churn_scores", "realized_performance", "customer_360")
+EAGER_OVER_SCORED_PERIODS = (
+    dg.AutomationCondition.eager()
+    .without(~dg.AutomationCondition.any_deps_missing())
+    .allow(_SCORE_LINEAGE)
+    & NO_FAILED_UPSTREAM_GATE
+).with_label("when the scores update, unless an upstream gate failed")
+
+# The first model: eager while it was never built (the first training snapshots, or the
+# next ones if the first attempt failed for want of labelled periods). After that,
+# retraining is the retraining sensor's decision (a failed drift gate or realized-
+# performance check), not a reaction to every new month.
+FIRST_TRAINING = (dg.AutomationCondition.missing() & GATED_EAGER).with_label(
+    "until the first model exists: eager, unless an upstream gate failed"
+)
+
+# Reference data with no upstream (the dbt seed): built when missing. Dagster's eager and
+# on_missing conditions skip assets that were already missing when automation started.
+WHEN_MISSING = (
+    dg.AutomationCondition.missing()
+    & ~dg.AutomationCondition.in_progress()
+    & ~dg.AutomationCondition.execution_failed()
+).with_label("when missing")
+
+
+# Every check runs with its asset: requested whenever the asset is. Without a condition of
+# its own a check is never "requested", so a downstream asset would wait a whole extra
+# tick (and run) for its upstream's blocking checks to report, and a run requested by the
+# daemon would not include the checks of the assets it materialises.
+def with_its_asset(asset: dg.AssetKey) -> dg.AutomationCondition:
+    """Requested exactly when ``asset`` is (not when a dbt relationships test's other
+    model is)."""
+    return dg.AutomationCondition.asset_matches(
+        asset, dg.AutomationCondition.will_be_requested()
+    ).with_label("with its asset")
+
+
+class NewestPeriod(dg.AutomationCondition):
+    """True for the newest period partition only.
+
+    Scores are for the current period: a new champion re-scores it, not every period of
+    history (a backfill of old periods' scores is a deliberate ``churn backfill``-style
+    launch, and realized performance would not count them anyway). Dagster's
+    ``in_latest_time_window`` does this for time partitions; periods are dynamic ones.
+    """
+
+    @property
+    def description(self) -> str:
+        return "Newest period"
+
+    @property
+    def name(self) -> str:
+        return "newest_period"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        every = context.asset_graph_view.get_full_subset(key=context.key)
+        keys = every.expensively_compute_partition_keys()
+        if not keys:
+            return dg.AutomationResult(context, true_subset=context.get_empty_subset())
+        newest = max(keys)  # period keys are ISO dates
+        subset = context.candidate_subset.compute_intersection_with_partition_keys({newest})
+        return dg.AutomationResult(context, true_subset=subset)
+
+
+# The newest period, eagerly: new features for it, or a champion change.
+NEWEST_PERIOD_EAGER = (NewestPeriod() & GATED_EAGER).with_label(
+    "newest period, eager unless an upstream gate failed"
+)
+
+# Custom Python conditions (NewestPeriod) are evaluated in the code server, like sensors.
+# (`use_user_code_server` is a beta parameter; its warning would greet every command.)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    automation_sensor = dg.AutomationConditionSensorDefinition(
+        "churn_automation",
+        target=dg.AssetSelection.all(),
+        use_user_code_server=True,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=load_settings().sensor_interval_seconds,
+        description="Evaluates every asset's automation condition: new raw data flows to the "
+        "features, drift monitor and scores; a new champion re-scores the current period.",
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(sensors=[automation_sensor])

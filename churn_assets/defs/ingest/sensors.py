@@ -1,0 +1,107 @@
+"""New raw files: a sensor that notices them by content and requests the ingest run.
+
+The fingerprint is the sha256 of each file, the same digest the load records (``raw.loads``
+and the ``source_sha256`` metadata of ``raw_customers``/``raw_orders``). So a file touched
+but unchanged does not reload, a file replaced with the same name and new content does,
+and files loaded by any route (this sensor, ``churn run``, the UI) count as loaded. The
+cursor only caches digests by (size, mtime) so a tick hashes a file only when it changed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from churn_assets.data.contract import TABLES, find_table_file, has_raw_files
+from churn_assets.data.loader import file_sha256
+from churn_assets.defs.jobs import ingest_job
+from churn_assets.settings import load_settings
+
+RAW_ASSETS = {"customers": dg.AssetKey("raw_customers"), "orders": dg.AssetKey("raw_orders")}
+FINGERPRINT_TAG = "churn/raw_fingerprint"
+
+
+def fingerprint(raw_dir: Path, cache: dict[str, list[object]]) -> dict[str, str] | None:
+    """sha256 per table file (``None`` when a table has no single readable file: the ingest
+    run would report the contract violation, so there is nothing new to load yet).
+
+    ``cache`` maps path -> [size, mtime_ns, digest]; entries whose stat matches are reused
+    and the dict is updated in place.
+    """
+    digests: dict[str, str] = {}
+    for table in TABLES:
+        try:
+            path = find_table_file(raw_dir, table)
+            info = path.stat()
+        except (FileNotFoundError, ValueError, OSError):
+            return None
+        stamp = [info.st_size, info.st_mtime_ns]
+        cached = cache.get(str(path))
+        if cached is not None and cached[:2] == stamp:
+            digests[table] = str(cached[2])
+            continue
+        digest = file_sha256(path)
+        cache[str(path)] = [*stamp, digest]
+        digests[table] = digest
+    return digests
+
+
+def loaded_fingerprint(instance: dg.DagsterInstance) -> tuple[dict[str, str], int]:
+    """What the raw tables hold now (sha256 per table, from the last load's metadata) and
+    the storage id of that load (0: never loaded)."""
+    digests: dict[str, str] = {}
+    newest = 0
+    for table, key in RAW_ASSETS.items():
+        records = instance.fetch_materializations(key, limit=1).records
+        if not records or records[0].asset_materialization is None:
+            continue
+        value = records[0].asset_materialization.metadata.get("source_sha256")
+        digests[table] = str(getattr(value, "value", value))
+        newest = max(newest, records[0].storage_id)
+    return digests, newest
+
+
+@dg.sensor(
+    job=ingest_job,
+    minimum_interval_seconds=load_settings().sensor_interval_seconds,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Loads the raw files when their content differs from what the warehouse "
+    "holds (sha256 of customers and orders in CHURN_RAW_DIR).",
+)
+def raw_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    raw_dir = load_settings().raw_dir
+    cache: dict[str, list[object]] = json.loads(context.cursor) if context.cursor else {}
+    if not has_raw_files(raw_dir):
+        return dg.SkipReason(f"no raw files in {raw_dir}")
+    current = fingerprint(raw_dir, cache)
+    if current is None:
+        return dg.SensorResult(
+            skip_reason=f"{raw_dir} does not hold one customers and one orders file yet",
+            cursor=json.dumps(cache),
+        )
+    loaded, load_event = loaded_fingerprint(context.instance)
+    if current == loaded:
+        return dg.SensorResult(
+            skip_reason=f"already loaded (orders sha256 {current['orders'][:12]}…)",
+            cursor=json.dumps(cache),
+        )
+    short = "-".join(current[table][:12] for table in TABLES)
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                # One load per new content after a given load: a queued run is not
+                # requested twice, and content seen before (A -> B -> A) loads again.
+                run_key=f"{short}-after-{load_event}",
+                run_config={"ops": {"raw_tables": {"config": {"raw_dir": str(raw_dir)}}}},
+                tags={FINGERPRINT_TAG: short},
+            )
+        ],
+        cursor=json.dumps(cache),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(sensors=[raw_files_sensor])
