@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from churn_assets.periods import Period
 
@@ -25,6 +26,8 @@ DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 DEFAULT_WINDOW_DAYS = 90
 # A full 1M-customer run takes a few minutes; a second run waits that long, not forever.
 DEFAULT_LOCK_TIMEOUT_SECONDS = 900
+# Where `dagster dev` / `churn dev` serve the UI: alert links point there unless told otherwise.
+DEFAULT_UI_URL = "http://127.0.0.1:3000"
 
 
 class SettingsError(ValueError):
@@ -55,6 +58,10 @@ class Settings:
         warehouse_lock_timeout_seconds: How long a run waits for another run that is
             writing the warehouse (``CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS``, default 900;
             0 fails at once, naming the run that holds it).
+        alert_webhook_url: Where alerts about failed runs and failed gates are POSTed as JSON
+            (``CHURN_ALERT_WEBHOOK_URL``, http or https). ``None`` switches alerts off.
+        ui_url: Base URL of the Dagster UI that alert links point into (``CHURN_UI_URL``,
+            default ``http://127.0.0.1:3000``, no trailing slash).
     """
 
     home: Path
@@ -67,6 +74,8 @@ class Settings:
     mlflow_tracking_uri: str | None
     sensor_interval_seconds: int
     warehouse_lock_timeout_seconds: int
+    alert_webhook_url: str | None
+    ui_url: str
 
     @property
     def embedded_pg_dir(self) -> Path:
@@ -114,6 +123,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         warehouse_lock_timeout_seconds=_parse_int(
             env, "CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS", DEFAULT_LOCK_TIMEOUT_SECONDS, minimum=0
         ),
+        alert_webhook_url=_parse_http_url(env, "CHURN_ALERT_WEBHOOK_URL"),
+        ui_url=(_parse_http_url(env, "CHURN_UI_URL") or DEFAULT_UI_URL).rstrip("/"),
     )
 
 
@@ -147,3 +158,17 @@ def _parse_int(env: Mapping[str, str], name: str, default: int, *, minimum: int)
     if value < minimum:
         raise SettingsError(f"{name}={value} must be >= {minimum}")
     return value
+
+
+def _parse_http_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    parsed = urlsplit(raw)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        # Only the scheme is echoed: a webhook URL often carries its secret in the path.
+        raise SettingsError(
+            f"{name} must be an http:// or https:// URL with a host (got scheme "
+            f"{parsed.scheme or 'none'!r})"
+        )
+    return raw
