@@ -15,7 +15,13 @@ rate and a per-customer exponential trend (35 % fading, 10 % growing); spend is 
 its own trend; each customer buys from a few favourite categories. The hidden churn logit is a
 weighted sum of standardised visible signals (recency strongest, then frequency, 30- vs 365-day
 spend trend, category diversity, email class, tenure) plus Gaussian noise, with the intercept
-bisected so the mean probability equals ``target_churn_rate``.
+bisected so the mean probability equals ``target_churn_rate``. Only the last label window
+(``as_of``, ``end_date``] is drawn from it; the labels of earlier periods (the platform's monthly
+cohorts) follow from the order process itself.
+
+``DriftScenario`` shifts the behaviour from a date on: distributions, and with
+``concept_shift`` also who churns. ``arrived_by`` cuts one history into the files a monthly
+feed would have delivered (``scenarios.MONTHLY_STORY``).
 
 ``PROFILES`` names ready-made configs: ``subscription`` (the default above) and ``retail``
 (most customers order once, a long tail of repeat buyers, 75 % churn in 90 days).
@@ -31,6 +37,7 @@ Label definition (the dbt SQL computes exactly this; ``ground_truth`` agrees row
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -130,6 +137,13 @@ _LOGIT_WEIGHTS: Mapping[str, float] = {
 }
 _EMAIL_EFFECT = np.array([0.10, -0.25, 0.07, 0.30])  # indexed like EMAIL_CLASSES
 _LOGIT_NOISE_SD = 0.7  # unexplainable churn: no model can reach the oracle
+# Concept drift (``DriftScenario.concept_shift``): direction of each email class's change of
+# order rate after the drift start, indexed like EMAIL_CLASSES. Business accounts, the loyal
+# class of the hidden truth, defect (fewer orders, so more churn); free-mail and no-email
+# customers, its risky classes, become loyal; education is unchanged. Opposite directions on
+# classes of similar size keep the overall label rate roughly level, so the shift shows up
+# as a changed relation between features and churn, not as a broken label rate.
+_CONCEPT_DIRECTION = np.array([1.0, -1.0, 0.0, 1.0])
 
 
 @dataclass(frozen=True)
@@ -145,16 +159,32 @@ class DriftScenario:
     distribution. The label rule is unchanged: the hidden truth is recomputed from the drifted
     visible behaviour (intercept re-calibrated to ``target_churn_rate``), so ``ground_truth``
     still matches the SQL label definition.
+
+    Those knobs move feature *distributions* only: who churns given the features stays the
+    same, so a model retrained after them is no better than the old one. ``concept_shift``
+    (a log-rate, >= 0; 0 = off) changes the relation itself. From ``starts_at`` on, business
+    email customers order at ``exp(-concept_shift)`` times their rate and free-mail and
+    no-email customers at ``exp(+concept_shift)`` times (education unchanged), on top of
+    ``order_rate_multiplier``: the class that was loyal starts churning and the risky ones
+    stay. Labels follow from the orders as always (a customer who stops ordering churns), and
+    the hidden truth of a label window after ``starts_at`` moves its logit by the same amount
+    (scaled by the share of the window past ``starts_at``), so ``ground_truth`` and the
+    order-derived labels of every other period tell the same story. At ``1.5`` a model
+    trained on the new labels beats one trained before them by several AUC points (see
+    ``scenarios.MONTHLY_STORY``).
     """
 
     starts_at: date
     spend_multiplier: float = 1.0
     order_rate_multiplier: float = 1.0
     email_mix: dict[str, float] | None = None
+    concept_shift: float = 0.0
 
     def __post_init__(self) -> None:
         if self.spend_multiplier < 0 or self.order_rate_multiplier < 0:
             raise ValueError("drift multipliers must be >= 0")
+        if not (math.isfinite(self.concept_shift) and self.concept_shift >= 0):
+            raise ValueError(f"concept_shift must be finite and >= 0, got {self.concept_shift}")
         if self.email_mix is not None:
             unknown = set(self.email_mix) - set(EMAIL_CLASSES)
             if unknown:
@@ -248,6 +278,10 @@ class _Customers:
     email: npt.NDArray[np.object_]
 
 
+# One stretch of each customer's order process: [a, b) in seconds and its rate factor.
+_Segment = tuple[IntArray, IntArray, float | FloatArray]
+
+
 @dataclass(frozen=True)
 class _Orders:
     cust: IntArray
@@ -275,7 +309,7 @@ def generate(config: GeneratorConfig = GeneratorConfig()) -> GeneratedData:
     n = config.n_customers
     first_day = cust.first_sec // SECONDS_PER_DAY
     in_population = cust.active & (first_day <= as_of_day)
-    rate_mult = 1.0 if drift is None else drift.order_rate_multiplier
+    rate_mult = _post_drift_rate_multiplier(drift, cust)
 
     # Orders on or before as_of: the first order plus a Poisson process until as_of ends.
     pop_idx = np.flatnonzero(in_population)
@@ -286,7 +320,7 @@ def generate(config: GeneratorConfig = GeneratorConfig()) -> GeneratedData:
     )
     pre = _draw_marks(rng, cust, pre_cust, pre_sec, drift_sec, drift)
 
-    probability, churned = _hidden_truth(rng, config, cust, pre, pop_idx)
+    probability, churned = _hidden_truth(rng, config, cust, pre, pop_idx, drift_sec)
 
     # Label window (as_of, end_date]: churners are silent, everyone else orders at least once.
     churned_all = np.zeros(n, dtype=bool)
@@ -352,6 +386,32 @@ def write_raw_files(
             pq.write_table(table, path)
         paths.append(path)
     return paths
+
+
+def arrived_by(data: GeneratedData, day: date) -> GeneratedData:
+    """``data`` as a feed would have delivered it by the end of ``day``: a monthly file.
+
+    Orders dated on or before ``day``; customers whose account exists by then (``signup_at``
+    on or before ``day``) or who ordered by then (a guest checkout, or no signup date), so
+    every order's customer is in the file; the ground truth only once its label window has
+    closed (``day >= config.end_date``), else empty: before that it would be the future.
+    Cutting one generated history keeps every file consistent with the next: a label that
+    has matured in one file is the same in every later one.
+    """
+    cutoff = pd.Timestamp(day) + pd.Timedelta(days=1)  # exclusive: all of ``day`` counts
+    orders = data.orders.loc[data.orders["ordered_at"] < cutoff].reset_index(drop=True)
+    customers = data.customers
+    ordered = customers["customer_id"].isin(orders["customer_id"])
+    signed_up = customers["signup_at"].notna() & (customers["signup_at"] < cutoff)
+    truth = data.ground_truth
+    if day < data.config.end_date:
+        truth = truth.iloc[:0]
+    return GeneratedData(
+        customers=customers.loc[signed_up | ordered].reset_index(drop=True),
+        orders=orders,
+        ground_truth=truth.reset_index(drop=True),
+        config=data.config,
+    )
 
 
 # --------------------------------------------------------------------------- latent customers
@@ -476,9 +536,27 @@ def _drift_start_sec(config: GeneratorConfig) -> int:
     return int(np.clip(days * SECONDS_PER_DAY, 0, history_end))
 
 
+def _post_drift_rate_multiplier(
+    drift: DriftScenario | None, cust: _Customers
+) -> float | FloatArray:
+    """Each customer's order-rate factor from the drift start on.
+
+    A scalar unless a concept shift needs one factor per customer: the scalar path is the
+    arithmetic the generator had before concept drift existed, so those runs stay
+    byte-identical. Derived from the email class, no draw: the random stream does not depend
+    on the scenario.
+    """
+    if drift is None:
+        return 1.0
+    if drift.concept_shift == 0.0:
+        return drift.order_rate_multiplier
+    shift: FloatArray = np.exp(drift.concept_shift * _CONCEPT_DIRECTION[cust.email_class])
+    return drift.order_rate_multiplier * shift
+
+
 def _split(
-    a_sec: IntArray, b_sec: IntArray, drift_sec: int, rate_mult: float
-) -> list[tuple[IntArray, IntArray, float]]:
+    a_sec: IntArray, b_sec: IntArray, drift_sec: int, rate_mult: float | FloatArray
+) -> list[_Segment]:
     """Split each customer's interval [a, b) at the drift start: (before, x1), (after, xm)."""
     cut = np.int64(drift_sec)
     return [
@@ -513,7 +591,7 @@ def _poisson_counts(
     cust: _Customers,
     a_sec: IntArray,
     b_sec: IntArray,
-    mult: float,
+    mult: float | FloatArray,
     mask: BoolArray,
 ) -> IntArray:
     """Number of orders per customer in [a, b) of the customer's inhomogeneous process."""
@@ -524,7 +602,7 @@ def _poisson_counts(
 
 def _force_at_least_one(
     cust: _Customers,
-    segments: list[tuple[IntArray, IntArray, float]],
+    segments: list[_Segment],
     counts: list[IntArray],
     mask: BoolArray,
 ) -> None:
@@ -548,7 +626,7 @@ def _concat_times(
     cust: _Customers,
     fixed_cust: IntArray,
     fixed_sec: IntArray,
-    segments: list[tuple[IntArray, IntArray, float]],
+    segments: list[_Segment],
     counts: list[IntArray],
 ) -> tuple[IntArray, IntArray]:
     """Place the counted orders in time by inverting each segment's cumulative rate."""
@@ -640,8 +718,15 @@ def _hidden_truth(
     cust: _Customers,
     pre: _Orders,
     pop_idx: IntArray,
+    drift_sec: int,
 ) -> tuple[FloatArray, IntArray]:
-    """Churn probability from the features dbt sees at as_of, calibrated to the target rate."""
+    """Churn probability from the features dbt sees at as_of, calibrated to the target rate.
+
+    Under a concept shift the logit also moves by the shift a customer's order rate gets
+    (minus its log factor: fewer orders, more churn), weighted by the share of the label
+    window past the drift start, so this window's labels follow the same new rule as the
+    order-derived labels of the other periods.
+    """
     n = config.n_customers
     as_of_day = config.history_days - config.window_days
     day = pre.sec // SECONDS_PER_DAY
@@ -678,6 +763,13 @@ def _hidden_truth(
     logit = _EMAIL_EFFECT[cust.email_class[p]] + rng.normal(0.0, _LOGIT_NOISE_SD, p.size)
     for name, weight in _LOGIT_WEIGHTS.items():
         logit = logit + weight * _standardise(signals[name])
+    drift = config.drift
+    if drift is not None and drift.concept_shift != 0.0:
+        window_start = (as_of_day + 1) * SECONDS_PER_DAY
+        window_end = (config.history_days + 1) * SECONDS_PER_DAY
+        exposed = (window_end - max(drift_sec, window_start)) / (window_end - window_start)
+        direction = _CONCEPT_DIRECTION[cust.email_class[p]]
+        logit = logit - drift.concept_shift * max(exposed, 0.0) * direction
     intercept = _calibrate_intercept(logit, config.target_churn_rate)
     probability = np.clip(_sigmoid(logit + intercept), 1e-6, 1.0 - 1e-6)
     churned = (rng.random(p.size) < probability).astype(np.int64)

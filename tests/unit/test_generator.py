@@ -123,8 +123,15 @@ def test_generate_churn_is_visible_in_features_at_as_of(large_data: GeneratedDat
         GeneratorConfig(n_customers=500, seed=5, history_days=400, window_days=30),
         GeneratorConfig(n_customers=40, seed=9, end_date=date(2026, 3, 31)),
         replace(PROFILES["retail"], n_customers=2_000, seed=3),
+        # Concept drift starting inside the last label window: its hidden truth is shifted
+        # by part of the strength, the orders of the window by all of it.
+        GeneratorConfig(
+            n_customers=2_000,
+            seed=3,
+            drift=DriftScenario(starts_at=date(2025, 11, 1), concept_shift=1.5),
+        ),
     ],
-    ids=["default", "drift", "short-window", "tiny", "retail"],
+    ids=["default", "drift", "short-window", "tiny", "retail", "concept"],
 )
 def test_generate_ground_truth_matches_label_definition(config: GeneratorConfig) -> None:
     data = generate(config)
