@@ -263,13 +263,14 @@ def demo(scenario: str) -> None:
 def _drift_story(settings: Settings) -> None:
     """The monthly feed story; its files go to <CHURN_HOME>/scenario/feed, not CHURN_RAW_DIR."""
     from churn_assets.lib.dbt import environ
+    from churn_assets.policy import env_name
     from churn_assets.story import monthly_story
 
     feed = settings.home / "scenario" / "feed"
     _warm_up(settings)
     # Months pass in seconds here: no retraining cooldown. CHURN_RAW_DIR is restored after,
     # so the process (a test session, a notebook) keeps the raw directory it had.
-    story_env = {"CHURN_RAW_DIR": str(feed), "CHURN_RETRAIN_COOLDOWN_SECONDS": "0"}
+    story_env = {"CHURN_RAW_DIR": str(feed), env_name("retrain_cooldown_seconds"): "0"}
     with environ(story_env), _instance(settings) as instance:
         story = monthly_story(instance, feed, click.echo)
     status = _status(load_settings())

@@ -41,6 +41,26 @@ GATED_EAGER = (dg.AutomationCondition.eager() & NO_FAILED_UPSTREAM_GATE).with_la
     "eager, unless an upstream gate failed"
 )
 
+# The per-period marts: every period, whenever the staging views update. Dagster's eager
+# ignores an upstream update made by a run that also built this asset (for one of its
+# partitions: the new period), which would leave the older periods' labels as they were
+# although the new orders close their label windows. A new file may also revise any period.
+_ANY_DEP_UPDATED = dg.AutomationCondition.any_deps_match(
+    dg.AutomationCondition.newly_updated() | dg.AutomationCondition.will_be_requested()
+).with_label("any dep updated")
+EVERY_PERIOD_EAGER = (
+    dg.AutomationCondition.eager().replace(
+        dg.AutomationCondition.any_deps_updated(), _ANY_DEP_UPDATED
+    )
+    & NO_FAILED_UPSTREAM_GATE
+).with_label("every period when the staging views update, unless an upstream gate failed")
+
+# The backtest replays training: it follows a new model, not every new month of snapshots.
+AFTER_A_NEW_MODEL = (
+    dg.AutomationCondition.eager().allow(dg.AssetSelection.assets("churn_model"))
+    & NO_FAILED_UPSTREAM_GATE
+).with_label("after a new model, unless an upstream gate failed")
+
 # What reads the scores (realized performance, the analyst tables) follows the scores only:
 # before the first champion there is nothing to read, and the scored periods are some
 # periods, so an old period never scored does not count as "missing".

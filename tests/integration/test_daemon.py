@@ -1,122 +1,148 @@
-"""The platform running itself: a real dagster-daemon launches retraining, then promotes.
+"""The month-by-month story under a real `dagster-daemon`: nobody launches a run.
 
-Nobody launches a run here. The test records a failed drift gate in a fresh instance (as a
-monitoring run would), starts `dagster-daemon run` with a 2-second sensor interval, and
-waits for the retraining sensor's run to finish and the promotion sensor to decide the
-version it registered.
+A fresh CHURN_HOME, the daemon started with a 2-second sensor interval, then the monthly
+feed's files appear one month at a time (atomically renamed into CHURN_RAW_DIR). The raw
+files sensor, the automation conditions, the retraining and promotion sensors do the rest.
+The feed starts later than the demo's (fewer months: each costs a few runs, and each run
+is a process of its own under the daemon), but still ends with a retrained champion.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+import psycopg2
 import pytest
-from click.testing import Result
-from mlflow.tracking import MlflowClient
+from click.testing import CliRunner
 
-from churn_assets.defs.monitoring.sensors import DRIFT_GATE
-from churn_assets.ml import tracking
-from churn_assets.ml.champion import TAG_DECISION
+from churn_assets import warehouse
+from churn_assets.cli import main
+from churn_assets.data.generator import generate
+from churn_assets.data.loader import file_sha256
+from churn_assets.data.scenarios import MONTHLY_STORY, story_month_ends, write_month
 from churn_assets.settings import PROJECT_ROOT, load_settings
+from churn_assets.story import deliver
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-TIMEOUT_SECONDS = 300
-
-
-def _wait_for(predicate, what: str, log: Path):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(2)
-    raise AssertionError(f"timed out waiting for {what}; daemon log:\n{log.read_text()[-4000:]}")
+FIRST_MONTH = date(2025, 12, 31)
+MONTH_TIMEOUT_SECONDS = 420
+QUIET_SECONDS = 15  # no run active or created for this long: the platform has settled
+ACTIVE = (
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+)
 
 
-def test_daemon_retrains_on_drift_and_promotes_without_manual_action(
-    demo: tuple[Result, Path], tmp_path: Path
-) -> None:
-    _, raw_dir = demo
+@pytest.fixture
+def daemon_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    home = Path(tempfile.mkdtemp(prefix="dmn", dir="/tmp"))  # short: the PG socket path
+    feed = home / "feed"
+    monkeypatch.setenv("CHURN_HOME", str(home))
+    monkeypatch.setenv("CHURN_RAW_DIR", str(feed))
+    monkeypatch.setenv("GX_ANALYTICS_ENABLED", "false")
     settings = load_settings()
-    client = MlflowClient(settings.resolved_tracking_uri)
-    versions_before = int(tracking.latest_version(settings.resolved_tracking_uri) or 0)
-
-    dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
+    url = warehouse.start_embedded(settings.embedded_pg_dir)
+    dagster_home = settings.dagster_home
+    dagster_home.mkdir(parents=True)
     shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        instance.report_runless_asset_event(
-            dg.AssetCheckEvaluation(
-                asset_key=DRIFT_GATE.asset_key,
-                check_name=DRIFT_GATE.name,
-                passed=False,
-                metadata={"drift_share": 0.5, "threshold": 0.3},
-            )
-        )
-
     env = {
         **os.environ,
         "DAGSTER_HOME": str(dagster_home),
-        "CHURN_RAW_DIR": str(raw_dir),
         "CHURN_SENSOR_INTERVAL_SECONDS": "2",
         "CHURN_RETRAIN_COOLDOWN_SECONDS": "0",
     }
     log = tmp_path / "daemon.log"
     with log.open("w") as out:
         daemon = subprocess.Popen(
-            [
-                shutil.which("dagster-daemon") or "dagster-daemon",
-                "run",
-                "-w",
-                str(PROJECT_ROOT / "workspace.yaml"),
-            ],
-            cwd=dagster_home,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            [shutil.which("dagster-daemon") or "dagster-daemon", "run", "-w",
+             str(PROJECT_ROOT / "workspace.yaml")],
+            cwd=dagster_home, env=env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
-        )
+        )  # fmt: skip
     try:
-        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-
-            def finished_drift_run() -> dg.DagsterRun | None:
-                runs = instance.get_runs(filters=dg.RunsFilter(tags={"churn/trigger": "drift"}))
-                done = [
-                    r
-                    for r in runs
-                    if r.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)
-                ]
-                return done[0] if done else None
-
-            run = _wait_for(finished_drift_run, "the drift-triggered run", log)
-            assert run.job_name == "training_job"
-            assert run.tags["dagster/sensor_name"] == "retrain_on_drift_sensor"
-            assert run.status == dg.DagsterRunStatus.SUCCESS, log.read_text()[-4000:]
-
-        new_version = str(versions_before + 1)
-
-        def decided() -> bool:
-            try:
-                version = client.get_model_version("churn-model", new_version)
-            except Exception:
-                return False
-            return TAG_DECISION in version.tags
-
-        _wait_for(decided, f"the promotion decision on v{new_version}", log)
-        version = client.get_model_version("churn-model", new_version)
-        champion = tracking.alias_version(settings.resolved_tracking_uri, "champion")
-        promoted = version.tags[TAG_DECISION] == "promoted"
-        assert (champion == new_version) is promoted
+        yield {"feed": feed, "dagster_home": dagster_home, "log": log, "url": url}
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         try:
             daemon.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(daemon.pid, signal.SIGKILL)
+        warehouse.stop_embedded(settings.embedded_pg_dir)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _wait(predicate: Callable[[], bool], what: str, log: Path) -> None:
+    deadline = time.monotonic() + MONTH_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(2)
+    raise AssertionError(f"timed out waiting for {what}; daemon log:\n{log.read_text()[-6000:]}")
+
+
+def _loaded_orders_sha(instance: dg.DagsterInstance) -> str | None:
+    event = instance.get_latest_materialization_event(dg.AssetKey("raw_orders"))
+    if event is None or event.asset_materialization is None:
+        return None
+    value = event.asset_materialization.metadata.get("source_sha256")
+    return str(getattr(value, "value", value))
+
+
+def _settled(instance: dg.DagsterInstance, state: dict[str, float]) -> bool:
+    runs = instance.get_runs(limit=1)
+    newest = runs[0].create_timestamp if runs else 0.0
+    busy = instance.get_runs(filters=dg.RunsFilter(statuses=list(ACTIVE)), limit=1)
+    now = time.monotonic()
+    if busy or newest != state.get("newest"):
+        state.update(newest=newest, quiet_since=now)
+        return False
+    return now - state["quiet_since"] >= QUIET_SECONDS
+
+
+def test_the_daemon_lives_through_the_months_and_promotes_a_retrained_version(
+    daemon_home: dict[str, Any],
+) -> None:
+    data = generate(MONTHLY_STORY)
+    feed: Path = daemon_home["feed"]
+    log: Path = daemon_home["log"]
+    with dg.DagsterInstance.from_config(str(daemon_home["dagster_home"])) as instance:
+        for month_end in story_month_ends(first=FIRST_MONTH):
+            with tempfile.TemporaryDirectory(dir=feed.parent) as staging:
+                deliver(write_month(data, month_end, Path(staging)), feed)
+            orders_sha = file_sha256(next(feed.glob("orders.*")))
+            _wait(
+                lambda: _loaded_orders_sha(instance) == orders_sha,  # noqa: B023
+                f"the load of the {month_end} files",
+                log,
+            )
+            state: dict[str, float] = {}
+            _wait(lambda: _settled(instance, state), f"quiet after {month_end}", log)  # noqa: B023
+        runs = instance.get_runs()
+    failed = [(r.job_name, r.run_id) for r in runs if r.status == dg.DagsterRunStatus.FAILURE]
+    assert not failed, f"failed runs {failed}; daemon log:\n{log.read_text()[-4000:]}"
+    # nobody launched anything: every run came from a sensor or the automation
+    assert all(run.tags.get("dagster/sensor_name") or run.tags.get("dagster/backfill")
+               for run in runs), [run.tags for run in runs]  # fmt: skip
+
+    status = json.loads(CliRunner().invoke(main, ["status", "--json"]).output)
+    champion = status["champion"]
+    assert int(champion["version"]) >= 2, json.dumps(status, indent=1)[:3000]
+    assert champion["promotion"]["decision"] == "promoted"
+    assert status["realized"]
+    with psycopg2.connect(daemon_home["url"]) as conn, conn.cursor() as cur:
+        cur.execute("select distinct model_version from scoring.churn_scores")
+        assert [row[0] for row in cur.fetchall()] == [champion["version"]]

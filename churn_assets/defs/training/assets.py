@@ -27,7 +27,7 @@ from churn_assets.data.snapshot import (
     last_order_date,
     read_training_snapshot,
 )
-from churn_assets.defs.automation import FIRST_TRAINING, GATED_EAGER
+from churn_assets.defs.automation import AFTER_A_NEW_MODEL, FIRST_TRAINING, GATED_EAGER
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
 from churn_assets.ml import tracking
 from churn_assets.ml.artifacts import (
@@ -424,7 +424,7 @@ def churn_model_version(
     deps=[dg.AssetKey("training_snapshot")],
     group_name=GROUP,
     kinds={"pytorch", "mlflow"},
-    automation_condition=GATED_EAGER,
+    automation_condition=AFTER_A_NEW_MODEL,
 )
 def backtest(
     context: dg.AssetExecutionContext,
