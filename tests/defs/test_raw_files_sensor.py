@@ -19,8 +19,7 @@ def raw_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     raw.mkdir()
     (raw / "customers.csv").write_text("customer_id,signup_at,email\nC1,2024-01-01,a@b.com\n")
     (raw / "orders.csv").write_text(
-        "order_id,customer_id,ordered_at,amount,item_count,category\n"
-        "O1,C1,2024-02-01,10,1,books\n"
+        "order_id,customer_id,ordered_at,amount,item_count,category\nO1,C1,2024-02-01,10,1,books\n"
     )
     monkeypatch.setenv("CHURN_RAW_DIR", str(raw))
     monkeypatch.setenv("CHURN_HOME", str(tmp_path / "home"))

@@ -122,3 +122,21 @@ def test_a_failed_realized_performance_check_is_a_second_trigger_with_the_same_c
     later = retrain_decision(instance, first.cursor, now=1_700.0, cooldown_seconds=600)
     assert isinstance(later, dg.SensorResult)
     assert (later.run_requests or [])[0].tags["churn/trigger"] == "drift"
+
+
+def test_no_retrain_when_no_data_arrived_since_the_last_model(
+    instance: dg.DagsterInstance,
+) -> None:
+    # Training is deterministic: a gate that keeps failing against the newest model, with
+    # no new load since it was trained, would only retrain the same model again.
+    instance.report_runless_asset_event(dg.AssetMaterialization("raw_orders"))
+    instance.report_runless_asset_event(dg.AssetMaterialization("churn_model"))
+    _drift_evaluation(instance, passed=False, share=0.6)
+    result = retrain_decision(instance, None, now=1_000.0, cooldown_seconds=0)
+    assert isinstance(result, dg.SkipReason)
+    assert "no data was loaded since the last model was trained" in (result.skip_message or "")
+    # new data arrives (a new month is loaded): the same failure now retrains
+    instance.report_runless_asset_event(dg.AssetMaterialization("raw_orders"))
+    assert isinstance(
+        retrain_decision(instance, None, now=1_000.0, cooldown_seconds=0), dg.SensorResult
+    )

@@ -231,28 +231,37 @@ def _write_realized(conn: Any, realized: pd.DataFrame) -> None:
     automation_condition=with_its_asset(realized_performance.key),
 )
 def realized_performance_check(
-    warehouse: WarehouseResource, policy: ChurnPolicy
+    warehouse: WarehouseResource, mlflow: MlflowResource, policy: ChurnPolicy
 ) -> dg.AssetCheckResult:
-    """WARN: a version's realized AUC fell below its holdout AUC by more than
-    CHURN_REALIZED_AUC_TOLERANCE. The retraining sensor treats a failure as a trigger."""
+    """WARN: the champion's realized AUC fell below its holdout AUC by more than
+    CHURN_REALIZED_AUC_TOLERANCE. The retraining sensor treats a failure as a trigger.
+
+    Only the version serving now is judged: a retired champion's periods stay in the
+    table for analysts, but retraining because of them would repeat every month.
+    """
+    from churn_assets.ml.champion import CHAMPION
     from churn_assets.ml.realized import realized_failures
 
     with warehouse.connect() as conn, conn.cursor() as cur:
         cur.execute(f"select * from {REALIZED_TABLE}")
         columns = [c.name for c in cur.description or ()]
         realized = pd.DataFrame(cur.fetchall(), columns=columns)
+    champion = tracking.alias_version(mlflow.tracking_uri, CHAMPION, mlflow.model_name)
+    judged = realized[realized["model_version"].astype(str) == str(champion)]
     holdout = {
         str(version): float(auc)
-        for version, auc in zip(realized["model_version"], realized["holdout_auc"], strict=True)
+        for version, auc in zip(judged["model_version"], judged["holdout_auc"], strict=True)
         if auc is not None and not math.isnan(auc)
     }
-    failures = realized_failures(realized, holdout, policy.policy().realized_auc_tolerance)
+    failures = realized_failures(judged, holdout, policy.policy().realized_auc_tolerance)
     return dg.AssetCheckResult(
         passed=not failures,
         severity=dg.AssetCheckSeverity.WARN,
         description=" | ".join(failures) if failures else None,
         metadata={
-            "pairs_checked": len(realized),
+            "champion_version": champion or "none",
+            "periods_judged": len(judged),
+            "pairs_in_table": len(realized),
             "tolerance": dg.MetadataValue.float(policy.policy().realized_auc_tolerance),
             "failures": dg.MetadataValue.json(failures),
         },
