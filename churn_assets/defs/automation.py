@@ -135,12 +135,16 @@ NEWEST_PERIOD_EAGER = (NewestPeriod() & GATED_EAGER).with_label(
 
 # Custom Python conditions (NewestPeriod) are evaluated in the code server, like sensors.
 # (`use_user_code_server` is a beta parameter; its warning would greet every command.)
+# Requests become runs directly (`emit_backfills=False`), not backfills: the backfill
+# daemon submits every 30 s, which made a month take minutes of waiting; a range of
+# periods is still one run, by the single-run backfill policy of the per-period assets.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.BetaWarning)
     automation_sensor = dg.AutomationConditionSensorDefinition(
         "churn_automation",
         target=dg.AssetSelection.all(),
         use_user_code_server=True,
+        emit_backfills=False,
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=load_settings().sensor_interval_seconds,
         description="Evaluates every asset's automation condition: new raw data flows to the "

@@ -124,19 +124,25 @@ def test_a_failed_realized_performance_check_is_a_second_trigger_with_the_same_c
     assert (later.run_requests or [])[0].tags["churn/trigger"] == "drift"
 
 
-def test_no_retrain_when_no_data_arrived_since_the_last_model(
+def test_no_retrain_on_the_same_data_nor_before_the_new_snapshots_exist(
     instance: dg.DagsterInstance,
 ) -> None:
     # Training is deterministic: a gate that keeps failing against the newest model, with
     # no new load since it was trained, would only retrain the same model again.
-    instance.report_runless_asset_event(dg.AssetMaterialization("raw_orders"))
-    instance.report_runless_asset_event(dg.AssetMaterialization("churn_model"))
+    for key in ("raw_orders", "training_snapshot", "churn_model"):
+        instance.report_runless_asset_event(dg.AssetMaterialization(key))
     _drift_evaluation(instance, passed=False, share=0.6)
-    result = retrain_decision(instance, None, now=1_000.0, cooldown_seconds=0)
-    assert isinstance(result, dg.SkipReason)
-    assert "no data was loaded since the last model was trained" in (result.skip_message or "")
-    # new data arrives (a new month is loaded): the same failure now retrains
+
+    def decide() -> dg.SensorResult | dg.SkipReason:
+        return retrain_decision(instance, None, now=1_000.0, cooldown_seconds=0)
+
+    skipped = decide()
+    assert isinstance(skipped, dg.SkipReason)
+    assert "no data was loaded since the last model was trained" in (skipped.skip_message or "")
+    # a new month is loaded: wait until its training snapshots are built, then retrain
     instance.report_runless_asset_event(dg.AssetMaterialization("raw_orders"))
-    assert isinstance(
-        retrain_decision(instance, None, now=1_000.0, cooldown_seconds=0), dg.SensorResult
-    )
+    waiting = decide()
+    assert isinstance(waiting, dg.SkipReason)
+    assert "waiting for the training snapshots" in (waiting.skip_message or "")
+    instance.report_runless_asset_event(dg.AssetMaterialization("training_snapshot"))
+    assert isinstance(decide(), dg.SensorResult)

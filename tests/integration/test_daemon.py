@@ -103,8 +103,8 @@ def _loaded_orders_sha(instance: dg.DagsterInstance) -> str | None:
 
 
 def _settled(instance: dg.DagsterInstance, state: dict[str, float]) -> bool:
-    runs = instance.get_runs(limit=1)
-    newest = runs[0].create_timestamp if runs else 0.0
+    records = instance.get_run_records(limit=1)
+    newest = records[0].create_timestamp.timestamp() if records else 0.0
     busy = instance.get_runs(filters=dg.RunsFilter(statuses=list(ACTIVE)), limit=1)
     now = time.monotonic()
     if busy or newest != state.get("newest"):

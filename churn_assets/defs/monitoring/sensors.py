@@ -28,7 +28,7 @@ def retrain_decision(
     """
     records = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(TRIGGERS))
     state = json.loads(cursor) if cursor else {"last_execution_id": 0, "last_triggered_at": 0.0}
-    new_data = _new_data_since_last_model(instance)
+    not_ready = _not_ready_to_retrain(instance)
     drift = records.get(DRIFT_GATE)
     realized = records.get(REALIZED_CHECK)
     evaluation = realized.event.asset_check_evaluation if realized and realized.event else None
@@ -41,8 +41,8 @@ def retrain_decision(
         and (drift is None or drift.id < realized.id or _passed(drift))
     ):
         detail = (evaluation.description or "realized AUC below holdout")[:200]
-        return _request(realized, "realized", detail, state, now, cooldown_seconds, new_data)
-    return _drift_decision(drift, state, now, cooldown_seconds, new_data)
+        return _request(realized, "realized", detail, state, now, cooldown_seconds, not_ready)
+    return _drift_decision(drift, state, now, cooldown_seconds, not_ready)
 
 
 def _passed(record: AssetCheckExecutionRecord) -> bool:
@@ -55,7 +55,7 @@ def _drift_decision(
     state: dict[str, float],
     now: float,
     cooldown_seconds: int,
-    new_data: bool,
+    not_ready: str | None,
 ) -> dg.SensorResult | dg.SkipReason:
     if record is None or record.event is None:
         return dg.SkipReason("the drift gate has not been evaluated yet")
@@ -70,7 +70,7 @@ def _drift_decision(
         )
     if record.id <= state["last_execution_id"]:
         return dg.SkipReason(f"already retrained for drift evaluation {record.id}")
-    return _request(record, "drift", f"share {share_text}", state, now, cooldown_seconds, new_data)
+    return _request(record, "drift", f"share {share_text}", state, now, cooldown_seconds, not_ready)
 
 
 def _request(
@@ -80,14 +80,11 @@ def _request(
     state: dict[str, float],
     now: float,
     cooldown_seconds: int,
-    new_data: bool,
+    not_ready: str | None,
 ) -> dg.SensorResult | dg.SkipReason:
     waited = now - float(state["last_triggered_at"])
-    if not new_data:
-        # Training is deterministic: the same data would give the same model again.
-        return dg.SkipReason(
-            f"{trigger} ({detail}) but no data was loaded since the last model was trained"
-        )
+    if not_ready:
+        return dg.SkipReason(f"{trigger} ({detail}) but {not_ready}")
     if waited < cooldown_seconds:
         return dg.SkipReason(
             f"{trigger} ({detail}) but in cooldown: {int(cooldown_seconds - waited)} s left"
@@ -108,14 +105,25 @@ def _request(
     )
 
 
-def _new_data_since_last_model(instance: dg.DagsterInstance) -> bool:
-    """Whether the raw tables were loaded after the newest model was trained (or no model
-    exists). A gate that keeps failing against a model trained on all the labelled data
-    there is (the drift gate compares with a reference one label window old) must not
-    retrain on the same data again and again."""
-    model = instance.fetch_materializations(dg.AssetKey("churn_model"), limit=1).records
-    raw = instance.fetch_materializations(dg.AssetKey("raw_orders"), limit=1).records
-    return not model or not raw or raw[0].storage_id > model[0].storage_id
+def _not_ready_to_retrain(instance: dg.DagsterInstance) -> str | None:
+    """Why a retrain now would be wasted, or None.
+
+    Training is deterministic, so with no load since the newest model it would give the
+    same model again (a drift gate compares with a reference one label window old and can
+    keep failing). And right after a load, the new data's training snapshots are not built
+    yet: training then would learn from last month's.
+    """
+
+    def newest(key: str) -> int:
+        records = instance.fetch_materializations(dg.AssetKey(key), limit=1).records
+        return records[0].storage_id if records else 0
+
+    raw, model, snapshot = newest("raw_orders"), newest("churn_model"), newest("training_snapshot")
+    if model and raw and model > raw:
+        return "no data was loaded since the last model was trained"
+    if raw and snapshot and raw > snapshot:
+        return "waiting for the training snapshots of the data just loaded"
+    return None
 
 
 @dg.sensor(
