@@ -23,6 +23,7 @@ import warnings
 
 import dagster as dg
 
+from churn_assets.lib.dbt import PERIOD_MODELS
 from churn_assets.settings import load_settings
 
 # No upstream asset's latest blocking check (gate) failed. Inside one run the run machinery
@@ -133,25 +134,41 @@ NEWEST_PERIOD_EAGER = (NewestPeriod() & GATED_EAGER).with_label(
     "newest period, eager unless an upstream gate failed"
 )
 
-# Custom Python conditions (NewestPeriod) are evaluated in the code server, like sensors.
-# (`use_user_code_server` is a beta parameter; its warning would greet every command.)
-# Requests become runs directly (`emit_backfills=False`), not backfills: the backfill
-# daemon submits every 30 s, which made a month take minutes of waiting; a range of
-# periods is still one run, by the single-run backfill policy of the per-period assets.
+# Two sensors evaluate the conditions, in the code server (custom Python conditions such
+# as NewestPeriod need it; `use_user_code_server` is a beta parameter, whose warning would
+# greet every command). The per-period marts request many periods at once: as a backfill,
+# which their single-run backfill policy makes one run. Everything else requests at most
+# one partition (the newest scores) and becomes runs directly: the backfill daemon submits
+# every 30 s, and a month's chain of updates would otherwise wait for it at every link.
+_PER_PERIOD = dg.AssetSelection.assets(*PERIOD_MODELS)
+_PER_PERIOD_WITH_CHECKS = _PER_PERIOD | dg.AssetSelection.checks_for_assets(*PERIOD_MODELS)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.BetaWarning)
     automation_sensor = dg.AutomationConditionSensorDefinition(
         "churn_automation",
-        target=dg.AssetSelection.all(),
+        target=(dg.AssetSelection.all() | dg.AssetSelection.all_asset_checks())
+        - _PER_PERIOD_WITH_CHECKS,
         use_user_code_server=True,
         emit_backfills=False,
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=load_settings().sensor_interval_seconds,
-        description="Evaluates every asset's automation condition: new raw data flows to the "
-        "features, drift monitor and scores; a new champion re-scores the current period.",
+        description="Evaluates the automation condition of every asset but the per-period "
+        "marts: new data flows to the drift monitor and the newest period's scores; a new "
+        "champion re-scores the current period.",
     )
+    periods_automation_sensor = dg.AutomationConditionSensorDefinition(
+        "churn_automation_periods",
+        target=_PER_PERIOD_WITH_CHECKS,
+        use_user_code_server=True,
+        emit_backfills=True,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=load_settings().sensor_interval_seconds,
+        description="Evaluates the per-period marts' automation condition: every period is "
+        "rebuilt in one run (a backfill) when the staging views update.",
+    )
+AUTOMATION_SENSORS = (automation_sensor, periods_automation_sensor)
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(sensors=[automation_sensor])
+    return dg.Definitions(sensors=list(AUTOMATION_SENSORS))

@@ -30,7 +30,7 @@ from dagster._core.storage.dagster_run import RunsFilter
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 from dagster_shared.serdes import deserialize_value, serialize_value
 
-from churn_assets.defs.automation import automation_sensor
+from churn_assets.defs.automation import AUTOMATION_SENSORS, automation_sensor
 
 _CURSOR_PREFIX = "churn/in_process/"
 # INFO, not DEBUG: step and dbt progress without every engine event.
@@ -121,7 +121,7 @@ def _sensors(defs: dg.Definitions, *, observers: bool) -> list[dg.SensorDefiniti
     return [
         sensor
         for sensor in defs.sensors or ()
-        if sensor.name != automation_sensor.name
+        if sensor.name not in {automation.name for automation in AUTOMATION_SENSORS}
         and (sensor.name == scores_freshness_sensor.name) is observers
     ]
 

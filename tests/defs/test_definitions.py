@@ -116,6 +116,7 @@ def test_sensors_are_on_by_default_so_the_platform_runs_itself(defs: dg.Definiti
     assert {
         "raw_files_sensor",
         "churn_automation",
+        "churn_automation_periods",
         "champion_promotion_sensor",
         "retrain_on_drift_sensor",
         "scores_freshness_sensor",

@@ -39,6 +39,8 @@ PARTITIONS = (
     "query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) "
     "{ ... on AssetNode { partitionKeys } } }"
 )
+# What the UI's asset page and Automation tab show: each asset's condition.
+CONDITIONS = "{ assetNodes { assetKey { path } automationCondition { label } } }"
 
 
 def _graphql(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +118,13 @@ def test_stack_runs_the_graph_and_serves_the_champion(running: churn_stack.Stack
         return set(keys) <= set(node["assetNodeOrError"].get("partitionKeys") or [])
 
     _wait(registered, "the periods to show in the webserver", timeout=60)  # as a user sees them
+    conditions = {
+        "/".join(node["assetKey"]["path"]): (node["automationCondition"] or {}).get("label")
+        for node in _graphql(running.webserver_url, CONDITIONS, {})["assetNodes"]
+    }
+    assert conditions["churn_scores"] == "newest period, eager unless an upstream gate failed"
+    assert conditions["customer_features"].startswith("every period when the staging views")
+    assert conditions["raw_orders"] is None  # loaded by raw_files_sensor, not a condition
     run_id = launch("churn_pipeline", period_range_tags(keys))
 
     # Run history is in the Postgres `dagster` database, not in files.
