@@ -60,6 +60,10 @@ def daemon_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dic
     dagster_home = settings.dagster_home
     dagster_home.mkdir(parents=True)
     shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    # Create the instance's SQLite storage before the daemon starts: two processes creating
+    # it at once can leave two alembic heads, and the daemon then never starts.
+    with dg.DagsterInstance.from_config(str(dagster_home)):
+        pass
     env = {
         **os.environ,
         "DAGSTER_HOME": str(dagster_home),
