@@ -286,6 +286,7 @@ def _launch_and_settle(settings: Settings) -> None:
     files in one run), then whatever the definitions decide follows: the promotion run,
     the drift monitor, the scores of the newest period, realized performance, analyst
     tables (:func:`churn_assets.lib.automation.settle`)."""
+    from churn_assets.defs.ingest.sensors import raw_files_sensor
     from churn_assets.defs.partitions import periods_in_files, register_periods
     from churn_assets.lib.automation import period_range_tags, prime, run_job, settle
 
@@ -303,7 +304,13 @@ def _launch_and_settle(settings: Settings) -> None:
         register_periods(instance, keys)
         pipeline = run_job(instance, "churn_pipeline", tags=period_range_tags(keys))
         _raise_if_failed(pipeline)
-        launches = settle(instance, log=lambda line: click.echo(f"  -> {line}"))
+        # This command loaded CHURN_RAW_DIR itself; re-loading whatever another process
+        # loaded since would undo its work under it (two `churn run`s on one home).
+        launches = settle(
+            instance,
+            log=lambda line: click.echo(f"  -> {line}"),
+            skip=frozenset({raw_files_sensor.name}),
+        )
     results = [pipeline, *(launch.result for launch in launches)]
     for result in results:
         _raise_if_failed(result)

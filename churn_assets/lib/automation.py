@@ -58,6 +58,7 @@ def settle(
     instance: dg.DagsterInstance,
     log: Callable[[str], None] = print,
     max_ticks: int = MAX_TICKS,
+    skip: frozenset[str] = frozenset(),
 ) -> list[Launch]:
     """Tick until a tick requests nothing; return every run launched, in order.
 
@@ -72,7 +73,7 @@ def settle(
     launched: list[Launch] = []
     for round_ in range(2):
         for _ in range(max_ticks):
-            new = tick(instance, defs, log)
+            new = tick(instance, defs, log, skip)
             launched.extend(new)
             if not new:
                 break
@@ -80,7 +81,7 @@ def settle(
             log(f"stopped after {max_ticks} ticks that all launched runs: look for a loop")
             return launched
         if round_ == 0:
-            for sensor in _sensors(defs, observers=True):
+            for sensor in _sensors(defs, observers=True, skip=skip):
                 launched.extend(_sensor_tick(instance, defs, sensor, log))
     return launched
 
@@ -105,23 +106,28 @@ def prime(instance: dg.DagsterInstance, defs: dg.Definitions | None = None) -> N
 
 
 def tick(
-    instance: dg.DagsterInstance, defs: dg.Definitions, log: Callable[[str], None] = print
+    instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    log: Callable[[str], None] = print,
+    skip: frozenset[str] = frozenset(),
 ) -> list[Launch]:
     """One evaluation of the automation conditions, then of every sensor but the freshness
     sensor (see :func:`settle`)."""
     launched = _automation_tick(instance, defs, log)
-    for sensor in _sensors(defs, observers=False):
+    for sensor in _sensors(defs, observers=False, skip=skip):
         launched.extend(_sensor_tick(instance, defs, sensor, log))
     return launched
 
 
-def _sensors(defs: dg.Definitions, *, observers: bool) -> list[dg.SensorDefinition]:
+def _sensors(
+    defs: dg.Definitions, *, observers: bool, skip: frozenset[str] = frozenset()
+) -> list[dg.SensorDefinition]:
     from churn_assets.defs.scoring.freshness import scores_freshness_sensor
 
     return [
         sensor
         for sensor in defs.sensors or ()
-        if sensor.name not in {automation.name for automation in AUTOMATION_SENSORS}
+        if sensor.name not in {automation.name for automation in AUTOMATION_SENSORS} | skip
         and (sensor.name == scores_freshness_sensor.name) is observers
     ]
 

@@ -105,13 +105,13 @@ def promotion_lines(*results: dg.ExecuteInProcessResult) -> Iterator[str]:
 
 
 def run_summary(*results: dg.ExecuteInProcessResult) -> Iterator[str]:
-    """What these runs loaded and built, from their own materialisations."""
+    """What these runs loaded and built, from their own materialisations (the first is the
+    run a person launched, the others what the definitions requested after it)."""
     built = _materializations(*results)
-    yield (
-        f"run {results[0].run_id} succeeded"
-        if len(results) == 1
-        else f"{len(results)} runs succeeded"
-    )
+    # The first run is the one a person launched; the rest are what it set off.
+    yield f"run {results[0].run_id} succeeded"
+    if len(results) > 1:
+        yield f"  then:      {len(results) - 1} run(s) the sensors and automation requested"
     if "raw_customers" in built and "raw_orders" in built:
         customers = built["raw_customers"]["dagster/row_count"]
         orders = built["raw_orders"]["dagster/row_count"]

@@ -127,7 +127,8 @@ def test_sensor_requests_one_promotion_run_per_new_version(
     _register(store, demo_model_dir, PASSED, None)
     first = _evaluate(store)
     assert isinstance(first, dg.SensorResult)
-    assert [r.run_key for r in first.run_requests or []] == ["promote-v1", "promote-v2"]
+    keys = [r.run_key or "" for r in first.run_requests or []]
+    assert [key.split("@")[0] for key in keys] == ["promote-v1", "promote-v2"]
     assert first.run_requests[0].run_config == {  # type: ignore[index]
         "ops": {"churn_champion": {"config": {"version": "1"}}}
     }
@@ -149,7 +150,7 @@ def test_a_sensor_tick_never_downloads_a_model(
     monkeypatch.setattr(mlflow.artifacts, "download_artifacts", refuse)
     result = _evaluate(store)
     assert isinstance(result, dg.SensorResult)
-    assert [r.run_key for r in result.run_requests or []] == ["promote-v1"]
+    assert [(r.run_key or "").split("@")[0] for r in result.run_requests or []] == ["promote-v1"]
 
 
 def test_first_gated_version_becomes_champion_and_is_decided_once(
@@ -263,3 +264,17 @@ def test_sensor_skips_before_anything_was_ever_registered(tmp_path: Path) -> Non
     assert isinstance(result, dg.SkipReason)
     assert "no model registered yet" in (result.skip_message or "")
     assert not (tmp_path / "none").exists()
+
+
+def test_the_cursor_and_run_keys_are_per_registry(
+    store: MlflowResource, demo_model_dir: Path
+) -> None:
+    # The same instance pointed at another MLflow store must not take that store's v1 for
+    # a v1 it already decided (regression: a second store's first model was never decided).
+    _register(store, demo_model_dir, PASSED, None)
+    for cursor in (json.dumps({"sqlite:///elsewhere.db": 5}), json.dumps({"last_version": 5})):
+        result = _evaluate(store, cursor)
+        assert isinstance(result, dg.SensorResult)
+        (request,) = result.run_requests or []
+        assert request.run_key and request.run_key.startswith("promote-v1@")
+        assert json.loads(result.cursor or "{}")[store.tracking_uri] == 1

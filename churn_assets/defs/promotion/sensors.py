@@ -1,11 +1,12 @@
 """Promotion: a sensor that notices newly registered versions and requests the decision.
 
 A tick lists registry versions (one search call, no download) and requests one run of
-``promotion_job`` per version it has not seen, keyed ``promote-v<N>``: the run key keeps
+``promotion_job`` per version it has not seen, keyed ``promote-v<N>@<registry>``: the run key keeps
 a version from being requested twice, the cursor from being looked at twice, and the
 asset itself skips a version that already has a decision (decided once, whatever asks).
 """
 
+import hashlib
 import json
 
 import dagster as dg
@@ -25,13 +26,18 @@ promotion_job = dg.define_asset_job(
 def promotion_requests(
     mlflow: MlflowResource, after_version: int
 ) -> tuple[list[dg.RunRequest], int]:
-    """One run request per undecided version newer than ``after_version``, and the newest."""
+    """One run request per undecided version newer than ``after_version``, and the newest.
+
+    The run key names the registry too: pointed at another store (``MLFLOW_TRACKING_URI``),
+    the same instance must not take that store's v1 for the v1 it already decided.
+    """
     from churn_assets.ml.champion import undecided_versions
 
     versions = undecided_versions(mlflow.tracking_uri, after_version, mlflow.model_name)
+    registry = hashlib.sha256(mlflow.tracking_uri.encode()).hexdigest()[:8]
     requests = [
         dg.RunRequest(
-            run_key=f"promote-v{version}",
+            run_key=f"promote-v{version}@{registry}",
             run_config={"ops": {"churn_champion": {"config": {"version": version}}}},
             tags={CHALLENGER_TAG: version},
         )
@@ -56,13 +62,16 @@ def champion_promotion_sensor(
         tracking.check_reachable(mlflow.tracking_uri)
     except tracking.RegistryUnavailable as exc:
         return dg.SkipReason(f"registry unreachable, nothing requested: {exc}")
-    cursor = json.loads(context.cursor) if context.cursor else {"last_version": 0}
-    requests, newest = promotion_requests(mlflow, int(cursor["last_version"]))
+    # The newest version looked at, per registry (a cursor from before is per nothing: 0).
+    seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+    last = int(seen.get(mlflow.tracking_uri, 0)) if "last_version" not in seen else 0
+    requests, newest = promotion_requests(mlflow, last)
     if not requests:
-        return dg.SkipReason(
-            f"no undecided version of {mlflow.model_name} after v{cursor['last_version']}"
-        )
-    return dg.SensorResult(run_requests=requests, cursor=json.dumps({"last_version": newest}))
+        return dg.SkipReason(f"no undecided version of {mlflow.model_name} after v{last}")
+    cursor = {key: value for key, value in seen.items() if key != "last_version"}
+    return dg.SensorResult(
+        run_requests=requests, cursor=json.dumps({**cursor, mlflow.tracking_uri: newest})
+    )
 
 
 @dg.definitions
