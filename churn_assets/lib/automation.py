@@ -111,11 +111,14 @@ def tick(
     log: Callable[[str], None] = print,
     skip: frozenset[str] = frozenset(),
 ) -> list[Launch]:
-    """One evaluation of the automation conditions, then of every sensor but the freshness
-    sensor (see :func:`settle`)."""
-    launched = _automation_tick(instance, defs, log)
+    """One evaluation of every sensor but the freshness sensor (see :func:`settle`), then
+    of the automation conditions."""
+    # Sensors first: a version registered in this store is decided before anything is
+    # scored with "the champion" the instance last saw (it may be another store's).
+    launched: list[Launch] = []
     for sensor in _sensors(defs, observers=False, skip=skip):
         launched.extend(_sensor_tick(instance, defs, sensor, log))
+    launched.extend(_automation_tick(instance, defs, log))
     return launched
 
 

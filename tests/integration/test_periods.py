@@ -10,11 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
+from mlflow.tracking import MlflowClient
 
 from churn_assets import warehouse
 from churn_assets.cli import main
 from churn_assets.data.generator import GeneratorConfig, generate
 from churn_assets.schema import PERIOD_TABLES
+from churn_assets.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -115,10 +117,12 @@ def test_scores_are_judged_once_their_labels_mature(
     run_through(date(2025, 6, 30))  # trains v1 at T (data through June), scores June
     run_through(t_plus_1)  # July arrives: scored by the champion, trained before July
     with warehouse.connect(fresh_database_url) as conn, conn.cursor() as cur:
+        # The champion trained before July scored it; a model trained on July's data may
+        # have re-scored it after its promotion, and realized performance must skip that one.
         cur.execute(
             "select model_version, count(*) from scoring.churn_scores_history "
-            "where feature_as_of = %s group by model_version",
-            (t_plus_1,),
+            "where feature_as_of = %s and model_data_through < %s group by model_version",
+            (t_plus_1, t_plus_1),
         )
         (version, scored), *others = cur.fetchall()
     assert not others
@@ -159,6 +163,10 @@ def test_scores_are_judged_once_their_labels_mature(
             (t_plus_1, version, t_plus_1, version),
         )
         conn.commit()
+    # The check judges the version serving now: make it the one whose scores were shuffled.
+    MlflowClient(load_settings().resolved_tracking_uri).set_registered_model_alias(
+        "churn-model", "champion", str(version)
+    )
     check = _realized_check()
     assert not check.passed
     assert f"v{version} at {t_plus_1.isoformat()}" in (check.description or "")
