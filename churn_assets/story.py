@@ -20,10 +20,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from churn_assets.defs.monitoring.sensors import DRIFT_GATE, REALIZED_CHECK
 from churn_assets.lib.automation import Launch, settle
-
-DRIFT_GATE = dg.AssetCheckKey(dg.AssetKey("feature_drift"), "drift_gate")
-REALIZED_CHECK = dg.AssetCheckKey(dg.AssetKey("realized_performance"), "realized_performance_check")
 
 
 @dataclass
