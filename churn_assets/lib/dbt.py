@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator, Mapping
 from functools import cache
@@ -127,17 +129,27 @@ def _group_name(props: Mapping[str, Any]) -> str:
     return _GROUPS_BY_FOLDER.get(folder, "features")
 
 
-def dbt_vars(period_ends: list[str], window_days: int) -> dict[str, Any]:
-    """The dbt ``--vars`` for a run: the periods it builds (none for unpartitioned steps)."""
-    variables: dict[str, Any] = {"churn_window_days": window_days}
-    if period_ends:
-        variables["period_ends"] = sorted(period_ends)
-    return variables
+# The periods a dbt invocation builds (dbt_project/macros/periods.sql reads it).
+PERIOD_ENDS_ENV = "CHURN_PERIOD_ENDS"
+PARTIAL_PARSE_FILE = "partial_parse.msgpack"
 
 
-def dbt_build_args(*, period_ends: list[str], window_days: int, full_refresh: bool) -> list[str]:
+def dbt_vars(window_days: int) -> dict[str, Any]:
+    """The dbt ``--vars`` of every run. The periods are not among them: dbt re-parses the
+    whole project when the vars change (see :func:`dbt_build_env`)."""
+    return {"churn_window_days": window_days}
+
+
+def dbt_build_env(period_ends: list[str]) -> dict[str, str]:
+    """Environment of a dbt invocation beyond the warehouse's: the run's periods, sorted
+    and comma-separated (empty for an unpartitioned step). A changed variable re-parses only
+    the models that read it; a changed ``--vars`` re-parses the whole project (~3 s)."""
+    return {PERIOD_ENDS_ENV: ",".join(sorted(period_ends))}
+
+
+def dbt_build_args(*, window_days: int, full_refresh: bool) -> list[str]:
     """``dbt build`` arguments for one run (pure, so tests can check them)."""
-    args = ["build", "--vars", json.dumps(dbt_vars(period_ends, window_days), sort_keys=True)]
+    args = ["build", "--vars", json.dumps(dbt_vars(window_days), sort_keys=True)]
     # A test runs with a step only if each model it reads is built in that step or
     # upstream of it: the staging step must not run the marts' relationship tests (the
     # marts may not exist yet; they run them in their own step, under automation a run of
@@ -146,6 +158,33 @@ def dbt_build_args(*, period_ends: list[str], window_days: int, full_refresh: bo
     if full_refresh:
         args.append("--full-refresh")
     return args
+
+
+def parse_state_dir(connection_env: Mapping[str, str]) -> Path:
+    """Where the dbt invocations against one warehouse keep their parse state.
+
+    dagster-dbt gives each invocation a target folder of its own, under ``DBT_TARGET_PATH``,
+    and seeds it with that folder's ``partial_parse.msgpack``. The project's own (written
+    by ``prepare``) never matches a run: dbt keys its parse state on the connection, which
+    is known only at run time. One folder per connection, kept warm by
+    :func:`keep_parse_state`, lets every invocation after the first skip the full parse.
+    """
+    digest = hashlib.sha256(json.dumps(dict(connection_env), sort_keys=True).encode())
+    return DBT_PROJECT_DIR / "target" / f"runs-{digest.hexdigest()[:12]}"
+
+
+def keep_parse_state(invocation_target: Path, state_dir: Path) -> None:
+    """Make an invocation's parse state the next invocation's starting point (atomically:
+    another run may be copying the current one). dbt checks the state before using it
+    (its version, vars, connection and every file's checksum) and parses in full if stale.
+    """
+    written = invocation_target / PARTIAL_PARSE_FILE
+    if not written.exists():
+        return
+    state_dir.mkdir(parents=True, exist_ok=True)
+    staged = state_dir / f".{PARTIAL_PARSE_FILE}.{os.getpid()}"
+    shutil.copyfile(written, staged)
+    os.replace(staged, state_dir / PARTIAL_PARSE_FILE)
 
 
 @contextlib.contextmanager

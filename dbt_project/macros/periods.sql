@@ -1,34 +1,43 @@
 {#-
     The periods a dbt invocation builds. Dagster passes them as the partition keys of the
-    run (`--vars '{"period_ends": ["2025-01-31", "2025-02-28"], ...}'`): one partition, or
-    a whole range in a single-run backfill. The period calendar itself (month or week ends,
-    which periods exist) is defined once, in `churn_assets/periods.py`.
+    run in the `CHURN_PERIOD_ENDS` environment variable (comma-separated): one partition, or
+    a whole range in a single-run backfill. An environment variable and not a `--vars`
+    entry because dbt re-parses the whole project whenever the vars change, and the periods
+    change with every run; a changed variable re-parses only the models that read it. By
+    hand, either works: a non-empty `--vars '{"period_ends": ["2025-01-31"]}'` wins.
+    The period calendar itself (month or week ends, which periods exist) is defined once,
+    in `churn_assets/periods.py`.
 
     Partitioned models compute every listed period in one pass over the orders: each order
     is placed in the first listed period on or after its date (`period_bucket`), and the
     running totals per customer over the listed periods give each period's features.
 -#}
 
-{#- The run's period ends, sorted, validated (YYYY-MM-DD strings). -#}
-{% macro churn_period_ends() -%}
+{#- The run's period ends, sorted, validated (YYYY-MM-DD strings); `required`: a build of
+    the partitioned models without any is an error. -#}
+{% macro churn_period_ends(required=true) -%}
     {%- set raw = var('period_ends', []) -%}
+    {%- if not raw -%}
+        {%- set raw = env_var('CHURN_PERIOD_ENDS', '') -%}
+    {%- endif -%}
     {%- if raw is string -%}
-        {%- set raw = raw.split(',') -%}
+        {%- set raw = raw.split(',') if raw | trim else [] -%}
     {%- endif -%}
     {%- set ends = [] -%}
     {%- for value in raw -%}
         {%- set text = value | string | trim -%}
         {%- if not modules.re.match('^[0-9]{4}-[0-9]{2}-[0-9]{2}$', text) -%}
             {{ exceptions.raise_compiler_error(
-                "var 'period_ends' must list dates formatted YYYY-MM-DD, got: '" ~ text ~ "'"
+                "the run's period ends (var 'period_ends' or CHURN_PERIOD_ENDS) must be dates "
+                ~ "formatted YYYY-MM-DD, got: '" ~ text ~ "'"
             ) }}
         {%- endif -%}
         {%- do ends.append(text) -%}
     {%- endfor -%}
     {#- Only a build needs periods; `dbt docs generate` or `compile` render no rows. -#}
-    {%- if execute and ends | length == 0 and flags.WHICH in ('build', 'run') -%}
+    {%- if required and execute and ends | length == 0 and flags.WHICH in ('build', 'run') -%}
         {{ exceptions.raise_compiler_error(
-            "var 'period_ends' is empty: the partitioned models build the periods Dagster passes "
+            "no period ends: the partitioned models build the periods Dagster passes "
             ~ "(materialise a partition in the UI or run `churn backfill`); by hand: "
             ~ "dbt build --vars '{\"period_ends\": [\"2025-01-31\"]}'"
         ) }}
@@ -76,7 +85,7 @@
 
 {#- `as_of in (...)` for the run's periods; `true` when none are set (tests of an unpartitioned build). -#}
 {% macro in_run_periods(column='as_of') -%}
-    {%- set ends = var('period_ends', []) -%}
+    {%- set ends = churn_period_ends(required=false) -%}
     {%- if ends | length == 0 -%}
         true
     {%- else -%}
@@ -93,7 +102,7 @@
     {%- set where = config.get('where') -%}
     {%- set identifier = relation.identifier if relation.identifier is defined else none -%}
     {%- if identifier in ('customer_features', 'churn_labels', 'training_snapshot')
-        and var('period_ends', []) | length > 0 -%}
+        and churn_period_ends(required=false) | length > 0 -%}
         {%- set where = in_run_periods() ~ ((' and (' ~ where ~ ')') if where else '') -%}
     {%- endif -%}
     {%- if where -%}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -14,7 +15,12 @@ from churn_assets.defs.resources import (
     ExternalPostgresWarehouse,
     warehouse_resource,
 )
-from churn_assets.lib.dbt import dbt_build_args
+from churn_assets.lib.dbt import (
+    dbt_build_args,
+    dbt_build_env,
+    keep_parse_state,
+    parse_state_dir,
+)
 
 
 @pytest.fixture(scope="module")
@@ -125,22 +131,31 @@ def test_sensors_are_on_by_default_so_the_platform_runs_itself(defs: dg.Definiti
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
-def test_dbt_build_args_pass_the_run_periods_and_window_as_vars() -> None:
-    args = dbt_build_args(
-        period_ends=["2025-06-30", "2025-05-31"], window_days=60, full_refresh=True
-    )
+def test_dbt_build_args_carry_the_window_as_a_var_and_the_periods_in_the_environment() -> None:
+    args = dbt_build_args(window_days=60, full_refresh=True)
     assert args[:2] == ["build", "--vars"]
-    assert json.loads(args[2]) == {
-        "period_ends": ["2025-05-31", "2025-06-30"],
-        "churn_window_days": 60,
-    }
+    # the periods stay out of --vars: dbt re-parses the whole project when the vars change
+    assert json.loads(args[2]) == {"churn_window_days": 60}
     assert args[-1] == "--full-refresh"
+    assert dbt_build_env(["2025-06-30", "2025-05-31"]) == {
+        "CHURN_PERIOD_ENDS": "2025-05-31,2025-06-30"
+    }
+    assert dbt_build_env([]) == {"CHURN_PERIOD_ENDS": ""}
+    assert "--full-refresh" not in dbt_build_args(window_days=90, full_refresh=False)
 
 
-def test_dbt_build_args_of_an_unpartitioned_step_carry_no_periods() -> None:
-    args = dbt_build_args(period_ends=[], window_days=90, full_refresh=False)
-    assert json.loads(args[2]) == {"churn_window_days": 90}
-    assert "--full-refresh" not in args
+def test_parse_state_is_kept_per_connection(tmp_path: Path) -> None:
+    local = parse_state_dir({"CHURN_PG_HOST": "/tmp/a", "CHURN_PG_DATABASE": "churn"})
+    assert local == parse_state_dir({"CHURN_PG_DATABASE": "churn", "CHURN_PG_HOST": "/tmp/a"})
+    assert local != parse_state_dir({"CHURN_PG_HOST": "/tmp/b", "CHURN_PG_DATABASE": "churn"})
+    invocation, state = tmp_path / "invocation", tmp_path / "state"
+    keep_parse_state(invocation, state)  # a failed parse writes nothing: nothing to keep
+    assert not state.exists()
+    invocation.mkdir()
+    (invocation / "partial_parse.msgpack").write_bytes(b"state")
+    keep_parse_state(invocation, state)
+    assert [p.name for p in state.iterdir()] == ["partial_parse.msgpack"]
+    assert (state / "partial_parse.msgpack").read_bytes() == b"state"
 
 
 def test_warehouse_resource_is_embedded_unless_a_url_is_set(

@@ -26,7 +26,10 @@ from churn_assets.lib.dbt import (
     ChurnDbtTranslator,
     churn_dbt_project,
     dbt_build_args,
+    dbt_build_env,
     environ,
+    keep_parse_state,
+    parse_state_dir,
 )
 from churn_assets.settings import load_settings
 
@@ -131,7 +134,6 @@ def _build(
 ) -> Iterator[Any]:
     settings = load_settings()
     args = dbt_build_args(
-        period_ends=period_ends or [],
         window_days=config.window_days or settings.window_days,
         full_refresh=config.full_refresh,
     )
@@ -139,13 +141,17 @@ def _build(
         context.log.info(
             f"building {len(period_ends)} period(s): {period_ends[0]} .. {period_ends[-1]}"
         )
-    with environ(warehouse.dbt_env()):
+    connection = warehouse.dbt_env()
+    state_dir = parse_state_dir(connection)
+    run_env = {**connection, **dbt_build_env(period_ends or []), "DBT_TARGET_PATH": str(state_dir)}
+    with environ(run_env):
         invocation = dbt.cli(args, context=context, raise_on_error=False)
         # Row counts of a whole incremental table would mislead on a partition: the
         # per-period models report their run's rows themselves.
         events = invocation.stream() if period_ends else invocation.stream().fetch_row_counts()
         for event in events:
             yield _with_snapshot_metadata(event, warehouse, period_ends or [])
+    keep_parse_state(invocation.target_path, state_dir)
     if not invocation.is_successful():
         raise dg.Failure(
             description=_failure_description(warehouse),
