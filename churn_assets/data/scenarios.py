@@ -34,10 +34,10 @@ PERIOD_2 = GeneratorConfig(
 )
 
 # The month-by-month story: one generated history, delivered as the files a monthly feed would
-# have brought (``story_month_ends``, ``write_month``). The first file ends 2025-09-30 with
-# 18 months of history: labelled periods up to 2025-06-30, so the first model trains on six
-# cohorts (2024-10-31 .. 2025-03-31) and is judged out of time on 2025-06-30, all before the
-# drift. Then one file per month end, 2025-10-31 .. 2026-03-31. From 2025-10-01 business
+# have brought (``story_month_ends``, ``write_month``). The first file ends 2025-11-30 with
+# 20 months of history: labelled periods up to 2025-08-31, so the first model trains on six
+# cohorts (2024-12-31 .. 2025-05-31), all before the drift, and is judged out of time on
+# 2025-08-31. Then one file per month end, 2025-12-31 .. 2026-03-31. From 2025-10-01 business
 # customers defect and free-mail customers stay (concept_shift 1.5; no distribution knob):
 # in period 2025-10-31, 66% of business customers churn against 10% of free-mail ones (30%
 # and 32% in 2025-06-30), and orders grow (free mail is the largest class), while the label
@@ -47,8 +47,8 @@ PERIOD_2 = GeneratorConfig(
 # is judged on E - 3 months and trains on cohorts up to E - 6 months, and the first cohort
 # whose label window saw the drift at all is 2025-07-31 (a third of it; 2025-08-31 two
 # thirds, 2025-09-30 all). Measured with the pandas restatement of the features (seed 7;
-# tests/unit/test_concept_drift.py; the drift gate against all of the first model's cohort
-# rows, so indicative), retrained vs first model on each file's holdout:
+# tests/unit/test_concept_drift.py; the drift gate against all of a pre-drift model's cohort
+# rows, so indicative), retrained vs pre-drift model on each file's holdout:
 #
 #   file        holdout     MLP gain  logistic gain  drift gate (8 features)
 #   2025-10-31  2025-07-31   -0.001     +0.003       passes (1 drifted)
@@ -58,14 +58,17 @@ PERIOD_2 = GeneratorConfig(
 #   2026-02-28  2025-11-30   +0.036     +0.056       fails  (5)
 #   2026-03-31  2025-12-31   +0.043     +0.072       fails  (4)
 #
-# so the drift gate fails two files before a retrain can win: the story needs the retrain
-# trigger to fire again after a kept challenger (no cooldown across the story's months).
+# In the platform (``churn demo --scenario drift``, measured): v1 from the first file;
+# retrains on 2025-12-31 and 2026-01-31 are kept (-0.004, +0.008 < the 0.010 required);
+# those on 2026-02-28 and 2026-03-31 are promoted (+0.027, +0.020).
+# so the drift gate fails before a retrain can win: the story needs the retrain trigger to
+# fire again after a kept challenger (no cooldown across the story's months).
 # The last file's holdout (2025-12-31) is the generator's hidden truth: the oracle AUC shows.
 # Without the concept shift the same history gives no gain (|gain| <= 0.002) and no gate fails.
 #
 # 4,000 customers: each holdout has ~2,400-3,400 labelled customers, enough for the paired
 # bootstrap interval of a gain of a few AUC points to exclude 0 (about +-0.01), while
-# loading, dbt and training a month take seconds, so seven monthly runs make a demo.
+# loading, dbt and training a month take seconds, so five monthly files make a demo.
 MONTHLY_STORY = GeneratorConfig(
     n_customers=4_000,
     seed=7,
@@ -73,7 +76,7 @@ MONTHLY_STORY = GeneratorConfig(
     history_days=730,
     drift=DriftScenario(starts_at=date(2025, 10, 1), concept_shift=1.5),
 )
-STORY_FIRST_MONTH_END = date(2025, 9, 30)
+STORY_FIRST_MONTH_END = date(2025, 11, 30)
 
 
 def story_month_ends(

@@ -16,7 +16,7 @@ trainings would take the whole test budget; the decision is the platform's own
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 
@@ -137,10 +137,8 @@ def test_concept_shift_keeps_the_label_rate_level() -> None:
 def test_story_months_arrive_as_a_monthly_feed(tmp_path: Path) -> None:
     data = story()
     ends = story_month_ends()
-    assert ends[0] == STORY_FIRST_MONTH_END == date(2025, 9, 30)
+    assert ends[0] == STORY_FIRST_MONTH_END == date(2025, 11, 30)
     assert ends[1:] == [
-        date(2025, 10, 31),
-        date(2025, 11, 30),
         date(2025, 12, 31),
         date(2026, 1, 31),
         date(2026, 2, 28),
@@ -163,8 +161,9 @@ def test_story_months_arrive_as_a_monthly_feed(tmp_path: Path) -> None:
     # The first file trains the pre-drift champion on six cohorts; the last retrains on
     # cohorts up to the first whose label window is wholly after the drift start.
     first, last = training_periods(data, ends[0]), training_periods(data, ends[-1])
-    assert first.holdout == date(2025, 6, 30)
-    assert first.training == tuple(period_ends(date(2024, 10, 1), date(2025, 3, 31), Period.MONTH))
+    assert first.holdout == date(2025, 8, 31)
+    assert first.training == tuple(period_ends(date(2024, 12, 1), date(2025, 5, 31), Period.MONTH))
+    assert first.training[-1] + timedelta(days=MONTHLY_STORY.window_days) < DRIFT_START
     assert last.holdout == MONTHLY_STORY.as_of == date(2025, 12, 31)
     assert last.training[-1] == date(2025, 9, 30) and len(last.training) == 6
 
