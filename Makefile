@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/churn demo
 
+# Two workers, one test module each at a time (module fixtures such as a story's run are
+# built once): the stories under the daemon and in process run beside the rest.
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadscope
 
 lint: install
 	$(BIN)/ruff check churn_assets tests benchmarks

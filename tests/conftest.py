@@ -30,8 +30,12 @@ def pytest_configure(config: pytest.Config) -> None:
     """Re-parse the dbt project before collection imports the dbt assets.
 
     ``prepare_if_dev`` is a no-op under pytest, so without this a stale manifest would hide
-    SQL changes from the tests.
+    SQL changes from the tests. Under pytest-xdist only the controller parses (it configures
+    before it starts the workers): workers writing the manifest at once would read each
+    other's half-written file.
     """
+    if hasattr(config, "workerinput"):
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # sqlglotrs, pulled in by dagster-dbt
         from churn_assets.lib.dbt import churn_dbt_project
