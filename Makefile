@@ -24,9 +24,10 @@ demo: install
 	$(BIN)/churn demo
 
 # Two workers, one test module each at a time (module fixtures such as a story's run are
-# built once): the stories under the daemon and in process run beside the rest.
+# built once), in collection order: the two longest modules (the stories under the daemon
+# and in process, see tests/conftest.py) start first, one per worker, and the rest fills in.
 test: install
-	$(BIN)/pytest -n 2 --dist loadscope
+	$(BIN)/pytest -n 2 --dist loadscope --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check churn_assets tests benchmarks

@@ -44,6 +44,22 @@ def pytest_configure(config: pytest.Config) -> None:
     project.preparer.prepare(project)
 
 
+# The longest modules, started first (``make test`` keeps this order: --no-loadscope-reorder):
+# each of two xdist workers begins with one of them and the rest fills in around them.
+_LONGEST_FIRST = ("integration/test_daemon.py", "integration/test_drift_story.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.path.as_posix()
+        return next(
+            (i for i, name in enumerate(_LONGEST_FIRST) if path.endswith(name)),
+            len(_LONGEST_FIRST),
+        )
+
+    items.sort(key=rank)  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session")
 def churn_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """CHURN_HOME for the session; its embedded Postgres is stopped at the end."""
