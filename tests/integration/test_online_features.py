@@ -1,0 +1,216 @@
+"""The online feature copy against real Postgres: the session demo's `marts.current_features`
+(the copy must answer exactly what a lookup in the table answers), and a Postgres of the
+test's own for outages (stopped and started in child processes, as another host would be:
+the session's shared server is never stopped)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+from click.testing import Result
+from psycopg2.extras import execute_values
+
+from churn_assets import warehouse
+from churn_assets.serving.features import (
+    FEATURE_TABLE,
+    OnlineFeatureSource,
+    WarehouseFeatureSource,
+)
+from churn_assets.serving.metrics import ServingMetrics
+
+pytestmark = pytest.mark.integration
+
+WAIT_SECONDS = 60.0
+DEMO_ROWS = 200  # rows of the demo's table copied into the test's own warehouse
+
+
+def _wait_until(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def demo_url(demo: tuple[Result, Path], embedded_url: str) -> str:
+    result, _ = demo
+    assert result.exit_code == 0, result.output
+    return embedded_url
+
+
+def _typed(row: dict[str, Any]) -> list[tuple[str, Any, type]]:
+    return [(name, value, type(value)) for name, value in row.items()]
+
+
+def test_online_copy_answers_what_the_table_answers_for_every_customer(demo_url: str) -> None:
+    online = OnlineFeatureSource.from_warehouse(demo_url)
+    assert online.refresh(), online.state().last_error
+    pooled = WarehouseFeatureSource(demo_url)
+    try:
+        with warehouse.connect(demo_url) as conn, conn.cursor() as cur:
+            cur.execute(f"select customer_id from {FEATURE_TABLE} order by customer_id")
+            ids = [row[0] for row in cur.fetchall()]
+        assert ids and online.state().rows == len(ids)
+        expected = pooled.get_many(ids)
+        got = online.get_many(ids)
+        assert set(got) == set(expected) == set(ids)
+        for customer_id in ids:  # values, Python types and column order, row by row
+            assert _typed(got[customer_id]) == _typed(expected[customer_id]), customer_id
+        assert online.get(ids[0]) == pooled.get(ids[0])
+        assert online.get("no-such-customer") is None is pooled.get("no-such-customer")
+        assert online.state().as_of == max(row["as_of"] for row in expected.values())
+    finally:
+        pooled.close()
+        online.close()
+
+
+# --- a warehouse of the test's own ---------------------------------------------------
+
+
+def _in_child(call: str, pg_dir: Path) -> str:
+    """Runs a `warehouse` function in a fresh process: pgserver caches the server it
+    started per process, so a stop and a later start must not share one."""
+    code = (
+        "import sys; from pathlib import Path; from churn_assets import warehouse; "
+        f"print(warehouse.{call}(Path(sys.argv[1])))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(pg_dir)], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+@dataclass
+class OwnWarehouse:
+    pg_dir: Path
+    url: str
+
+    def stop(self) -> None:
+        assert _in_child("stop_embedded", self.pg_dir) == "True"
+
+    def start(self) -> None:
+        assert _in_child("start_embedded", self.pg_dir) == self.url
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        with warehouse.connect(self.url) as conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+
+
+@pytest.fixture
+def own_warehouse(demo_url: str, tmp_path: Path) -> Iterator[OwnWarehouse]:
+    """A Postgres of the test's own holding the first rows of the demo's table, with the
+    demo table's column types."""
+    pg_dir = tmp_path / "pg"
+    own = OwnWarehouse(pg_dir, _in_child("start_embedded", pg_dir))
+    try:
+        with warehouse.connect(demo_url) as conn, conn.cursor() as cur:
+            cur.execute(
+                "select attname, format_type(atttypid, atttypmod) from pg_attribute "
+                "where attrelid = %s::regclass and attnum > 0 and not attisdropped "
+                "order by attnum",
+                (FEATURE_TABLE,),
+            )
+            columns = cur.fetchall()
+            cur.execute(f"select * from {FEATURE_TABLE} order by customer_id limit {DEMO_ROWS}")
+            rows = cur.fetchall()
+        ddl = ", ".join(f'"{name}" {type_}' for name, type_ in columns)
+        with warehouse.connect(own.url) as conn, conn.cursor() as cur:
+            cur.execute(f"create schema marts; create table {FEATURE_TABLE} ({ddl})")
+            execute_values(cur, f"insert into {FEATURE_TABLE} values %s", rows)
+        yield own
+    finally:
+        _in_child("stop_embedded", pg_dir)
+
+
+def _customer(own: OwnWarehouse) -> tuple[str, Any]:
+    with warehouse.connect(own.url) as conn, conn.cursor() as cur:
+        cur.execute(f"select customer_id, as_of from {FEATURE_TABLE} order by customer_id limit 1")
+        row = cur.fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def test_online_copy_answers_through_an_outage_and_catches_up_without_restart(
+    own_warehouse: OwnWarehouse,
+) -> None:
+    customer, as_of = _customer(own_warehouse)
+    metrics = ServingMetrics()
+    online = OnlineFeatureSource.from_warehouse(
+        own_warehouse.url, poll_seconds=0.2, metrics=metrics
+    )
+    assert online.refresh()
+    before = online.get(customer)
+    assert before is not None and before["as_of"] == as_of
+    online.start()
+    try:
+        own_warehouse.stop()
+        _wait_until(lambda: online.state().refresh_failed, "a failed refresh")
+        state = online.state()
+        assert state.available and state.as_of == as_of and state.rows == DEMO_ROWS
+        assert state.last_error is not None and "cannot connect" in state.last_error.message
+        assert online.get(customer) == before  # the copy keeps answering
+        with pytest.raises(psycopg2.OperationalError):  # the warehouse really is down
+            psycopg2.connect(own_warehouse.url, connect_timeout=3).close()
+
+        own_warehouse.start()
+        # The next period lands while the poller runs: new as_of, a new value, a new customer.
+        newer = as_of + timedelta(days=30)
+        own_warehouse.execute(
+            f"update {FEATURE_TABLE} set as_of = %s, cart_diversity = cart_diversity + 1",
+            (newer,),
+        )
+        own_warehouse.execute(
+            f"insert into {FEATURE_TABLE} select as_of, 'newcomer', days_since_last_order, "
+            "total_revenue_30d, total_revenue_90d, total_revenue_365d, order_frequency, "
+            f"cart_diversity, email_domain_class, customer_lifetime_days from {FEATURE_TABLE} "
+            "where customer_id = %s",
+            (customer,),
+        )
+        _wait_until(lambda: online.state().as_of == newer, "the new period to be served")
+        state = online.state()
+        assert not state.refresh_failed and state.rows == DEMO_ROWS + 1
+        after = online.get(customer)
+        assert after == before | {"as_of": newer, "cart_diversity": before["cart_diversity"] + 1}
+        assert online.get("newcomer") == after | {"customer_id": "newcomer"}
+    finally:
+        online.close()
+    sample = metrics.registry.get_sample_value
+    assert (sample("churn_features_refresh_total", {"result": "failure"}) or 0) >= 1
+    assert sample("churn_features_refresh_total", {"result": "success"}) == 2
+
+
+def test_one_refresh_picks_up_any_change_to_the_table_and_a_missing_table_keeps_the_copy(
+    own_warehouse: OwnWarehouse,
+) -> None:
+    customer, _ = _customer(own_warehouse)
+    online = OnlineFeatureSource.from_warehouse(own_warehouse.url)
+    assert online.refresh()
+    assert not online.refresh()  # unchanged: nothing reloaded
+    before = online.get(customer)
+    assert before is not None
+    # An update in place: same period, same row count, one value changed.
+    own_warehouse.execute(
+        f"update {FEATURE_TABLE} set total_revenue_30d = total_revenue_30d + 1.25 "
+        "where customer_id = %s",
+        (customer,),
+    )
+    assert online.refresh()
+    assert online.get(customer) == before | {
+        "total_revenue_30d": before["total_revenue_30d"] + 1.25
+    }
+    own_warehouse.execute(f"drop table {FEATURE_TABLE}")
+    assert not online.refresh()
+    state = online.state()
+    assert state.refresh_failed and state.last_error is not None
+    assert "current_features" in state.last_error.message
+    assert online.get(customer) is not None
