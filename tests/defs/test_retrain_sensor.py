@@ -14,6 +14,7 @@ from churn_assets.defs.monitoring.sensors import (
     retrain_decision,
     retrain_on_drift_sensor,
 )
+from churn_assets.defs.partitions import PERIODS_NAME
 from churn_assets.defs.resources import ChurnPolicy
 
 RESOURCES = {"policy": ChurnPolicy()}
@@ -129,8 +130,14 @@ def test_no_retrain_on_the_same_data_nor_before_the_new_snapshots_exist(
 ) -> None:
     # Training is deterministic: a gate that keeps failing against the newest model, with
     # no new load since it was trained, would only retrain the same model again.
-    for key in ("raw_orders", "training_snapshot", "churn_model"):
-        instance.report_runless_asset_event(dg.AssetMaterialization(key))
+    periods = ["2025-11-30", "2025-12-31"]
+    instance.add_dynamic_partitions(PERIODS_NAME, periods)
+    instance.report_runless_asset_event(dg.AssetMaterialization("raw_orders"))
+    for period in periods:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization("training_snapshot", partition=period)
+        )
+    instance.report_runless_asset_event(dg.AssetMaterialization("churn_model"))
     _drift_evaluation(instance, passed=False, share=0.6)
 
     def decide() -> dg.SensorResult | dg.SkipReason:
@@ -139,10 +146,22 @@ def test_no_retrain_on_the_same_data_nor_before_the_new_snapshots_exist(
     skipped = decide()
     assert isinstance(skipped, dg.SkipReason)
     assert "no data was loaded since the last model was trained" in (skipped.skip_message or "")
-    # a new month is loaded: wait until its training snapshots are built, then retrain
+    # a new month is loaded: wait until every period's training snapshot is rebuilt (the new
+    # orders mature the older periods' labels), then retrain
+    instance.add_dynamic_partitions(PERIODS_NAME, ["2026-01-31"])
     instance.report_runless_asset_event(dg.AssetMaterialization("raw_orders"))
     waiting = decide()
     assert isinstance(waiting, dg.SkipReason)
     assert "waiting for the training snapshots" in (waiting.skip_message or "")
-    instance.report_runless_asset_event(dg.AssetMaterialization("training_snapshot"))
+    assert "3 period(s) not rebuilt yet" in (waiting.skip_message or "")
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("training_snapshot", partition="2026-01-31")
+    )
+    newest_only = decide()  # the new period alone, as the first run after a load builds it
+    assert isinstance(newest_only, dg.SkipReason)
+    assert "2 period(s) not rebuilt yet, e.g. 2025-11-30" in (newest_only.skip_message or "")
+    for period in periods:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization("training_snapshot", partition=period)
+        )
     assert isinstance(decide(), dg.SensorResult)

@@ -5,9 +5,11 @@ import json
 import time
 
 import dagster as dg
+from dagster._core.events import DagsterEventType
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecord
 
 from churn_assets.defs.jobs import training_job
+from churn_assets.defs.partitions import registered_periods
 from churn_assets.defs.resources import ChurnPolicy
 from churn_assets.settings import load_settings
 
@@ -110,20 +112,33 @@ def _not_ready_to_retrain(instance: dg.DagsterInstance) -> str | None:
 
     Training is deterministic, so with no load since the newest model it would give the
     same model again (a drift gate compares with a reference one label window old and can
-    keep failing). And right after a load, the new data's training snapshots are not built
-    yet: training then would learn from last month's.
+    keep failing). And right after a load, the training snapshots are not all rebuilt yet:
+    the new period's comes first, the older periods' (whose labels the new orders mature)
+    in a later run, and training in between would learn last month's labels.
     """
 
     def newest(key: str) -> int:
         records = instance.fetch_materializations(dg.AssetKey(key), limit=1).records
         return records[0].storage_id if records else 0
 
-    raw, model, snapshot = newest("raw_orders"), newest("churn_model"), newest("training_snapshot")
+    raw, model = newest("raw_orders"), newest("churn_model")
     if model and raw and model > raw:
         return "no data was loaded since the last model was trained"
-    if raw and snapshot and raw > snapshot:
-        return "waiting for the training snapshots of the data just loaded"
+    if raw and (stale := _snapshots_older_than(instance, raw)):
+        return (
+            f"waiting for the training snapshots of the data just loaded ({len(stale)} "
+            f"period(s) not rebuilt yet, e.g. {stale[0]})"
+        )
     return None
+
+
+def _snapshots_older_than(instance: dg.DagsterInstance, storage_id: int) -> list[str]:
+    """The periods whose training snapshot was last built before ``storage_id`` (or never)."""
+    periods = registered_periods(instance)
+    built = instance.get_latest_storage_id_by_partition(
+        dg.AssetKey("training_snapshot"), DagsterEventType.ASSET_MATERIALIZATION, set(periods)
+    )
+    return sorted(p for p in periods if built.get(p, 0) < storage_id)
 
 
 @dg.sensor(
