@@ -5,9 +5,9 @@ reference bar 50 ms); this measures what a client sees, and what the server part
 
 Setup: needs a finished ``churn demo`` (a champion in MLflow, ``marts.current_features`` in
 the warehouse) under the current settings (``CHURN_HOME``). The server runs in its own
-process, built by ``build_service`` exactly as ``serve()`` builds it (MLflow champion with
-the 5-second poller running, pooled warehouse lookups, frozen startup objects, uvicorn with
-uvloop/httptools when installed, loopback) plus two baseline routes for comparison:
+process, built by ``build_service`` exactly as ``serve()`` builds it (MLflow champion and
+the online copy of the features, both 5-second pollers running, frozen startup objects,
+uvicorn with uvloop/httptools when installed, loopback) plus two baseline routes for comparison:
 ``GET /baseline`` (a trivial async endpoint: HTTP + FastAPI + client floor) and
 ``POST /baseline/validate`` (parses and validates the same body as ``/predict``, scores
 nothing). An ASGI wrapper reports
@@ -100,7 +100,7 @@ def run_server(access_log: bool) -> None:
 
             await self.inner(scope, receive, timed_send)
 
-    service.holder.start()
+    service.start()  # both pollers, as serve() does
     freeze_startup_objects()  # as serve() does
     config: dict[str, Any] = {"access_log": access_log}
     if access_log:

@@ -278,14 +278,16 @@ def create_app(
         responses={503: {"model": Health, "description": "no model loaded"}},
     )
     async def health() -> JSONResponse:
-        """ok: a model serves, the last refresh succeeded and the latest customer_id lookup
-        reached the feature store; degraded otherwise (a model that serves: 200, and
-        requests by features still work; no model at all: 503)."""
+        """ok: a model serves, its last refresh succeeded and customer_id lookups answer
+        from a current copy of the features; degraded otherwise (a model that serves: 200,
+        and requests still work as far as they can: by features always, by id from the last
+        copy of the features; no model at all: 503)."""
         state = holder.state()
         model, error = state.model, state.last_error
         source = feature_source.state()
+        features_ok = source.available and not source.refresh_failed
         body = Health(
-            status="ok" if model is not None and error is None and source.available else "degraded",
+            status="ok" if model is not None and error is None and features_ok else "degraded",
             model=_model_info(model) if model is not None else None,
             polling=holder.polling,
             last_refresh_at=state.last_refresh_at,
@@ -293,8 +295,11 @@ def create_app(
             if error is not None
             else None,
             feature_store=FeatureStoreInfo(
-                status="ok" if source.available else "unavailable",
+                status="ok" if features_ok else "degraded" if source.available else "unavailable",
                 table=source.table,
+                as_of=source.as_of,
+                rows=source.rows,
+                refreshed_at=source.refreshed_at,
                 last_error=FeatureStoreErrorInfo(
                     message=source.last_error.message, at=source.last_error.at
                 )

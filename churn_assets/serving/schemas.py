@@ -6,7 +6,7 @@ non-finite feature or an oversized batch is a 422 before any lookup or scoring."
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
@@ -161,12 +161,19 @@ class FeatureStoreErrorInfo(BaseModel):
 
 
 class FeatureStoreInfo(BaseModel):
-    status: Literal["ok", "unavailable"] = Field(
-        description="whether the latest customer_id lookup reached the feature table"
+    status: Literal["ok", "degraded", "unavailable"] = Field(
+        description="ok: customer_id lookups answer from a current copy of the feature table; "
+        "degraded: from the last copy, because the latest refresh failed (see last_error); "
+        "unavailable: they cannot be answered"
     )
     table: str
+    as_of: date | None = Field(None, description="period (as_of) of the copy that answers")
+    rows: int | None = Field(None, description="customers in that copy")
+    refreshed_at: datetime | None = Field(
+        None, description="the latest refresh that reached the feature table"
+    )
     last_error: FeatureStoreErrorInfo | None = Field(
-        description="the latest lookup that failed for a warehouse reason, kept after recovery"
+        description="the latest refresh or lookup that failed, kept after recovery"
     )
 
 

@@ -6,11 +6,12 @@ The CLI command ``churn serve`` calls::
           poll_seconds: float = 5.0, *, access_log: bool = True) -> None
 
 It reads the settings (MLflow tracking URI, warehouse URL or the embedded Postgres), loads
-the current ``champion`` of ``churn-model`` (raising :class:`ServingError` when there is
-none to load or the warehouse cannot be reached: the CLI turns it into a one-line error),
-starts the poller that hot-reloads it when the alias moves, and runs uvicorn until
-interrupted. It binds loopback by default: exposing the API is a deliberate
-``host="0.0.0.0"``, best with an ``api_key``.
+the online copy of ``marts.current_features`` and the current ``champion`` of
+``churn-model`` (raising :class:`ServingError` when the warehouse cannot be reached or
+there is no champion to load: the CLI turns it into a one-line error), starts the pollers
+that follow the alias and the feature table, and runs uvicorn until interrupted. It binds
+loopback by default: exposing the API is a deliberate ``host="0.0.0.0"``, best with an
+``api_key``.
 :func:`build_service` is the same stack without uvicorn (the benchmark serves it itself).
 """
 
@@ -33,7 +34,7 @@ from starlette.types import ASGIApp
 
 from churn_assets import warehouse
 from churn_assets.serving.app import create_app
-from churn_assets.serving.features import WarehouseFeatureSource
+from churn_assets.serving.features import OnlineFeatureSource
 from churn_assets.serving.model_store import DEFAULT_POLL_SECONDS, ChampionHolder
 from churn_assets.settings import load_settings
 from churn_assets.warehouse import WarehouseError
@@ -51,7 +52,12 @@ class Service:
 
     app: FastAPI
     holder: ChampionHolder
-    source: WarehouseFeatureSource
+    source: OnlineFeatureSource
+
+    def start(self) -> None:
+        """Start following the champion alias and the feature table."""
+        self.holder.start()
+        self.source.start()
 
     def close(self) -> None:
         self.holder.stop()
@@ -66,13 +72,13 @@ def build_service(
 ) -> Service:
     """The app over the current settings' champion and warehouse (poller not started).
 
-    The warehouse is connected first: that check is fast and needs no model, so an
+    The online copy of the features is loaded first: that needs no model, so an
     unreachable warehouse is reported as such even before anything is registered.
     ``wait_for_champion`` accepts an empty registry: ``/health`` answers 503 until the
     poller loads the first champion (what a container wants, instead of a restart loop).
     """
     settings = load_settings()
-    source = _connect_feature_source(settings.warehouse_url, settings.embedded_pg_dir)
+    source = _load_feature_copy(settings.warehouse_url, settings.embedded_pg_dir, poll_seconds)
     try:
         holder = ChampionHolder.from_mlflow(
             settings.resolved_tracking_uri, poll_seconds=poll_seconds
@@ -92,11 +98,20 @@ def build_service(
     return Service(create_app(holder, source, api_key), holder, source)
 
 
-def _connect_feature_source(url: str | None, embedded_pg_dir: Path) -> WarehouseFeatureSource:
-    """The pooled feature source, or a one-line :class:`ServingError` saying which warehouse
-    could not be reached (password redacted) and what to do about it."""
+def _load_feature_copy(
+    url: str | None, embedded_pg_dir: Path, poll_seconds: float
+) -> OnlineFeatureSource:
+    """The online copy of the features, loaded, or a one-line :class:`ServingError` saying
+    which warehouse could not be reached (password redacted) and what to do about it."""
     try:
-        return WarehouseFeatureSource(url or warehouse.start_embedded(embedded_pg_dir))
+        source = OnlineFeatureSource.from_warehouse(
+            url or warehouse.start_embedded(embedded_pg_dir), poll_seconds=poll_seconds
+        )
+        source.refresh()
+        state = source.state()
+        if not state.available:  # no copy to answer from: not worth starting
+            raise WarehouseError(state.last_error.message if state.last_error else "no rows")
+        return source
     except WarehouseError as exc:
         reason = " ".join(str(exc).split())  # libpq's message spans lines
         password = urlsplit(url).password if url else None
@@ -111,7 +126,7 @@ def _connect_feature_source(url: str | None, embedded_pg_dir: Path) -> Warehouse
             "CHURN_WAREHOUSE_URL to a running Postgres"
         )
         raise ServingError(
-            f"{reason} {todo} (customer_id requests read their features from the warehouse)."
+            f"{reason} {todo} (customer_id requests read their features from a copy of it)."
         ) from exc
 
 
@@ -128,7 +143,7 @@ def serve(
     service = build_service(api_key, poll_seconds, wait_for_champion=wait_for_champion)
     if api_key is None and not _is_loopback(host):
         log.warning("serving on %s without an API key: anyone who can reach it can score", host)
-    service.holder.start()
+    service.start()
     freeze_startup_objects()
     try:
         uvicorn.run(service.app, host=host, port=port, access_log=access_log, log_level="info")

@@ -14,18 +14,23 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg2
 import pytest
 from click.testing import Result
 from psycopg2.extras import execute_values
 
 from churn_assets import warehouse
+from churn_assets.serving.app import create_app
 from churn_assets.serving.features import (
     FEATURE_TABLE,
     OnlineFeatureSource,
     WarehouseFeatureSource,
 )
 from churn_assets.serving.metrics import ServingMetrics
+from churn_assets.serving.model_store import ChampionHolder
+from churn_assets.serving.server import BackgroundServer
+from churn_assets.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -214,3 +219,60 @@ def test_one_refresh_picks_up_any_change_to_the_table_and_a_missing_table_keeps_
     assert state.refresh_failed and state.last_error is not None
     assert "current_features" in state.last_error.message
     assert online.get(customer) is not None
+
+
+def test_scorer_answers_by_id_through_an_outage_and_serves_the_next_period_unrestarted(
+    own_warehouse: OwnWarehouse,
+) -> None:
+    """The issue's acceptance, over HTTP: with the warehouse stopped, requests by id still
+    answer (200, the last copy's features_as_of) and /health says degraded, why and as of
+    when; a period built after the warehouse returns is served by the same process."""
+    customer, as_of = _customer(own_warehouse)
+    holder = ChampionHolder.from_mlflow(load_settings().resolved_tracking_uri)
+    assert holder.refresh(), holder.state().last_error
+    online = OnlineFeatureSource.from_warehouse(own_warehouse.url, poll_seconds=0.2)
+    assert online.refresh()
+    online.start()
+    try:
+        with (
+            BackgroundServer(create_app(holder, online, None)) as running,
+            httpx.Client(base_url=running.url, timeout=30) as client,
+        ):
+
+            def predict(customer_id: str) -> httpx.Response:
+                return client.post("/predict", json={"customer_id": customer_id})
+
+            first = predict(customer)
+            assert first.status_code == 200 and first.json()["features_as_of"] == str(as_of)
+            health = client.get("/health").json()
+            assert health["status"] == "ok" and health["feature_store"]["status"] == "ok"
+            assert health["feature_store"]["as_of"] == str(as_of)
+
+            own_warehouse.stop()
+            _wait_until(
+                lambda: client.get("/health").json()["status"] == "degraded", "/health degraded"
+            )
+            during = predict(customer)
+            assert during.status_code == 200
+            assert during.json()["features_as_of"] == str(as_of)
+            assert during.json()["churn_probability"] == first.json()["churn_probability"]
+            assert predict("no-such-customer").status_code == 404  # unknown stays unknown
+            store = client.get("/health").json()["feature_store"]
+            assert store["status"] == "degraded" and store["as_of"] == str(as_of)
+            assert "cannot connect" in store["last_error"]["message"]
+
+            own_warehouse.start()
+            newer = as_of + timedelta(days=30)
+            own_warehouse.execute(
+                f"update {FEATURE_TABLE} set as_of = %s, days_since_last_order = 0", (newer,)
+            )
+            _wait_until(
+                lambda: predict(customer).json()["features_as_of"] == str(newer),
+                "the new period to be served",
+            )
+            after = predict(customer).json()
+            assert after["features"]["days_since_last_order"] == 0
+            health = client.get("/health").json()
+            assert health["status"] == "ok" and health["feature_store"]["as_of"] == str(newer)
+    finally:
+        online.close()

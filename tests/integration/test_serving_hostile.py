@@ -223,6 +223,9 @@ def test_health_reports_a_failing_feature_store_and_keeps_the_error_after_recove
             assert healthy["feature_store"] == {
                 "status": "ok",
                 "table": FEATURE_TABLE,
+                "as_of": None,  # the pooled source holds no copy
+                "rows": None,
+                "refreshed_at": None,
                 "last_error": None,
             }
 
