@@ -29,7 +29,7 @@ from churn_assets.serving.features import (
 )
 from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.model_store import ChampionHolder
-from churn_assets.serving.server import BackgroundServer
+from churn_assets.serving.server import BackgroundServer, build_service
 from churn_assets.settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -276,3 +276,18 @@ def test_scorer_answers_by_id_through_an_outage_and_serves_the_next_period_unres
             assert health["status"] == "ok" and health["feature_store"]["as_of"] == str(newer)
     finally:
         online.close()
+
+
+def test_build_service_serves_ids_from_a_loaded_copy_of_the_demo_table(demo_url: str) -> None:
+    service = build_service()
+    try:
+        state = service.source.state()
+        with warehouse.connect(demo_url) as conn, conn.cursor() as cur:
+            cur.execute(f"select count(*), max(as_of) from {FEATURE_TABLE}")
+            assert (state.rows, state.as_of) == cur.fetchone()
+        assert state.available and not state.refresh_failed
+        service.start()
+        assert service.source.polling and service.holder.polling
+    finally:
+        service.close()
+    assert not service.source.polling
