@@ -478,7 +478,8 @@ def serve(
     host: str, port: int, api_key_env: str, poll_seconds: float, wait_for_champion: bool
 ) -> None:
     """Serve the champion over HTTP (POST /predict, /predict/batch, GET /health, /model);
-    follows the MLflow `champion` alias without a restart."""
+    follows the MLflow `champion` alias, and answers requests by id from an in-memory copy
+    of marts.current_features that follows the table, both without a restart."""
     from churn_assets.serving.server import ServingError
     from churn_assets.serving.server import serve as run_server
 
