@@ -47,6 +47,7 @@ from churn_assets.serving.guards import (
     parse_batch,
     validation_error_response,
 )
+from churn_assets.serving.metrics import MetricsMiddleware, ServingMetrics
 from churn_assets.serving.model_store import ChampionHolder, LoadedModel
 from churn_assets.serving.schemas import (
     BatchItem,
@@ -118,11 +119,15 @@ def create_app(
     feature_source: FeatureSource,
     api_key: str | None,
     bands: RiskBands | None = None,
+    metrics: ServingMetrics | None = None,
 ) -> FastAPI:
     """The scoring API over ``holder``'s model; ``api_key`` (if set) guards all but /health.
     ``bands`` default to the deployment's policy (the ``CHURN_RISK_*`` edges batch scoring
-    uses too)."""
+    uses too). ``metrics`` (a fresh registry by default) is what ``GET /metrics`` shows;
+    the holder records its model swaps and reloads into it."""
     risk = bands or RiskBands.from_policy(load_policy())
+    metrics = metrics or ServingMetrics()
+    holder.attach_metrics(metrics)
     app = FastAPI(
         title="churn scoring",
         version="1",
@@ -314,6 +319,23 @@ def create_app(
         """The model that serves now."""
         return _model_info(serving_model())
 
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
+    )
+    async def prometheus_metrics() -> Response:
+        """Counters, latency histogram and the serving model, in the Prometheus text format
+        (guarded by the API key like the other endpoints when the server has one)."""
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    # Added last, so it runs first: requests the guards refuse are counted too.
+    app.add_middleware(
+        MetricsMiddleware,
+        metrics=metrics,
+        routes=[route.path for route in app.routes if hasattr(route, "path")],
+    )
     return app
 
 

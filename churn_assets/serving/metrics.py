@@ -10,6 +10,9 @@ metrics (a test checks them against a live ``/metrics``).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -19,6 +22,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # No `*_created` series beside every counter: they double a scrape and no rule reads them.
 disable_created_metrics()
@@ -108,6 +112,15 @@ class ServingMetrics:
             registry=r,
         )
 
+        # Every known label value exported at 0 from the start: a rule's increase() then sees
+        # the first failure, and a scrape shows every name a rule may use.
+        for result in ("success", "failure"):
+            self.model_reloads.labels(result)
+        for result in ("success", "failure", "unchanged"):
+            self.features_refresh.labels(result)
+        for served_by in SERVED_BY:
+            self.served.labels(served_by)
+
     def set_model(self, name: str, version: str, sha256: str) -> None:
         """The serving model changed: exactly one ``churn_model_info`` series is 1."""
         self.model_info.clear()
@@ -116,6 +129,47 @@ class ServingMetrics:
     def render(self) -> tuple[bytes, str]:
         """The text exposition and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+# The route label of any path the app has no route for: a raw path would let a scanner
+# create one series per URL it tries.
+OTHER_ROUTE = "other"
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by route template and status.
+
+    Plain ASGI (``BaseHTTPMiddleware`` runs each request in an extra task, which costs
+    latency); outermost, so 401s and 413s from the guards are counted too. The routes have
+    no path parameters, so the template is the path itself when the app has that route.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ServingMetrics, routes: Iterable[str]) -> None:
+        self.app = app
+        self._routes = frozenset(routes)
+        self._requests = metrics.requests
+        self._latency = metrics.latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        path = scope["path"]
+        route = path if path in self._routes else OTHER_ROUTE
+        status = 500  # what the client sees when the app raises before answering
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            self._requests.labels(route, str(status)).inc()
+            self._latency.labels(route).observe(time.perf_counter() - start)
 
 
 # The metric names a scrape shows (counters gain ``_total``); the alert rules' test checks

@@ -32,6 +32,7 @@ from churn_assets.ml import tracking
 from churn_assets.ml.champion import CHAMPION, fetch_version
 from churn_assets.ml.export import OnnxScorer, sha256_file
 from churn_assets.ml.features import EMAIL_DOMAIN_CLASSES, NUMERIC_FEATURES, ModelInputs
+from churn_assets.serving.metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,15 @@ class ChampionHolder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_logged: tuple[str | None, str] | None = None
+        self._metrics: ServingMetrics | None = None
+
+    def attach_metrics(self, metrics: ServingMetrics) -> None:
+        """Record model swaps (``churn_model_info``) and loads of new versions
+        (``churn_model_reloads_total``) into ``metrics`` from now on."""
+        self._metrics = metrics
+        model = self.model
+        if model is not None:
+            metrics.set_model(model.name, model.version, model.sha256)
 
     @classmethod
     def from_mlflow(
@@ -248,6 +258,7 @@ class ChampionHolder:
         """
         with self._refresh_lock:
             attempted: str | None = None
+            loading = False  # a new version is being loaded (counted as a reload)
             try:
                 attempted = self._resolver()
                 if attempted is None:
@@ -256,11 +267,17 @@ class ChampionHolder:
                 if current is not None and current.version == attempted:
                     self._finish(None, None)
                     return False
+                loading = True
                 new = self._load(attempted)
             except Exception as exc:  # any failure: keep serving, report on /health
                 self._finish(None, RefreshError(_describe(exc), datetime.now(UTC), attempted))
+                if loading and self._metrics is not None:
+                    self._metrics.model_reloads.labels("failure").inc()
                 return False
             self._finish(new, None)
+            if self._metrics is not None:
+                self._metrics.model_reloads.labels("success").inc()
+                self._metrics.set_model(new.name, new.version, new.sha256)
             old = current.version if current is not None else None
             log.info("serving %s v%s (was v%s), sha256 %s", self.name, new.version, old, new.sha256)
             return True

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp
 from churn_assets import warehouse
 from churn_assets.serving.app import create_app
 from churn_assets.serving.features import OnlineFeatureSource
+from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.model_store import DEFAULT_POLL_SECONDS, ChampionHolder
 from churn_assets.settings import load_settings
 from churn_assets.warehouse import WarehouseError
@@ -95,7 +96,8 @@ def build_service(
     except BaseException:
         source.close()
         raise
-    return Service(create_app(holder, source, api_key), holder, source)
+    app = create_app(holder, source, api_key, metrics=ServingMetrics())
+    return Service(app, holder, source)
 
 
 def _load_feature_copy(

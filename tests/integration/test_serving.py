@@ -451,7 +451,7 @@ def test_api_key_guards_every_endpoint_but_health(
         batch = {"items": [request]}
         assert client.post("/predict/batch", json=batch).status_code == 401
         assert client.post("/predict/batch", json=batch, headers=key).status_code == 200
-        for path in ("/model", "/openapi.json", "/docs"):
+        for path in ("/model", "/metrics", "/openapi.json", "/docs"):
             assert client.get(path).status_code == 401, path
             assert client.get(path, headers=key).status_code == 200, path
         assert client.get("/health").status_code == 200

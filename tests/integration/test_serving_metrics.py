@@ -1,0 +1,130 @@
+"""/metrics of a real scorer, and the alert rules under docker/prometheus/ against it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from click.testing import Result
+from prometheus_client.parser import text_string_to_metric_families
+
+from churn_assets import warehouse
+from churn_assets.data.snapshot import read_feature_table
+from churn_assets.serving.app import create_app
+from churn_assets.serving.features import WarehouseFeatureSource
+from churn_assets.serving.metrics import EXPORTED_NAMES, ServingMetrics
+from churn_assets.serving.model_store import ChampionHolder
+from churn_assets.serving.server import BackgroundServer
+from churn_assets.settings import load_settings
+
+pytestmark = pytest.mark.integration
+
+RULES = Path(__file__).parents[2] / "docker" / "prometheus" / "rules.yml"
+
+
+@pytest.fixture(scope="module")
+def holder(demo: tuple[Result, Path], churn_home: Path) -> ChampionHolder:
+    result, _ = demo
+    assert result.exit_code == 0, result.output
+    settings = load_settings({"CHURN_HOME": str(churn_home)})
+    holder = ChampionHolder.from_mlflow(settings.resolved_tracking_uri)
+    assert holder.refresh(), holder.state().last_error
+    return holder
+
+
+@pytest.fixture(scope="module")
+def source(embedded_url: str) -> Iterator[WarehouseFeatureSource]:
+    source = WarehouseFeatureSource(embedded_url)
+    yield source
+    source.close()
+
+
+@pytest.fixture(scope="module")
+def customer_ids(embedded_url: str) -> list[str]:
+    with warehouse.connect(embedded_url) as conn:
+        frame: pd.DataFrame = read_feature_table(conn, "marts.current_features")
+    return [str(c) for c in frame["customer_id"].head(100)]
+
+
+def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+@pytest.fixture(scope="module")
+def scrape(holder: ChampionHolder, source: WarehouseFeatureSource, customer_ids: list[str]) -> str:
+    """/metrics after 100 predictions by id, one unknown path and one unknown customer."""
+    with (
+        BackgroundServer(create_app(holder, source, "k", metrics=ServingMetrics())) as server,
+        httpx.Client(base_url=server.url, headers={"X-API-Key": "k"}) as client,
+    ):
+        for customer_id in customer_ids:
+            response = client.post("/predict", json={"customer_id": customer_id})
+            assert response.status_code == 200, response.text
+        assert client.get("/no/such/path").status_code == 404
+        assert client.post("/predict", json={"customer_id": "nobody"}).status_code == 404
+        assert client.get("/metrics", headers={"X-API-Key": ""}).status_code == 401
+        response = client.get("/metrics")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        return response.text
+
+
+def test_metrics_count_requests_by_route_template_and_name_the_model(
+    holder: ChampionHolder, customer_ids: list[str], scrape: str
+) -> None:
+    assert len(customer_ids) == 100
+    samples = _samples(scrape)
+    requests = {
+        dict(labels)["route"] + " " + dict(labels)["status"]: value
+        for (name, labels), value in samples.items()
+        if name == "churn_predict_requests_total"
+    }
+    # the unknown path is one "other" series, never its raw path; the refused scrape counts
+    assert requests == {
+        "/predict 200": 100,
+        "/predict 404": 1,
+        "other 404": 1,
+        "/metrics 401": 1,
+    }
+    count = samples[("churn_predict_latency_seconds_count", frozenset({("route", "/predict")}))]
+    assert count == 101
+    model = holder.model
+    assert model is not None
+    info = frozenset(
+        {
+            ("model_name", model.name),
+            ("model_version", model.version),
+            ("model_sha256", model.sha256),
+        }
+    )
+    assert samples[("churn_model_info", info)] == 1
+
+
+def test_every_metric_an_alert_rule_uses_is_exported(scrape: str) -> None:
+    used = set(re.findall(r"\bchurn_[a-z0-9_]+", RULES.read_text()))
+    assert len(used) >= 6, used
+    live = {s.name for f in text_string_to_metric_families(scrape) for s in f.samples}
+    assert used <= live, sorted(used - live)
+    assert used <= EXPORTED_NAMES, sorted(used - EXPORTED_NAMES)
+    assert live == EXPORTED_NAMES  # the constant describes a scrape, no more, no less
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool is not on PATH (Debian: apt-get install prometheus; .ci/run installs it)",
+)
+def test_promtool_accepts_the_alert_rules() -> None:
+    result = subprocess.run(
+        ["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
