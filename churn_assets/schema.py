@@ -19,6 +19,9 @@ TRAINING_SNAPSHOT_TABLE = "marts.training_snapshot"
 CURRENT_FEATURES_TABLE = "marts.current_features"  # newest period: scorer, drift
 CUSTOMER_FEATURES_TABLE = "marts.customer_features"  # every period
 CHURN_LABELS_TABLE = "marts.churn_labels"
+# Written by the online scorer (one row per served prediction), read by analysts and the
+# shadow comparison.
+ONLINE_PREDICTIONS_TABLE = "scoring.online_predictions"
 # The dbt models partitioned by period (incremental on as_of): a retired period's rows go.
 PERIOD_TABLES = (CUSTOMER_FEATURES_TABLE, CHURN_LABELS_TABLE, TRAINING_SNAPSHOT_TABLE)
 

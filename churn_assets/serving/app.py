@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -49,6 +50,7 @@ from churn_assets.serving.guards import (
 )
 from churn_assets.serving.metrics import MetricsMiddleware, ServingMetrics
 from churn_assets.serving.model_store import ChampionHolder, LoadedModel
+from churn_assets.serving.prediction_log import LoggedPrediction, PredictionLog
 from churn_assets.serving.schemas import (
     BatchItem,
     BatchPrediction,
@@ -120,14 +122,17 @@ def create_app(
     api_key: str | None,
     bands: RiskBands | None = None,
     metrics: ServingMetrics | None = None,
+    prediction_log: PredictionLog | None = None,
 ) -> FastAPI:
     """The scoring API over ``holder``'s model; ``api_key`` (if set) guards all but /health.
     ``bands`` default to the deployment's policy (the ``CHURN_RISK_*`` edges batch scoring
     uses too). ``metrics`` (a fresh registry by default) is what ``GET /metrics`` shows;
-    the holder records its model swaps and reloads into it."""
+    the holder records its model swaps and reloads into it. ``prediction_log`` (if given)
+    gets every prediction ``/predict`` serves, queued without waiting."""
     risk = bands or RiskBands.from_policy(load_policy())
     metrics = metrics or ServingMetrics()
     holder.attach_metrics(metrics)
+    served_by_champion = metrics.served.labels("champion")
     app = FastAPI(
         title="churn scoring",
         version="1",
@@ -178,6 +183,7 @@ def create_app(
     )
     async def predict(request: PredictRequest, response: Response) -> Prediction:
         """Score one customer, by id (warehouse features) or by features."""
+        started = time.perf_counter()
         request_id = str(uuid.uuid4())
         as_of = None
         features = request.features
@@ -189,7 +195,7 @@ def create_app(
         model = serving_model()  # read once: scoring and envelope use the same model
         probability = float(score(model, [features])[0])
         response.headers[REQUEST_ID_HEADER] = request_id
-        return Prediction(
+        prediction = Prediction(
             model_name=model.name,
             model_version=model.version,
             model_sha256=model.sha256,
@@ -202,6 +208,25 @@ def create_app(
             churn_probability=probability,
             risk_band=risk.band(probability),
         )
+        served_by_champion.inc()
+        if prediction_log is not None:
+            prediction_log.submit(
+                LoggedPrediction(
+                    request_id=request_id,
+                    scored_at=prediction.scored_at,
+                    customer_id=request.customer_id,
+                    input_hash=prediction.input_hash,
+                    features_as_of=as_of,
+                    model_name=model.name,
+                    model_version=model.version,
+                    model_sha256=model.sha256,
+                    churn_probability=probability,
+                    risk_band=prediction.risk_band,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                    served_by="champion",
+                )
+            )
+        return prediction
 
     def score_batch(body: bytes, content_type: str | None) -> Response:
         """Parse, look up, score and serialise one batch: all of it in a worker thread."""

@@ -37,6 +37,7 @@ from churn_assets.serving.app import create_app
 from churn_assets.serving.features import OnlineFeatureSource
 from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.model_store import DEFAULT_POLL_SECONDS, ChampionHolder
+from churn_assets.serving.prediction_log import PredictionLog
 from churn_assets.settings import load_settings
 from churn_assets.warehouse import WarehouseError
 
@@ -54,15 +55,20 @@ class Service:
     app: FastAPI
     holder: ChampionHolder
     source: OnlineFeatureSource
+    prediction_log: PredictionLog | None = None
 
     def start(self) -> None:
-        """Start following the champion alias and the feature table."""
+        """Start following the champion alias and the feature table, and the log writer."""
         self.holder.start()
         self.source.start()
+        if self.prediction_log is not None:
+            self.prediction_log.start()
 
     def close(self) -> None:
         self.holder.stop()
         self.source.close()
+        if self.prediction_log is not None:  # last: flushes what the served requests queued
+            self.prediction_log.close()
 
 
 def build_service(
@@ -96,8 +102,12 @@ def build_service(
     except BaseException:
         source.close()
         raise
-    app = create_app(holder, source, api_key, metrics=ServingMetrics())
-    return Service(app, holder, source)
+    metrics = ServingMetrics()
+    # The embedded server already runs (the feature copy started it): this only names it.
+    url = settings.warehouse_url or warehouse.start_embedded(settings.embedded_pg_dir)
+    prediction_log = PredictionLog(url, metrics)
+    app = create_app(holder, source, api_key, metrics=metrics, prediction_log=prediction_log)
+    return Service(app, holder, source, prediction_log)
 
 
 def _load_feature_copy(

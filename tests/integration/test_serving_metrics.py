@@ -6,7 +6,9 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -16,10 +18,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from churn_assets import warehouse
 from churn_assets.data.snapshot import read_feature_table
+from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 from churn_assets.serving.app import create_app
 from churn_assets.serving.features import WarehouseFeatureSource
 from churn_assets.serving.metrics import EXPORTED_NAMES, ServingMetrics
 from churn_assets.serving.model_store import ChampionHolder
+from churn_assets.serving.prediction_log import PredictionLog
 from churn_assets.serving.server import BackgroundServer
 from churn_assets.settings import load_settings
 
@@ -60,23 +64,86 @@ def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     }
 
 
+@dataclass(frozen=True)
+class Served:
+    scrape: str  # /metrics at the end
+    responses: list[dict[str, Any]]  # the 100 predictions by id
+
+
 @pytest.fixture(scope="module")
-def scrape(holder: ChampionHolder, source: WarehouseFeatureSource, customer_ids: list[str]) -> str:
-    """/metrics after 100 predictions by id, one unknown path and one unknown customer."""
+def served(
+    holder: ChampionHolder,
+    source: WarehouseFeatureSource,
+    customer_ids: list[str],
+    embedded_url: str,
+) -> Served:
+    """100 predictions by id (logged), one unknown path and one unknown customer; the log
+    is closed (flushed) before the fixture returns, as a scorer that stops does."""
+    metrics = ServingMetrics()
+    prediction_log = PredictionLog(embedded_url, metrics)
+    prediction_log.start()
+    app = create_app(holder, source, "k", metrics=metrics, prediction_log=prediction_log)
+    responses = []
     with (
-        BackgroundServer(create_app(holder, source, "k", metrics=ServingMetrics())) as server,
+        BackgroundServer(app) as server,
         httpx.Client(base_url=server.url, headers={"X-API-Key": "k"}) as client,
     ):
         for customer_id in customer_ids:
             response = client.post("/predict", json={"customer_id": customer_id})
             assert response.status_code == 200, response.text
+            responses.append(response.json())
         assert client.get("/no/such/path").status_code == 404
         assert client.post("/predict", json={"customer_id": "nobody"}).status_code == 404
         assert client.get("/metrics", headers={"X-API-Key": ""}).status_code == 401
         response = client.get("/metrics")
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/plain")
-        return response.text
+    prediction_log.close()
+    return Served(response.text, responses)
+
+
+@pytest.fixture(scope="module")
+def scrape(served: Served) -> str:
+    return served.scrape
+
+
+def test_every_prediction_is_in_the_online_log(served: Served, embedded_url: str) -> None:
+    by_id = {r["request_id"]: r for r in served.responses}
+    assert len(by_id) == 100
+    with warehouse.connect(embedded_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            f"select request_id, customer_id, model_version, model_sha256, churn_probability,"
+            f" risk_band, served_by, latency_ms from {ONLINE_PREDICTIONS_TABLE}"
+            " where request_id = any(%s)",
+            (list(by_id),),
+        )
+        rows = cur.fetchall()
+    assert len(rows) == 100
+    for request_id, customer, version, sha, probability, band, served_by, latency in rows:
+        response = by_id[request_id]
+        assert (customer, version, sha, band) == (
+            response["customer_id"],
+            response["model_version"],
+            response["model_sha256"],
+            response["risk_band"],
+        )
+        assert probability == response["churn_probability"]
+        assert served_by == "champion"
+        assert 0 < latency < 10_000
+
+
+def test_a_full_log_queue_drops_and_counts_without_holding_up_requests(
+    holder: ChampionHolder, source: WarehouseFeatureSource, customer_ids: list[str]
+) -> None:
+    metrics = ServingMetrics()
+    # never started: nothing drains the one-slot queue, as with a warehouse that hangs
+    stuck = PredictionLog("postgresql://nobody@127.0.0.1:1/none", metrics, capacity=1)
+    app = create_app(holder, source, None, metrics=metrics, prediction_log=stuck)
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.url) as client:
+        for customer_id in customer_ids[:5]:
+            assert client.post("/predict", json={"customer_id": customer_id}).status_code == 200
+        samples = _samples(client.get("/metrics").text)
+    assert samples[("churn_prediction_log_dropped_total", frozenset())] == 4
 
 
 def test_metrics_count_requests_by_route_template_and_name_the_model(

@@ -1,0 +1,193 @@
+"""The online prediction log: every served prediction into ``scoring.online_predictions``,
+off the request path.
+
+A request only puts a :class:`LoggedPrediction` on a bounded queue (``put_nowait``): when
+the queue is full the prediction is left out of the log and counted
+(``churn_prediction_log_dropped_total``), so a slow or absent warehouse never slows a request.
+One writer thread inserts what is queued in batches (one ``execute_values`` per batch) and
+drains the queue on :meth:`PredictionLog.close`, so the rows of a scorer that stops cleanly
+are all written. A batch that cannot be written is dropped and counted too; the next batch
+reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import astuple, dataclass, fields
+from datetime import datetime
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2.extras import execute_values
+
+from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
+from churn_assets.serving.metrics import ServingMetrics
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CAPACITY = 10_000  # ~10 s of a busy scorer while the warehouse is slow
+BATCH_ROWS = 500
+FLUSH_SECONDS = 0.5  # the longest a queued prediction waits for its batch
+
+
+@dataclass(frozen=True)
+class LoggedPrediction:
+    """One row of the log; field order is the table's column order."""
+
+    request_id: str
+    scored_at: datetime
+    customer_id: str | None
+    input_hash: str
+    features_as_of: str | None
+    model_name: str
+    model_version: str
+    model_sha256: str
+    churn_probability: float
+    risk_band: str
+    latency_ms: float
+    served_by: str  # champion | canary
+    shadow_model_version: str | None = None
+    shadow_model_sha256: str | None = None
+    shadow_probability: float | None = None
+    shadow_risk_band: str | None = None
+
+
+COLUMNS = tuple(f.name for f in fields(LoggedPrediction))
+
+# Created by the scorer (and by the platform's scoring step) if missing, so the analyst
+# model over it builds whether or not a scorer ever ran.
+CREATE_TABLE = f"""
+create schema if not exists {ONLINE_PREDICTIONS_TABLE.split(".")[0]};
+create table if not exists {ONLINE_PREDICTIONS_TABLE} (
+    request_id text primary key,
+    scored_at timestamptz not null,
+    customer_id text,
+    input_hash text not null,
+    features_as_of text,
+    model_name text not null,
+    model_version text not null,
+    model_sha256 text not null,
+    churn_probability double precision not null,
+    risk_band text not null,
+    latency_ms double precision not null,
+    served_by text not null,
+    shadow_model_version text,
+    shadow_model_sha256 text,
+    shadow_probability double precision,
+    shadow_risk_band text
+);
+"""
+
+
+def create_table(conn: psycopg2.extensions.connection) -> None:
+    with conn.cursor() as cur:
+        cur.execute(CREATE_TABLE)
+
+
+_STOP = object()
+
+
+class PredictionLog:
+    """Bounded queue plus one writer thread; see the module docstring."""
+
+    def __init__(
+        self,
+        url: str,
+        metrics: ServingMetrics,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        batch_rows: int = BATCH_ROWS,
+        flush_seconds: float = FLUSH_SECONDS,
+    ) -> None:
+        self._url = url
+        self._dropped = metrics.prediction_log_dropped
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=capacity)
+        self._batch_rows = batch_rows
+        self._flush_seconds = flush_seconds
+        self._conn: psycopg2.extensions.connection | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the writer (the table is created by its first connection)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+            self._thread.start()
+
+    def submit(self, prediction: LoggedPrediction) -> None:
+        """Queue one prediction, never waiting: a full queue drops it (and counts it)."""
+        try:
+            self._queue.put_nowait(prediction)
+        except queue.Full:
+            self._dropped.inc()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write everything queued so far, then stop the writer."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._queue.put(_STOP)  # blocks only while the queue is full, i.e. being drained
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning("prediction log did not flush within %.0f s", timeout)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            try:
+                first = self._queue.get(timeout=self._flush_seconds)
+            except queue.Empty:
+                continue
+            batch: list[LoggedPrediction] = []
+            item = first
+            while True:
+                if item is _STOP:
+                    stopping = True
+                else:
+                    assert isinstance(item, LoggedPrediction)
+                    batch.append(item)
+                if len(batch) >= self._batch_rows:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._write(batch)
+            if stopping:  # the stop marker came last: write what is still queued
+                self._drain()
+        if self._conn is not None:
+            self._conn.close()
+
+    def _drain(self) -> None:
+        rest: list[LoggedPrediction] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, LoggedPrediction):
+                rest.append(item)
+        for start in range(0, len(rest), self._batch_rows):
+            self._write(rest[start : start + self._batch_rows])
+
+    def _write(self, batch: list[LoggedPrediction]) -> None:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg2.connect(self._url, connect_timeout=10)
+                with self._conn:
+                    create_table(self._conn)
+            with self._conn, self._conn.cursor() as cur:
+                execute_values(
+                    cur,
+                    f"insert into {ONLINE_PREDICTIONS_TABLE} ({', '.join(COLUMNS)}) values %s"
+                    " on conflict (request_id) do nothing",
+                    [astuple(p) for p in batch],
+                )
+        except psycopg2.Error as exc:
+            self._dropped.inc(len(batch))
+            log.warning("prediction log: %d rows not written: %s", len(batch), exc)
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
