@@ -65,7 +65,10 @@ class FeatureSource(Protocol):
     threads at once. Rows hold the eight features (plus ``as_of`` when known).
 
     ``get``/``get_many`` raise :class:`WarehouseError` when the store cannot answer (503)
-    and ``ValueError`` for an id the store cannot even be asked about (422)."""
+    and ``ValueError`` for an id the store cannot even be asked about (422). ``blocking``:
+    a lookup waits on I/O, so the app calls it from a worker thread, not the event loop."""
+
+    blocking: bool
 
     def get(self, customer_id: str) -> dict[str, Any] | None: ...
 
@@ -76,6 +79,8 @@ class FeatureSource(Protocol):
 
 class InMemoryFeatureSource:
     """Rows from a mapping (tests, benchmarks); read-only, hence thread-safe."""
+
+    blocking = False  # a dict lookup
 
     def __init__(self, rows: Mapping[str, Mapping[str, Any]]) -> None:
         self._rows = {key: dict(row) for key, row in rows.items()}
@@ -111,6 +116,8 @@ class WarehouseFeatureSource:
     cut throughput 2-3x under 4 concurrent clients; see ``benchmarks/RESULTS.md``).
     Raise it for a remote warehouse, where concurrency hides network round trips.
     """
+
+    blocking = True  # a round trip to Postgres
 
     def __init__(self, url: str, max_connections: int = 1) -> None:
         if max_connections < 1:
@@ -445,6 +452,8 @@ class OnlineFeatureSource:
 
     ``metrics`` (optional) counts refreshes and shows the copy's ``as_of``.
     """
+
+    blocking = False  # microseconds in memory: a thread hop would cost more
 
     def __init__(
         self,

@@ -85,7 +85,10 @@ def build_service(
     poller loads the first champion (what a container wants, instead of a restart loop).
     """
     settings = load_settings()
-    source = _load_feature_copy(settings.warehouse_url, settings.embedded_pg_dir, poll_seconds)
+    metrics = ServingMetrics()  # first: the copy's first load is already a refresh to count
+    source = _load_feature_copy(
+        settings.warehouse_url, settings.embedded_pg_dir, poll_seconds, metrics
+    )
     try:
         holder = ChampionHolder.from_mlflow(
             settings.resolved_tracking_uri, poll_seconds=poll_seconds
@@ -102,7 +105,6 @@ def build_service(
     except BaseException:
         source.close()
         raise
-    metrics = ServingMetrics()
     # The embedded server already runs (the feature copy started it): this only names it.
     url = settings.warehouse_url or warehouse.start_embedded(settings.embedded_pg_dir)
     prediction_log = PredictionLog(url, metrics)
@@ -111,13 +113,15 @@ def build_service(
 
 
 def _load_feature_copy(
-    url: str | None, embedded_pg_dir: Path, poll_seconds: float
+    url: str | None, embedded_pg_dir: Path, poll_seconds: float, metrics: ServingMetrics
 ) -> OnlineFeatureSource:
     """The online copy of the features, loaded, or a one-line :class:`ServingError` saying
     which warehouse could not be reached (password redacted) and what to do about it."""
     try:
         source = OnlineFeatureSource.from_warehouse(
-            url or warehouse.start_embedded(embedded_pg_dir), poll_seconds=poll_seconds
+            url or warehouse.start_embedded(embedded_pg_dir),
+            poll_seconds=poll_seconds,
+            metrics=metrics,
         )
         source.refresh()
         state = source.state()
