@@ -10,7 +10,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from datetime import time as time_of_day
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ import httpx
 import psycopg2
 import pytest
 from click.testing import Result
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg2.extras import execute_values
 
 from churn_assets import warehouse
@@ -286,6 +289,17 @@ def test_build_service_serves_ids_from_a_loaded_copy_of_the_demo_table(demo_url:
             cur.execute(f"select count(*), max(as_of) from {FEATURE_TABLE}")
             assert (state.rows, state.as_of) == cur.fetchone()
         assert state.available and not state.refresh_failed
+        # the service's metrics saw the copy's first load: what it holds and that it worked
+        scrape = TestClient(service.app).get("/metrics").text
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(scrape)
+            for sample in family.samples
+        }
+        assert samples[("churn_features_refresh_total", (("result", "success"),))] == 1
+        assert state.as_of is not None
+        as_of_seconds = datetime.combine(state.as_of, time_of_day(), UTC).timestamp()
+        assert samples[("churn_features_as_of_timestamp_seconds", ())] == as_of_seconds
         service.start()
         assert service.source.polling and service.holder.polling
     finally:
