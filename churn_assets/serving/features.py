@@ -28,6 +28,7 @@ from churn_assets.ml.features import (
 from churn_assets.schema import CURRENT_FEATURES_TABLE
 from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.model_store import DEFAULT_POLL_SECONDS
+from churn_assets.serving.poller import Poller
 from churn_assets.warehouse import WarehouseError, redact
 
 log = logging.getLogger(__name__)
@@ -462,17 +463,13 @@ class OnlineFeatureSource:
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         metrics: ServingMetrics | None = None,
     ) -> None:
-        if poll_seconds <= 0:
-            raise ValueError(f"poll_seconds must be > 0, got {poll_seconds}")
-        self.poll_seconds = poll_seconds
         self._loader = loader
         self._metrics = metrics
         self._snapshot: FeatureSnapshot | None = None
         self._state = SourceState(table=FEATURE_TABLE, available=False, last_error=None)
-        self._lock = threading.Lock()  # guards _snapshot/_state swaps and _thread
+        self._lock = threading.Lock()  # guards _snapshot/_state swaps
         self._refresh_lock = threading.Lock()  # one refresh at a time (poller vs callers)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Poller(self.refresh, poll_seconds, "online features")
         self._last_logged: str | None = None
 
     @classmethod
@@ -566,32 +563,12 @@ class OnlineFeatureSource:
 
     def start(self) -> None:
         """Start refreshing every ``poll_seconds`` in a daemon thread."""
-        with self._lock:
-            if self._thread is not None:
-                return
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._poll, name="features-poller", daemon=True)
-            self._thread.start()
+        self._poller.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the poller and wait for it (a refresh in progress finishes first)."""
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._stop.set()
-        thread.join(timeout)
-        if thread.is_alive():
-            log.warning("online features poller did not stop within %.0f s", timeout)
+        self._poller.stop(timeout)
 
     @property
     def polling(self) -> bool:
-        with self._lock:
-            return self._thread is not None and self._thread.is_alive()
-
-    def _poll(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            try:
-                self.refresh()
-            except Exception:  # refresh records its own errors; this only guards the thread
-                log.exception("online features poll failed")
+        return self._poller.running

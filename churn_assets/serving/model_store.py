@@ -33,6 +33,7 @@ from churn_assets.ml.champion import CHAMPION, fetch_version
 from churn_assets.ml.export import OnnxScorer, sha256_file
 from churn_assets.ml.features import EMAIL_DOMAIN_CLASSES, NUMERIC_FEATURES, ModelInputs
 from churn_assets.serving.metrics import ServingMetrics
+from churn_assets.serving.poller import Poller
 
 log = logging.getLogger(__name__)
 
@@ -157,18 +158,14 @@ class ChampionHolder:
         intra_op_threads: int | None = 1,
         initial: LoadedModel | None = None,
     ) -> None:
-        if poll_seconds <= 0:
-            raise ValueError(f"poll_seconds must be > 0, got {poll_seconds}")
         self.name = name
-        self.poll_seconds = poll_seconds
         self._resolver = resolver
         self._fetcher = fetcher
         self._intra_op_threads = intra_op_threads
-        self._lock = threading.Lock()  # guards _state and _thread
+        self._lock = threading.Lock()  # guards _state
         self._refresh_lock = threading.Lock()  # one refresh at a time (poller vs callers)
         self._state = HolderState(initial, None, None)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Poller(self.refresh, poll_seconds, "champion")
         self._last_logged: tuple[str | None, str] | None = None
         self._metrics: ServingMetrics | None = None
 
@@ -306,35 +303,15 @@ class ChampionHolder:
 
     def start(self) -> None:
         """Start polling the champion every ``poll_seconds`` in a daemon thread."""
-        with self._lock:
-            if self._thread is not None:
-                return
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._poll, name="champion-poller", daemon=True)
-            self._thread.start()
+        self._poller.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the poller and wait for it (a refresh in progress finishes first)."""
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._stop.set()
-        thread.join(timeout)
-        if thread.is_alive():
-            log.warning("champion poller did not stop within %.0f s", timeout)
+        self._poller.stop(timeout)
 
     @property
     def polling(self) -> bool:
-        with self._lock:
-            return self._thread is not None and self._thread.is_alive()
-
-    def _poll(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            try:
-                self.refresh()
-            except Exception:  # refresh records its own errors; this only guards the thread
-                log.exception("champion poll failed")
+        return self._poller.running
 
     def __enter__(self) -> ChampionHolder:
         self.start()
