@@ -22,6 +22,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2.extras import execute_values
 
+from churn_assets.data.online_predictions import COLUMNS, create_table
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 from churn_assets.serving.metrics import ServingMetrics
 
@@ -54,36 +55,8 @@ class LoggedPrediction:
     shadow_risk_band: str | None = None
 
 
-COLUMNS = tuple(f.name for f in fields(LoggedPrediction))
-
-# Created by the scorer (and by the platform's scoring step) if missing, so the analyst
-# model over it builds whether or not a scorer ever ran.
-CREATE_TABLE = f"""
-create schema if not exists {ONLINE_PREDICTIONS_TABLE.split(".")[0]};
-create table if not exists {ONLINE_PREDICTIONS_TABLE} (
-    request_id text primary key,
-    scored_at timestamptz not null,
-    customer_id text,
-    input_hash text not null,
-    features_as_of text,
-    model_name text not null,
-    model_version text not null,
-    model_sha256 text not null,
-    churn_probability double precision not null,
-    risk_band text not null,
-    latency_ms double precision not null,
-    served_by text not null,
-    shadow_model_version text,
-    shadow_model_sha256 text,
-    shadow_probability double precision,
-    shadow_risk_band text
-);
-"""
-
-
-def create_table(conn: psycopg2.extensions.connection) -> None:
-    with conn.cursor() as cur:
-        cur.execute(CREATE_TABLE)
+if tuple(f.name for f in fields(LoggedPrediction)) != COLUMNS:
+    raise RuntimeError(f"LoggedPrediction is out of sync with {ONLINE_PREDICTIONS_TABLE}")
 
 
 _STOP = object()
