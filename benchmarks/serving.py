@@ -177,7 +177,7 @@ def in_process_steps(bodies: list[dict[str, Any]], repeats: int = 2_000) -> dict
 
     from churn_assets.ml.bands import RiskBands
     from churn_assets.policy import load_policy
-    from churn_assets.serving.app import input_hash, score
+    from churn_assets.serving.app import input_hash, model_inputs, score
 
     risk = RiskBands.from_policy(load_policy())
     from churn_assets.serving.model_store import ChampionHolder
@@ -192,11 +192,12 @@ def in_process_steps(bodies: list[dict[str, Any]], repeats: int = 2_000) -> dict
     request = PredictRequest.model_validate_json(raw[0])
     assert request.features is not None
     features = request.features
-    p = float(score(model, [features])[0])
+    p = float(score(model, model_inputs([features]))[0])
 
     def build() -> bytes:
         return (
             Prediction(
+                served_by="champion",
                 model_name=model.name,
                 model_version=model.version,
                 model_sha256=model.sha256,
@@ -217,7 +218,7 @@ def in_process_steps(bodies: list[dict[str, Any]], repeats: int = 2_000) -> dict
         "parse + validate request body (pydantic)": lambda: PredictRequest.model_validate_json(
             raw[0]
         ),
-        "score 1 row (numpy arrays + onnxruntime)": lambda: score(model, [features]),
+        "score 1 row (numpy arrays + onnxruntime)": lambda: score(model, model_inputs([features])),
         "onnxruntime session.run alone": lambda: model.scorer.session.run(
             None,
             {

@@ -62,6 +62,9 @@ class Settings:
             (``CHURN_ALERT_WEBHOOK_URL``, http or https). ``None`` switches alerts off.
         ui_url: Base URL of the Dagster UI that alert links point into (``CHURN_UI_URL``,
             default ``http://127.0.0.1:3000``, no trailing slash).
+        canary_percent: Share of customers (by id) the scorer serves with the registry's
+            ``challenger`` while it differs from the champion (``CHURN_CANARY_PERCENT``,
+            0 to 100, default 0: the challenger only scores in the shadow).
     """
 
     home: Path
@@ -76,6 +79,7 @@ class Settings:
     warehouse_lock_timeout_seconds: int
     alert_webhook_url: str | None
     ui_url: str
+    canary_percent: float = 0.0
 
     @property
     def embedded_pg_dir(self) -> Path:
@@ -125,6 +129,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         alert_webhook_url=_parse_http_url(env, "CHURN_ALERT_WEBHOOK_URL"),
         ui_url=(_parse_http_url(env, "CHURN_UI_URL") or DEFAULT_UI_URL).rstrip("/"),
+        canary_percent=_parse_percent(env, "CHURN_CANARY_PERCENT"),
     )
 
 
@@ -157,6 +162,19 @@ def _parse_int(env: Mapping[str, str], name: str, default: int, *, minimum: int)
         raise SettingsError(f"{name}={raw!r} is not an integer") from None
     if value < minimum:
         raise SettingsError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def _parse_percent(env: Mapping[str, str], name: str) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number (a percent, 0 to 100)") from None
+    if not 0.0 <= value <= 100.0:  # also refuses nan
+        raise SettingsError(f"{name}={raw} must be between 0 and 100")
     return value
 
 

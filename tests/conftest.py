@@ -23,6 +23,7 @@ _ENV_TO_CLEAR = (
     "CHURN_MIN_AUC",
     "DBT_TARGET",
     "DAGSTER_HOME",
+    "CHURN_CANARY_PERCENT",
 )
 
 

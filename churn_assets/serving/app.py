@@ -7,7 +7,9 @@ eight features itself. Every prediction carries its lineage: which registered mo
 so a score can be traced and reproduced later.
 
 Each request reads the holder's model reference once and uses only that object, so a hot
-reload in the middle of a request can never mix two models (see ``model_store``).
+reload in the middle of a request can never mix two models (see ``model_store``). With a
+challenger (see ``challenger``), ``/predict`` also feeds the shadow and serves the canary's
+share of customers with the challenger; the envelope's ``served_by`` says which.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from churn_assets.ml.features import (
     ModelInputs,
 )
 from churn_assets.policy import load_policy
+from churn_assets.serving.challenger import ShadowJob, in_canary
 from churn_assets.serving.features import FEATURE_TABLE, FeatureSource
 from churn_assets.serving.guards import (
     API_KEY_HEADER,
@@ -48,13 +51,14 @@ from churn_assets.serving.guards import (
     parse_batch,
     validation_error_response,
 )
-from churn_assets.serving.metrics import MetricsMiddleware, ServingMetrics
+from churn_assets.serving.metrics import SERVED_BY, MetricsMiddleware, ServingMetrics
 from churn_assets.serving.model_store import ChampionHolder, LoadedModel
 from churn_assets.serving.prediction_log import LoggedPrediction, PredictionLog
 from churn_assets.serving.schemas import (
     BatchItem,
     BatchPrediction,
     BatchRequest,
+    ChallengerInfo,
     Features,
     FeatureStoreErrorInfo,
     FeatureStoreInfo,
@@ -63,6 +67,7 @@ from churn_assets.serving.schemas import (
     Prediction,
     PredictRequest,
     RefreshErrorInfo,
+    ServedBy,
 )
 
 _T = TypeVar("_T")
@@ -78,15 +83,20 @@ def input_hash(payload: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def score(model: LoadedModel, features: Sequence[Features]) -> npt.NDArray[np.float32]:
-    """One onnxruntime call for all rows (validated features need no pandas round trip)."""
+def model_inputs(features: Sequence[Features]) -> ModelInputs:
+    """The model's input arrays for validated features (no pandas round trip)."""
     numeric = np.array(
         [[getattr(f, name) for name in NUMERIC_FEATURES] for f in features], dtype=np.float32
     ).reshape(len(features), len(NUMERIC_FEATURES))
     category = np.fromiter(
         (_CATEGORY_INDEX[f.email_domain_class] for f in features), dtype=np.int64
     )
-    probabilities = model.predict(ModelInputs(numeric=numeric, category=category))
+    return ModelInputs(numeric=numeric, category=category)
+
+
+def score(model: LoadedModel, inputs: ModelInputs) -> npt.NDArray[np.float32]:
+    """One onnxruntime call for all rows; 422 when a row scores to a non-finite number."""
+    probabilities = model.predict(inputs)
     if not np.isfinite(probabilities).all():
         raise HTTPException(422, "features are outside the range the model can score")
     return probabilities
@@ -123,16 +133,21 @@ def create_app(
     bands: RiskBands | None = None,
     metrics: ServingMetrics | None = None,
     prediction_log: PredictionLog | None = None,
+    challenger: ChampionHolder | None = None,
+    canary_percent: float = 0.0,
 ) -> FastAPI:
     """The scoring API over ``holder``'s model; ``api_key`` (if set) guards all but /health.
     ``bands`` default to the deployment's policy (the ``CHURN_RISK_*`` edges batch scoring
     uses too). ``metrics`` (a fresh registry by default) is what ``GET /metrics`` shows;
     the holder records its model swaps and reloads into it. ``prediction_log`` (if given)
-    gets every prediction ``/predict`` serves, queued without waiting."""
+    gets every prediction ``/predict`` serves, queued without waiting. ``challenger`` (a
+    holder of the ``challenger`` alias), when it holds another version than ``holder``, is
+    shadow-scored on every ``/predict`` (results in the log, so it needs ``prediction_log``)
+    and serves ``canary_percent`` % of customers by id."""
     risk = bands or RiskBands.from_policy(load_policy())
     metrics = metrics or ServingMetrics()
     holder.attach_metrics(metrics)
-    served_by_champion = metrics.served.labels("champion")
+    served_counters = {name: metrics.served.labels(name) for name in SERVED_BY}
     app = FastAPI(
         title="churn scoring",
         version="1",
@@ -159,6 +174,13 @@ def create_app(
         model = holder.model
         if model is None:
             raise HTTPException(503, "no model loaded yet; see /health")
+        return model
+
+    def active_challenger(champion: LoadedModel | None) -> LoadedModel | None:
+        """The challenger, when it is loaded and not the champion's version."""
+        model = challenger.model if challenger is not None else None
+        if model is None or champion is None or model.version == champion.version:
+            return None
         return model
 
     def lookup(customer_id: str, request_id: str) -> dict[str, Any]:
@@ -195,9 +217,19 @@ def create_app(
             features, as_of = _stored_features(request.customer_id, row), _as_of(row)
         assert features is not None  # the request validator guarantees one of the two
         model = serving_model()  # read once: scoring and envelope use the same model
-        probability = float(score(model, [features])[0])
+        shadow = active_challenger(model)
+        served_by: ServedBy = "champion"
+        if (
+            shadow is not None
+            and request.customer_id is not None
+            and in_canary(request.customer_id, canary_percent)
+        ):  # the canary: the challenger answers, the champion goes to the shadow
+            model, shadow, served_by = shadow, model, "canary"
+        inputs = model_inputs([features])
+        probability = float(score(model, inputs)[0])
         response.headers[REQUEST_ID_HEADER] = request_id
         prediction = Prediction(
+            served_by=served_by,
             model_name=model.name,
             model_version=model.version,
             model_sha256=model.sha256,
@@ -210,7 +242,7 @@ def create_app(
             churn_probability=probability,
             risk_band=risk.band(probability),
         )
-        served_by_champion.inc()
+        served_counters[served_by].inc()
         if prediction_log is not None:
             prediction_log.submit(
                 LoggedPrediction(
@@ -225,8 +257,9 @@ def create_app(
                     churn_probability=probability,
                     risk_band=prediction.risk_band,
                     latency_ms=(time.perf_counter() - started) * 1000,
-                    served_by="champion",
-                )
+                    served_by=served_by,
+                ),
+                ShadowJob(shadow, inputs) if shadow is not None else None,
             )
         return prediction
 
@@ -256,9 +289,10 @@ def create_app(
                 features.append(item.features)
                 as_ofs.append(None)
         model = serving_model()
-        probabilities = score(model, features).tolist()
+        probabilities = score(model, model_inputs(features)).tolist()
         dumped = [f.model_dump() for f in features]
         prediction = BatchPrediction(
+            served_by="champion",
             model_name=model.name,
             model_version=model.version,
             model_sha256=model.sha256,
@@ -338,6 +372,9 @@ def create_app(
                 if source.last_error is not None
                 else None,
             ),
+            challenger=_challenger_info(challenger, active_challenger(model), canary_percent)
+            if challenger is not None
+            else None,
         )
         return JSONResponse(body.model_dump(mode="json"), status_code=200 if model else 503)
 
@@ -364,6 +401,21 @@ def create_app(
         routes=[route.path for route in app.routes if hasattr(route, "path")],
     )
     return app
+
+
+def _challenger_info(
+    holder: ChampionHolder, active: LoadedModel | None, canary_percent: float
+) -> ChallengerInfo:
+    state = holder.state()
+    error = state.last_error
+    return ChallengerInfo(
+        model=_model_info(state.model) if state.model is not None else None,
+        active=active is not None,
+        canary_percent=canary_percent,
+        last_error=RefreshErrorInfo(message=error.message, at=error.at, version=error.version)
+        if error is not None
+        else None,
+    )
 
 
 def _model_info(model: LoadedModel) -> ModelInfo:

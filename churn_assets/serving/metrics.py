@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import get_args
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,6 +24,8 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from churn_assets.serving.schemas import ServedBy
 
 # No `*_created` series beside every counter: they double a scrape and no rule reads them.
 disable_created_metrics()
@@ -45,7 +48,7 @@ LATENCY_BUCKETS = (
 )
 
 # What served a request: the champion, or the challenger for a canary's share of customers.
-SERVED_BY = ("champion", "canary")
+SERVED_BY: tuple[ServedBy, ...] = get_args(ServedBy)
 
 
 class ServingMetrics:

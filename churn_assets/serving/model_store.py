@@ -143,6 +143,9 @@ def mlflow_fetcher(tracking_uri: str, name: str = tracking.REGISTERED_MODEL_NAME
 class ChampionHolder:
     """Holds the served model; :meth:`refresh` follows the champion alias, atomically.
 
+    ``alias`` names another alias to follow: the scorer holds the ``challenger`` the same
+    way (same download, verification and swap) for shadow scoring and the canary.
+
     ``resolver`` and ``fetcher`` default to nothing: build holders with
     :meth:`from_mlflow` (production) or :meth:`from_file` (tests, benchmarks), or inject
     both to simulate alias moves and broken artefacts without a registry.
@@ -154,18 +157,20 @@ class ChampionHolder:
         fetcher: Fetcher,
         *,
         name: str = tracking.REGISTERED_MODEL_NAME,
+        alias: str = CHAMPION,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         intra_op_threads: int | None = 1,
         initial: LoadedModel | None = None,
     ) -> None:
         self.name = name
+        self.alias = alias
         self._resolver = resolver
         self._fetcher = fetcher
         self._intra_op_threads = intra_op_threads
         self._lock = threading.Lock()  # guards _state
         self._refresh_lock = threading.Lock()  # one refresh at a time (poller vs callers)
         self._state = HolderState(initial, None, None)
-        self._poller = Poller(self.refresh, poll_seconds, "champion")
+        self._poller = Poller(self.refresh, poll_seconds, alias)
         self._last_logged: tuple[str | None, str] | None = None
         self._metrics: ServingMetrics | None = None
 
@@ -192,6 +197,7 @@ class ChampionHolder:
             mlflow_resolver(tracking_uri, name, alias),
             mlflow_fetcher(tracking_uri, name),
             name=name,
+            alias=alias,
             poll_seconds=poll_seconds,
             intra_op_threads=intra_op_threads,
         )
@@ -259,7 +265,7 @@ class ChampionHolder:
             try:
                 attempted = self._resolver()
                 if attempted is None:
-                    raise LookupError(f"no version of {self.name} carries the champion alias")
+                    raise LookupError(f"no version of {self.name} carries the {self.alias} alias")
                 current = self.model
                 if current is not None and current.version == attempted:
                     self._finish(None, None)
@@ -276,7 +282,14 @@ class ChampionHolder:
                 self._metrics.model_reloads.labels("success").inc()
                 self._metrics.set_model(new.name, new.version, new.sha256)
             old = current.version if current is not None else None
-            log.info("serving %s v%s (was v%s), sha256 %s", self.name, new.version, old, new.sha256)
+            log.info(
+                "%s: %s v%s (was v%s), sha256 %s",
+                self.alias,
+                self.name,
+                new.version,
+                old,
+                new.sha256,
+            )
             return True
 
     def _load(self, version: str) -> LoadedModel:
@@ -298,7 +311,7 @@ class ChampionHolder:
         key = (error.version, error.message) if error is not None else None
         if key != self._last_logged:
             if error is not None:
-                log.warning("champion v%s not loaded: %s", error.version, error.message)
+                log.warning("%s v%s not loaded: %s", self.alias, error.version, error.message)
             self._last_logged = key
 
     def start(self) -> None:

@@ -7,7 +7,9 @@ the queue is full the prediction is left out of the log and counted
 One writer thread inserts what is queued in batches (one ``execute_values`` per batch) and
 drains the queue on :meth:`PredictionLog.close`, so the rows of a scorer that stops cleanly
 are all written. A batch that cannot be written is dropped and counted too; the next batch
-reconnects.
+reconnects. With a :class:`~churn_assets.serving.challenger.ShadowScorer`, the writer also
+completes each batch with the shadow model's results before inserting it, so shadow
+scoring costs the request nothing either.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import queue
 import threading
 from dataclasses import astuple, dataclass, fields
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import psycopg2
 import psycopg2.extensions
@@ -25,6 +28,9 @@ from psycopg2.extras import execute_values
 from churn_assets.data.online_predictions import COLUMNS, create_table
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 from churn_assets.serving.metrics import ServingMetrics
+
+if TYPE_CHECKING:  # challenger.py imports this module
+    from churn_assets.serving.challenger import ShadowJob, ShadowScorer
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,7 @@ if tuple(f.name for f in fields(LoggedPrediction)) != COLUMNS:
 
 
 _STOP = object()
+_Queued = tuple[LoggedPrediction, "ShadowJob | None"]
 
 
 class PredictionLog:
@@ -73,12 +80,14 @@ class PredictionLog:
         capacity: int = DEFAULT_CAPACITY,
         batch_rows: int = BATCH_ROWS,
         flush_seconds: float = FLUSH_SECONDS,
+        shadow: ShadowScorer | None = None,
     ) -> None:
         self._url = url
         self._dropped = metrics.prediction_log_dropped
         self._queue: queue.Queue[object] = queue.Queue(maxsize=capacity)
         self._batch_rows = batch_rows
         self._flush_seconds = flush_seconds
+        self._shadow = shadow
         self._conn: psycopg2.extensions.connection | None = None
         self._thread: threading.Thread | None = None
 
@@ -88,10 +97,11 @@ class PredictionLog:
             self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
             self._thread.start()
 
-    def submit(self, prediction: LoggedPrediction) -> None:
-        """Queue one prediction, never waiting: a full queue drops it (and counts it)."""
+    def submit(self, prediction: LoggedPrediction, shadow: ShadowJob | None = None) -> None:
+        """Queue one prediction (and what its shadow scores, if any), never waiting: a full
+        queue drops it (and counts it)."""
         try:
-            self._queue.put_nowait(prediction)
+            self._queue.put_nowait((prediction, shadow))
         except queue.Full:
             self._dropped.inc()
 
@@ -112,14 +122,13 @@ class PredictionLog:
                 first = self._queue.get(timeout=self._flush_seconds)
             except queue.Empty:
                 continue
-            batch: list[LoggedPrediction] = []
+            batch: list[_Queued] = []
             item = first
             while True:
                 if item is _STOP:
                     stopping = True
                 else:
-                    assert isinstance(item, LoggedPrediction)
-                    batch.append(item)
+                    batch.append(item)  # type: ignore[arg-type]  # only _Queued or _STOP
                 if len(batch) >= self._batch_rows:
                     break
                 try:
@@ -134,18 +143,23 @@ class PredictionLog:
             self._conn.close()
 
     def _drain(self) -> None:
-        rest: list[LoggedPrediction] = []
+        rest: list[_Queued] = []
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(item, LoggedPrediction):
-                rest.append(item)
+            if item is not _STOP:
+                rest.append(item)  # type: ignore[arg-type]  # only _Queued or _STOP
         for start in range(0, len(rest), self._batch_rows):
             self._write(rest[start : start + self._batch_rows])
 
-    def _write(self, batch: list[LoggedPrediction]) -> None:
+    def _write(self, queued: list[_Queued]) -> None:
+        batch = (
+            self._shadow.complete(queued)
+            if self._shadow is not None
+            else [prediction for prediction, _ in queued]
+        )
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg2.connect(self._url, connect_timeout=10)

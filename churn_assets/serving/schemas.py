@@ -23,6 +23,8 @@ from churn_assets.ml.features import (
 
 MAX_BATCH_ITEMS = 10_000
 
+ServedBy = Literal["champion", "canary"]
+
 # --- request and response models --------------------------------------------------------
 
 EmailDomainClass = Literal["free", "business", "education", "unknown"]
@@ -112,6 +114,10 @@ class BatchRequest(BaseModel):
 class Lineage(BaseModel):
     """What produced a response: enough to trace and reproduce every score in it."""
 
+    served_by: ServedBy = Field(
+        description="champion, or canary: the challenger served this customer "
+        "(CHURN_CANARY_PERCENT); model_version names the version either way"
+    )
     model_name: str
     model_version: str
     model_sha256: str
@@ -177,6 +183,16 @@ class FeatureStoreInfo(BaseModel):
     )
 
 
+class ChallengerInfo(BaseModel):
+    model: ModelInfo | None = Field(description="the challenger alias's version, once loaded")
+    active: bool = Field(
+        description="true when it is not the champion's version: every /predict is then "
+        "shadow-scored by it, and the canary's customers are served by it"
+    )
+    canary_percent: float = Field(description="share of customers (by id) the canary serves")
+    last_error: RefreshErrorInfo | None
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     model: ModelInfo | None
@@ -184,3 +200,6 @@ class Health(BaseModel):
     last_refresh_at: datetime | None
     last_error: RefreshErrorInfo | None
     feature_store: FeatureStoreInfo
+    challenger: ChallengerInfo | None = Field(
+        None, description="null when the scorer does not follow a challenger"
+    )

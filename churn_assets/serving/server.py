@@ -5,11 +5,12 @@ The CLI command ``churn serve`` calls::
     serve(host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           poll_seconds: float = 5.0, *, access_log: bool = True) -> None
 
-It reads the settings (MLflow tracking URI, warehouse URL or the embedded Postgres), loads
-the online copy of ``marts.current_features`` and the current ``champion`` of
-``churn-model`` (raising :class:`ServingError` when the warehouse cannot be reached or
-there is no champion to load: the CLI turns it into a one-line error), starts the pollers
-that follow the alias and the feature table, and runs uvicorn until interrupted. It binds
+It reads the settings (MLflow tracking URI, warehouse URL or the embedded Postgres, the
+canary share), loads the online copy of ``marts.current_features``, the current
+``champion`` of ``churn-model`` and its ``challenger`` if any (raising
+:class:`ServingError` when the warehouse cannot be reached or there is no champion to load:
+the CLI turns it into a one-line error), starts the pollers
+that follow the aliases and the feature table, and runs uvicorn until interrupted. It binds
 loopback by default: exposing the API is a deliberate ``host="0.0.0.0"``, best with an
 ``api_key``.
 :func:`build_service` is the same stack without uvicorn (the benchmark serves it itself).
@@ -33,7 +34,11 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from churn_assets import warehouse
+from churn_assets.ml.bands import RiskBands
+from churn_assets.policy import load_policy
+from churn_assets.schema import CHALLENGER_ALIAS
 from churn_assets.serving.app import create_app
+from churn_assets.serving.challenger import ShadowScorer
 from churn_assets.serving.features import OnlineFeatureSource
 from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.model_store import DEFAULT_POLL_SECONDS, ChampionHolder
@@ -56,16 +61,21 @@ class Service:
     holder: ChampionHolder
     source: OnlineFeatureSource
     prediction_log: PredictionLog | None = None
+    challenger: ChampionHolder | None = None
 
     def start(self) -> None:
-        """Start following the champion alias and the feature table, and the log writer."""
+        """Start following the aliases and the feature table, and the log writer."""
         self.holder.start()
+        if self.challenger is not None:
+            self.challenger.start()
         self.source.start()
         if self.prediction_log is not None:
             self.prediction_log.start()
 
     def close(self) -> None:
         self.holder.stop()
+        if self.challenger is not None:
+            self.challenger.stop()
         self.source.close()
         if self.prediction_log is not None:  # last: flushes what the served requests queued
             self.prediction_log.close()
@@ -105,11 +115,26 @@ def build_service(
     except BaseException:
         source.close()
         raise
+    # No challenger is normal (nothing kept yet): the holder records it and polls on.
+    challenger = ChampionHolder.from_mlflow(
+        settings.resolved_tracking_uri, alias=CHALLENGER_ALIAS, poll_seconds=poll_seconds
+    )
+    challenger.refresh()
     # The embedded server already runs (the feature copy started it): this only names it.
     url = settings.warehouse_url or warehouse.start_embedded(settings.embedded_pg_dir)
-    prediction_log = PredictionLog(url, metrics)
-    app = create_app(holder, source, api_key, metrics=metrics, prediction_log=prediction_log)
-    return Service(app, holder, source, prediction_log)
+    bands = RiskBands.from_policy(load_policy())
+    prediction_log = PredictionLog(url, metrics, shadow=ShadowScorer(bands, metrics))
+    app = create_app(
+        holder,
+        source,
+        api_key,
+        bands=bands,
+        metrics=metrics,
+        prediction_log=prediction_log,
+        challenger=challenger,
+        canary_percent=settings.canary_percent,
+    )
+    return Service(app, holder, source, prediction_log, challenger)
 
 
 def _load_feature_copy(

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as time_of_day
@@ -34,19 +33,11 @@ from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.model_store import ChampionHolder
 from churn_assets.serving.server import BackgroundServer, build_service
 from churn_assets.settings import load_settings
+from tests.integration.serving_support import wait_until
 
 pytestmark = pytest.mark.integration
 
-WAIT_SECONDS = 60.0
 DEMO_ROWS = 200  # rows of the demo's table copied into the test's own warehouse
-
-
-def _wait_until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +153,7 @@ def test_online_copy_answers_through_an_outage_and_catches_up_without_restart(
     online.start()
     try:
         own_warehouse.stop()
-        _wait_until(lambda: online.state().refresh_failed, "a failed refresh")
+        wait_until(lambda: online.state().refresh_failed, "a failed refresh")
         state = online.state()
         assert state.available and state.as_of == as_of and state.rows == DEMO_ROWS
         assert state.last_error is not None and "cannot connect" in state.last_error.message
@@ -184,7 +175,7 @@ def test_online_copy_answers_through_an_outage_and_catches_up_without_restart(
             "where customer_id = %s",
             (customer,),
         )
-        _wait_until(lambda: online.state().as_of == newer, "the new period to be served")
+        wait_until(lambda: online.state().as_of == newer, "the new period to be served")
         state = online.state()
         assert not state.refresh_failed and state.rows == DEMO_ROWS + 1
         after = online.get(customer)
@@ -252,7 +243,7 @@ def test_scorer_answers_by_id_through_an_outage_and_serves_the_next_period_unres
             assert health["feature_store"]["as_of"] == str(as_of)
 
             own_warehouse.stop()
-            _wait_until(
+            wait_until(
                 lambda: client.get("/health").json()["status"] == "degraded", "/health degraded"
             )
             during = predict(customer)
@@ -269,7 +260,7 @@ def test_scorer_answers_by_id_through_an_outage_and_serves_the_next_period_unres
             own_warehouse.execute(
                 f"update {FEATURE_TABLE} set as_of = %s, days_since_last_order = 0", (newer,)
             )
-            _wait_until(
+            wait_until(
                 lambda: predict(customer).json()["features_as_of"] == str(newer),
                 "the new period to be served",
             )

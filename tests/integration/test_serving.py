@@ -14,7 +14,6 @@ import json
 import shutil
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,13 +26,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pytest
-from click.testing import Result
 from mlflow.tracking import MlflowClient
 
-from churn_assets import warehouse
-from churn_assets.data.snapshot import read_feature_table
 from churn_assets.ml import tracking
-from churn_assets.ml.artifacts import HOLDOUT_FILE, ONNX_FILE, REFERENCE_FILE
+from churn_assets.ml.artifacts import ONNX_FILE
 from churn_assets.ml.bands import RiskBands
 from churn_assets.ml.champion import CHAMPION, fetch_version
 from churn_assets.ml.export import OnnxScorer, sha256_file
@@ -45,28 +41,11 @@ from churn_assets.serving.model_store import ChampionHolder, mlflow_resolver
 from churn_assets.serving.schemas import MAX_BATCH_ITEMS
 from churn_assets.serving.server import BackgroundServer
 from churn_assets.settings import Settings, load_settings
+from tests.integration.serving_support import WAIT_SECONDS, Registry, payload, wait_until
 
 pytestmark = pytest.mark.integration
 
 FEATURE_COLUMNS = (*NUMERIC_FEATURES, CATEGORICAL_FEATURE)
-PASSED = {"holdout ROC AUC": {"passed": True}, "ONNX parity": {"passed": True}}
-FAILED = {"holdout ROC AUC": {"passed": False}, "ONNX parity": {"passed": True}}
-WAIT_SECONDS = 60.0
-
-
-def _wait_until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-def _payload(row: pd.Series) -> dict[str, Any]:
-    """A frame row as the JSON `features` object (plain floats and the class string)."""
-    out: dict[str, Any] = {name: float(row[name]) for name in NUMERIC_FEATURES}
-    out[CATEGORICAL_FEATURE] = str(row[CATEGORICAL_FEATURE])
-    return out
 
 
 def _expected(scorer: OnnxScorer, frame: pd.DataFrame) -> npt.NDArray[np.float64]:
@@ -79,28 +58,6 @@ def _canonical_hash(payload: Any) -> str:
 
 
 # --- session demo: settings, rows, champion -------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def demo_settings(demo: tuple[Result, Path], churn_home: Path) -> Settings:
-    result, _ = demo
-    assert result.exit_code == 0, result.output
-    # module scope runs before the autouse per-test env, so name CHURN_HOME explicitly
-    return load_settings({"CHURN_HOME": str(churn_home)})
-
-
-@pytest.fixture(scope="module")
-def demo_model_dir(demo_settings: Settings) -> Path:
-    """Version 1's training files (always the demo's own model)."""
-    client = MlflowClient(demo_settings.resolved_tracking_uri)
-    run_id = client.get_model_version(tracking.REGISTERED_MODEL_NAME, "1").tags["dagster_run_id"]
-    return demo_settings.models_dir / run_id
-
-
-@pytest.fixture(scope="module")
-def rows(demo_settings: Settings, embedded_url: str) -> pd.DataFrame:
-    with warehouse.connect(embedded_url) as conn:
-        return read_feature_table(conn, "marts.current_features")
 
 
 @pytest.fixture(scope="module")
@@ -118,20 +75,6 @@ def champion(
 
 
 @pytest.fixture(scope="module")
-def holder(demo_settings: Settings) -> ChampionHolder:
-    holder = ChampionHolder.from_mlflow(demo_settings.resolved_tracking_uri)
-    assert holder.refresh(), holder.state().last_error
-    return holder
-
-
-@pytest.fixture(scope="module")
-def source(embedded_url: str) -> Iterator[WarehouseFeatureSource]:
-    source = WarehouseFeatureSource(embedded_url)
-    yield source
-    source.close()
-
-
-@pytest.fixture(scope="module")
 def server(holder: ChampionHolder, source: WarehouseFeatureSource) -> Iterator[str]:
     with BackgroundServer(create_app(holder, source, None)) as running:
         yield running.url
@@ -141,69 +84,6 @@ def server(holder: ChampionHolder, source: WarehouseFeatureSource) -> Iterator[s
 def client(server: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server, timeout=30) as client:
         yield client
-
-
-# --- a private registry: two good models and three unusable versions -------------------
-
-
-@dataclass(frozen=True)
-class Registry:
-    uri: str
-    version: dict[str, str]  # label -> registered version
-    onnx: dict[str, Path]  # label -> local copy of the registered file
-
-    def point_champion(self, label: str) -> None:
-        MlflowClient(self.uri).set_registered_model_alias(
-            tracking.REGISTERED_MODEL_NAME, CHAMPION, self.version[label]
-        )
-
-    def holder(self, poll_seconds: float = 5.0) -> ChampionHolder:
-        """A holder already serving the "demo" version."""
-        self.point_champion("demo")
-        holder = ChampionHolder.from_mlflow(self.uri, poll_seconds=poll_seconds)
-        assert holder.refresh(), holder.state().last_error
-        return holder
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path) -> Registry:
-    from churn_assets.ml.export import export_onnx
-    from churn_assets.ml.train import TrainConfig, train
-
-    root = tmp_path_factory.mktemp("serving_registry")
-    # A second, genuinely different model: other seed, smaller network, same features.
-    reference = pd.read_parquet(demo_model_dir / REFERENCE_FILE)
-    retrained = train(reference, TrainConfig(seed=7, hidden_sizes=(8,), max_epochs=20)).model
-    export_onnx(retrained, root / "retrained" / ONNX_FILE)
-    garbage = root / "garbage" / ONNX_FILE
-    garbage.parent.mkdir()
-    garbage.write_bytes(b"this is not an onnx model\n" * 10)
-
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    experiment_id = tracking.ensure_experiment(
-        MlflowClient(uri), tracking.EXPERIMENT_NAME, (root / "artifacts").as_uri()
-    )
-
-    def register(onnx: Path, gates: dict[str, dict[str, bool]], sha: str | None = None) -> str:
-        log = tracking.TrainingRunLog({}, {}, {}, (demo_model_dir / HOLDOUT_FILE,))
-        run_id = tracking.log_training_run(uri, experiment_id, "serving-test", log)
-        source = tracking.log_onnx_artifact(uri, run_id, onnx)
-        tags = {
-            tracking.TAG_GATES: json.dumps(gates),
-            tracking.TAG_ONNX_SHA256: sha or sha256_file(onnx),
-        }
-        return tracking.register_version(uri, source, run_id, tags, "serving test")
-
-    demo_onnx = demo_model_dir / ONNX_FILE
-    files = {
-        "demo": (demo_onnx, PASSED, None),
-        "retrained": (root / "retrained" / ONNX_FILE, PASSED, None),
-        "hash_mismatch": (demo_onnx, PASSED, "0" * 64),
-        "failed_gates": (demo_onnx, FAILED, None),
-        "not_onnx": (garbage, PASSED, None),
-    }
-    version = {label: register(*spec) for label, spec in files.items()}
-    return Registry(uri, version, {label: spec[0] for label, spec in files.items()})
 
 
 # --- bands ----------------------------------------------------------------------------
@@ -285,9 +165,9 @@ def test_predict_by_customer_id_scores_the_warehouse_row(
         _assert_envelope(response, champion)
         body = response.json()
         assert body["customer_id"] == row["customer_id"]
-        assert body["features"] == _payload(row)
+        assert body["features"] == payload(row)
         assert body["features_as_of"] == str(row["as_of"])
-        assert body["input_hash"] == _canonical_hash(_payload(row))
+        assert body["input_hash"] == _canonical_hash(payload(row))
         assert body["churn_probability"] == pytest.approx(probability, abs=1e-6)
         assert body["risk_band"] == risk_band(body["churn_probability"])
 
@@ -297,18 +177,18 @@ def test_predict_by_features_scores_them_and_hashes_them(
 ) -> None:
     row = rows.iloc[3]
     expected = _expected(champion[2], rows.iloc[[3]])[0]
-    first = client.post("/predict", json={"features": _payload(row)})
-    second = client.post("/predict", json={"features": _payload(row)})
+    first = client.post("/predict", json={"features": payload(row)})
+    second = client.post("/predict", json={"features": payload(row)})
     assert first.status_code == second.status_code == 200, first.text
     _assert_envelope(first, champion)
     body = first.json()
     assert body["customer_id"] is None and body["features_as_of"] is None
     assert body["churn_probability"] == pytest.approx(expected, abs=1e-6)
     # same features, same hash (key order of the request does not matter); new request id
-    assert body["input_hash"] == _canonical_hash(_payload(row))
+    assert body["input_hash"] == _canonical_hash(payload(row))
     assert second.json()["input_hash"] == body["input_hash"]
     assert second.json()["request_id"] != body["request_id"]
-    reordered = dict(reversed(list(_payload(row).items())))
+    reordered = dict(reversed(list(payload(row).items())))
     third = client.post("/predict", json={"features": reordered})
     assert third.json()["input_hash"] == body["input_hash"]
 
@@ -318,7 +198,7 @@ def test_predict_batch_scores_ids_and_features_in_order(
 ) -> None:
     by_id, by_features = rows.iloc[:40], rows.iloc[40:80]
     items = [{"customer_id": c} for c in by_id["customer_id"]]
-    items += [{"features": _payload(r)} for _, r in by_features.iterrows()]
+    items += [{"features": payload(r)} for _, r in by_features.iterrows()]
     items = items[::2] + items[1::2]  # interleave the two kinds
     order = list(range(80))
     order = order[::2] + order[1::2]
@@ -332,7 +212,7 @@ def test_predict_batch_scores_ids_and_features_in_order(
     got = [p["churn_probability"] for p in body["predictions"]]
     np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
     assert [p["customer_id"] for p in body["predictions"]] == [i.get("customer_id") for i in items]
-    payloads = [_payload(rows.iloc[i]) for i in order]
+    payloads = [payload(rows.iloc[i]) for i in order]
     assert [p["input_hash"] for p in body["predictions"]] == [_canonical_hash(p) for p in payloads]
     assert body["input_hash"] == _canonical_hash(payloads)
     assert [p["risk_band"] for p in body["predictions"]] == [risk_band(p) for p in got]
@@ -382,7 +262,7 @@ def test_openapi_documents_every_endpoint_and_the_feature_schema(client: httpx.C
 
 
 def _valid_features(rows: pd.DataFrame) -> dict[str, Any]:
-    return _payload(rows.iloc[0])
+    return payload(rows.iloc[0])
 
 
 def _without(features: dict[str, Any], name: str) -> dict[str, Any]:
@@ -463,7 +343,7 @@ def test_warehouse_feature_source_serves_concurrent_lookups(
     # more threads than connections: lookups must queue for a connection, never fail
     source = WarehouseFeatureSource(embedded_url, max_connections=2)
     ids = list(rows["customer_id"].iloc[:50])
-    expected = {r["customer_id"]: _payload(r) for _, r in rows.iloc[:50].iterrows()}
+    expected = {r["customer_id"]: payload(r) for _, r in rows.iloc[:50].iterrows()}
     mismatches: list[str] = []
     errors: list[BaseException] = []
 
@@ -509,7 +389,7 @@ def test_hot_reload_under_concurrent_requests_drops_and_mixes_nothing(
 ) -> None:
     n_clients, min_requests, max_requests = 4, 200, 2_000
     sample = rows.iloc[:64]
-    payloads = [_payload(r) for _, r in sample.iterrows()]
+    payloads = [payload(r) for _, r in sample.iterrows()]
     versions = {registry.version[label]: label for label in ("demo", "retrained")}
     expected = {
         v: _expected(OnnxScorer(registry.onnx[label]), sample) for v, label in versions.items()
@@ -564,10 +444,10 @@ def test_hot_reload_under_concurrent_requests_drops_and_mixes_nothing(
         for thread in threads:
             thread.start()
         try:
-            _wait_until(lambda: completed >= 100, "the first 100 answers")
+            wait_until(lambda: completed >= 100, "the first 100 answers")
             moving.set()
             registry.point_champion("retrained")
-            _wait_until(
+            wait_until(
                 lambda: getattr(holder.model, "version", None) == registry.version["retrained"],
                 "the poller to load the new champion",
             )
@@ -609,7 +489,7 @@ def test_unusable_champion_keeps_the_old_model_serving(
     holder = registry.holder()
     demo = registry.version["demo"]
     expected = _expected(OnnxScorer(registry.onnx["demo"]), rows.iloc[[0]])[0]
-    request = {"features": _payload(rows.iloc[0])}
+    request = {"features": payload(rows.iloc[0])}
     with (
         BackgroundServer(create_app(holder, InMemoryFeatureSource({}), None)) as running,
         httpx.Client(base_url=running.url) as client,
@@ -700,7 +580,7 @@ def test_poller_follows_the_resolver_and_stops_cleanly(registry: Registry, tmp_p
     holder.start()
     assert holder.polling
     champion["version"] = "2"
-    _wait_until(lambda: getattr(holder.model, "version", None) == "2", "the poller")
+    wait_until(lambda: getattr(holder.model, "version", None) == "2", "the poller")
     holder.stop()
     assert not holder.polling
     model = holder.model

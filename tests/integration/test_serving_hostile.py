@@ -12,18 +12,15 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pandas as pd
 import psycopg2
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
-from churn_assets import warehouse
 from churn_assets.cli import main
-from churn_assets.data.snapshot import read_feature_table
 from churn_assets.limits import MAX_ID_LENGTH
 from churn_assets.ml.features import CATEGORICAL_FEATURE, NUMERIC_FEATURES
 from churn_assets.serving.app import create_app
@@ -37,19 +34,11 @@ from churn_assets.serving.guards import (
 from churn_assets.serving.model_store import ChampionHolder
 from churn_assets.serving.schemas import MAX_BATCH_ITEMS
 from churn_assets.serving.server import BackgroundServer
-from churn_assets.settings import Settings, load_settings
+from tests.integration.serving_support import WAIT_SECONDS, payload
 
 pytestmark = pytest.mark.integration
 
 JSON = {"content-type": "application/json"}
-WAIT_SECONDS = 60.0
-
-
-def _payload(row: pd.Series) -> dict[str, Any]:
-    """A frame row as the JSON `features` object (plain floats and the class string)."""
-    out: dict[str, Any] = {name: float(row[name]) for name in NUMERIC_FEATURES}
-    out[CATEGORICAL_FEATURE] = str(row[CATEGORICAL_FEATURE])
-    return out
 
 
 def _closed_port() -> int:
@@ -59,28 +48,8 @@ def _closed_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def demo_settings(demo: tuple[Result, Path], churn_home: Path) -> Settings:
-    result, _ = demo
-    assert result.exit_code == 0, result.output
-    return load_settings({"CHURN_HOME": str(churn_home)})
-
-
-@pytest.fixture(scope="module")
-def rows(demo_settings: Settings, embedded_url: str) -> pd.DataFrame:
-    with warehouse.connect(embedded_url) as conn:
-        return read_feature_table(conn, FEATURE_TABLE)
-
-
-@pytest.fixture(scope="module")
 def features(rows: pd.DataFrame) -> dict[str, Any]:
-    return _payload(rows.iloc[0])
-
-
-@pytest.fixture(scope="module")
-def holder(demo_settings: Settings) -> ChampionHolder:
-    holder = ChampionHolder.from_mlflow(demo_settings.resolved_tracking_uri)
-    assert holder.refresh(), holder.state().last_error
-    return holder
+    return payload(rows.iloc[0])
 
 
 @pytest.fixture(scope="module")
@@ -430,7 +399,7 @@ def test_a_small_request_is_answered_while_a_maximal_batch_is_being_parsed(
         return real_loads(s, *args, **kwargs)
 
     monkeypatch.setattr(json, "loads", held_loads)
-    payloads = [_payload(row) for _, row in rows.iterrows()]
+    payloads = [payload(row) for _, row in rows.iterrows()]
     items = [{"features": payloads[n % len(payloads)]} for n in range(MAX_BATCH_ITEMS)]
     answers: dict[str, httpx.Response] = {}
 

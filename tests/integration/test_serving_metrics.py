@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from click.testing import Result
 from prometheus_client.parser import text_string_to_metric_families
 
 from churn_assets import warehouse
@@ -25,7 +23,7 @@ from churn_assets.serving.metrics import EXPORTED_NAMES, ServingMetrics
 from churn_assets.serving.model_store import ChampionHolder
 from churn_assets.serving.prediction_log import PredictionLog
 from churn_assets.serving.server import BackgroundServer
-from churn_assets.settings import load_settings
+from tests.integration.serving_support import metric_samples
 
 pytestmark = pytest.mark.integration
 
@@ -33,35 +31,10 @@ RULES = Path(__file__).parents[2] / "docker" / "prometheus" / "rules.yml"
 
 
 @pytest.fixture(scope="module")
-def holder(demo: tuple[Result, Path], churn_home: Path) -> ChampionHolder:
-    result, _ = demo
-    assert result.exit_code == 0, result.output
-    settings = load_settings({"CHURN_HOME": str(churn_home)})
-    holder = ChampionHolder.from_mlflow(settings.resolved_tracking_uri)
-    assert holder.refresh(), holder.state().last_error
-    return holder
-
-
-@pytest.fixture(scope="module")
-def source(embedded_url: str) -> Iterator[WarehouseFeatureSource]:
-    source = WarehouseFeatureSource(embedded_url)
-    yield source
-    source.close()
-
-
-@pytest.fixture(scope="module")
 def customer_ids(embedded_url: str) -> list[str]:
     with warehouse.connect(embedded_url) as conn:
         frame: pd.DataFrame = read_feature_table(conn, "marts.current_features")
     return [str(c) for c in frame["customer_id"].head(100)]
-
-
-def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 @dataclass(frozen=True)
@@ -142,7 +115,7 @@ def test_a_full_log_queue_drops_and_counts_without_holding_up_requests(
     with BackgroundServer(app) as server, httpx.Client(base_url=server.url) as client:
         for customer_id in customer_ids[:5]:
             assert client.post("/predict", json={"customer_id": customer_id}).status_code == 200
-        samples = _samples(client.get("/metrics").text)
+        samples = metric_samples(client.get("/metrics").text)
     assert samples[("churn_prediction_log_dropped_total", frozenset())] == 4
 
 
@@ -150,7 +123,7 @@ def test_metrics_count_requests_by_route_template_and_name_the_model(
     holder: ChampionHolder, customer_ids: list[str], scrape: str
 ) -> None:
     assert len(customer_ids) == 100
-    samples = _samples(scrape)
+    samples = metric_samples(scrape)
     requests = {
         dict(labels)["route"] + " " + dict(labels)["status"]: value
         for (name, labels), value in samples.items()

@@ -20,6 +20,7 @@ def test_load_settings_defaults_put_all_state_under_churn_home(tmp_path: Path) -
     assert settings.warehouse_lock_timeout_seconds == 900
     assert settings.warehouse_url is None
     assert settings.dbt_target == "local"
+    assert settings.canary_percent == 0.0
 
 
 def test_load_settings_reads_every_override(tmp_path: Path) -> None:
@@ -32,6 +33,7 @@ def test_load_settings_reads_every_override(tmp_path: Path) -> None:
             "CHURN_WAREHOUSE_URL": "postgresql://u:p@db:5433/w",
             "CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS": "0",
             "DBT_TARGET": "prod",
+            "CHURN_CANARY_PERCENT": "2.5",
         }
     )
     assert settings.raw_dir == tmp_path / "mine"
@@ -40,6 +42,7 @@ def test_load_settings_reads_every_override(tmp_path: Path) -> None:
     assert settings.warehouse_url == "postgresql://u:p@db:5433/w"
     assert settings.warehouse_lock_timeout_seconds == 0
     assert settings.dbt_target == "prod"
+    assert settings.canary_percent == 2.5
 
 
 @pytest.mark.parametrize(
@@ -49,6 +52,9 @@ def test_load_settings_reads_every_override(tmp_path: Path) -> None:
         ("CHURN_WINDOW_DAYS", "ninety", "CHURN_WINDOW_DAYS='ninety' is not an integer"),
         ("CHURN_WINDOW_DAYS", "0", "CHURN_WINDOW_DAYS=0 must be >= 1"),
         ("CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS", "-1", "TIMEOUT_SECONDS=-1 must be >= 0"),
+        ("CHURN_CANARY_PERCENT", "ten", "CHURN_CANARY_PERCENT='ten' is not a number"),
+        ("CHURN_CANARY_PERCENT", "101", "CHURN_CANARY_PERCENT=101 must be between 0 and 100"),
+        ("CHURN_CANARY_PERCENT", "nan", "CHURN_CANARY_PERCENT=nan must be between 0 and 100"),
     ],
 )
 def test_load_settings_names_the_bad_variable(name: str, value: str, message: str) -> None:

@@ -1,0 +1,111 @@
+"""The challenger in the scorer: shadow scoring and the canary.
+
+When the registry's ``challenger`` alias names a version other than the champion, the
+scorer holds both (the challenger is loaded and verified like the champion, by a second
+:class:`~churn_assets.serving.model_store.ChampionHolder` that follows the other alias) and:
+
+- **shadow**: every ``/predict`` is also scored by the other model, off the request path.
+  The request only attaches a :class:`ShadowJob` (the second model, read once, and the
+  input row the first model scored) to its log row; the log's writer thread completes the
+  batch with :class:`ShadowScorer` (one onnxruntime call per model and batch) before the
+  insert. The response is exactly what the serving model alone would answer.
+- **canary**: ``CHURN_CANARY_PERCENT`` of customers are served by the challenger, chosen
+  by a hash of the customer id (:func:`in_canary`), so a customer always gets the same
+  model while the pair stands. Requests with features and no id stay on the champion.
+  A canary request's shadow is the champion, so both models are logged on every row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from churn_assets.ml.bands import RiskBands
+from churn_assets.ml.features import ModelInputs
+from churn_assets.serving.metrics import ServingMetrics
+from churn_assets.serving.model_store import LoadedModel
+from churn_assets.serving.prediction_log import LoggedPrediction
+
+log = logging.getLogger(__name__)
+
+# Canary shares are resolved to 1/100 of a percent: 10,000 buckets of customer ids.
+_BUCKETS = 10_000
+
+
+def canary_bucket(customer_id: str) -> int:
+    """The id's bucket in [0, 10,000): the first 8 bytes of its sha256, so it is the same in
+    every process and on every machine (Python's ``hash`` is salted per process)."""
+    digest = hashlib.sha256(customer_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % _BUCKETS
+
+
+def in_canary(customer_id: str, percent: float) -> bool:
+    """True for about ``percent``% of customer ids, always the same ones for one percent;
+    raising the percent only adds customers to the canary, never swaps them."""
+    return canary_bucket(customer_id) < round(percent * _BUCKETS / 100)
+
+
+@dataclass(frozen=True)
+class ShadowJob:
+    """What a request leaves for the shadow: the second model and the row it scores."""
+
+    model: LoadedModel
+    inputs: ModelInputs
+
+
+class ShadowScorer:
+    """Completes queued log rows with the shadow model's result, in the log's writer thread.
+
+    A failure here never loses the log rows: they are written without a shadow result and
+    the reason is logged (the counters then show fewer shadow predictions than requests).
+    """
+
+    def __init__(self, bands: RiskBands, metrics: ServingMetrics) -> None:
+        self._bands = bands
+        self._predictions = metrics.shadow_predictions
+        self._disagreements = metrics.shadow_disagreements
+
+    def complete(
+        self, batch: Sequence[tuple[LoggedPrediction, ShadowJob | None]]
+    ) -> list[LoggedPrediction]:
+        rows = [row for row, _ in batch]
+        by_model: dict[int, list[tuple[int, ShadowJob]]] = {}  # one call per model and batch
+        for index, (_, job) in enumerate(batch):
+            if job is not None:
+                by_model.setdefault(id(job.model), []).append((index, job))
+        for jobs in by_model.values():
+            model = jobs[0][1].model
+            indices = [index for index, _ in jobs]
+            try:
+                inputs = ModelInputs(
+                    numeric=np.concatenate([job.inputs.numeric for _, job in jobs]),
+                    category=np.concatenate([job.inputs.category for _, job in jobs]),
+                )
+                probabilities = model.predict(inputs).tolist()
+                bands = [self._bands.band(p) for p in probabilities]
+            except Exception as exc:  # the rows still go to the log, without a shadow
+                log.warning(
+                    "shadow scoring with %s v%s failed for %d rows: %s",
+                    model.name,
+                    model.version,
+                    len(indices),
+                    exc,
+                )
+                continue
+            disagreeing = 0
+            for i, probability, band in zip(indices, probabilities, bands, strict=True):
+                rows[i] = replace(
+                    rows[i],
+                    shadow_model_version=model.version,
+                    shadow_model_sha256=model.sha256,
+                    shadow_probability=probability,
+                    shadow_risk_band=band,
+                )
+                disagreeing += band != rows[i].risk_band
+            self._predictions.inc(len(indices))
+            self._disagreements.inc(disagreeing)
+        return rows
