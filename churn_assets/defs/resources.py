@@ -10,12 +10,10 @@ from typing import TYPE_CHECKING, Self
 import dagster as dg
 import psycopg2.extensions
 from dagster_dbt import DbtCliResource
-from mlflow.tracking import MlflowClient
 from pydantic import Field, create_model
 
 from churn_assets import warehouse
 from churn_assets.lib.dbt import churn_dbt_project
-from churn_assets.ml import tracking
 from churn_assets.policy import Policy, load_policy, rules
 from churn_assets.settings import DEFAULT_LOCK_TIMEOUT_SECONDS, load_settings
 
@@ -115,11 +113,20 @@ class MlflowResource(dg.ConfigurableResource):
 
     tracking_uri: str
     artifact_location: str = ""
-    experiment_name: str = tracking.EXPERIMENT_NAME
-    model_name: str = tracking.REGISTERED_MODEL_NAME
+    # mlflow (also through ``churn_assets.ml.tracking``) is imported in the methods: every run
+    # process loads this module, and a run that never touches the registry (ingest, dbt)
+    # should not pay seconds for it. So these two are ``tracking.EXPERIMENT_NAME`` and
+    # ``tracking.REGISTERED_MODEL_NAME`` written out (tests/unit/test_definitions_imports.py
+    # checks they stay equal).
+    experiment_name: str = "churn"
+    model_name: str = "churn-model"
 
     def experiment_id(self) -> str:
         """Raises :class:`tracking.RegistryUnavailable` quickly when a server is down."""
+        from mlflow.tracking import MlflowClient
+
+        from churn_assets.ml import tracking
+
         tracking.check_reachable(self.tracking_uri)
         if not tracking.is_remote(self.tracking_uri):
             # A fresh SQLite store is created (and migrated) on first use.
@@ -133,6 +140,8 @@ class MlflowResource(dg.ConfigurableResource):
 
     def run_link(self, experiment_id: str, run_id: str) -> str:
         """Where a person finds the run: a URL for a server, the UI command for a local store."""
+        from churn_assets.ml import tracking
+
         if tracking.is_remote(self.tracking_uri):
             return f"{self.tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
         return f"mlflow ui --backend-store-uri {self.tracking_uri}  (run {run_id})"

@@ -11,7 +11,6 @@ import pandas as pd
 from churn_assets.data.snapshot import read_feature_table
 from churn_assets.defs.automation import GATED_EAGER, with_its_asset
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
-from churn_assets.ml import tracking
 from churn_assets.schema import CURRENT_FEATURES_TABLE
 from churn_assets.settings import load_settings
 
@@ -51,6 +50,8 @@ def feature_drift(
     (scoring as_of) and the champion's training rows, with overlaid histograms and a
     standalone HTML report. The drift gate fails when the share of drifted features
     reaches CHURN_DRIFT_SHARE_THRESHOLD."""
+    # mlflow, scipy and matplotlib load here, not with the code location (every run process).
+    from churn_assets.ml import tracking
     from churn_assets.ml.champion import CHAMPION, fetch_reference
     from churn_assets.ml.drift import DriftPolicy, compute_drift, histograms_png, html_report
 

@@ -13,14 +13,16 @@ decision is on the asset's page without re-scoring anything.
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource
-from churn_assets.ml import tracking
-from churn_assets.ml.champion import CHAMPION
-from churn_assets.ml.promote import PromotionDecision, PromotionPolicy
+
+# ``churn_assets.ml.champion`` and ``ml.promote`` (mlflow, torch, sklearn) are imported in the
+# asset body: every run process loads this module to read the code location.
+if TYPE_CHECKING:
+    from churn_assets.ml.promote import PromotionDecision
 
 CHAMPION_ASSET = dg.AssetKey("churn_champion")
 CHALLENGER_TAG = "churn/challenger_version"
@@ -59,7 +61,9 @@ def churn_champion(
     mlflow: MlflowResource,
     policy: ChurnPolicy,
 ) -> Iterator[dg.MaterializeResult]:
-    from churn_assets.ml.champion import apply_decision, decide, undecided_versions
+    from churn_assets.ml import tracking
+    from churn_assets.ml.champion import CHAMPION, apply_decision, decide, undecided_versions
+    from churn_assets.ml.promote import PromotionPolicy
 
     tracking.check_reachable(mlflow.tracking_uri)  # RegistryUnavailable -> retried
     pending = undecided_versions(mlflow.tracking_uri, 0, mlflow.model_name)
@@ -97,7 +101,7 @@ def churn_champion(
 
 
 def _decision_metadata(
-    champion: str | None, version: str, decision: PromotionDecision
+    champion: str | None, version: str, decision: "PromotionDecision"
 ) -> dict[str, Any]:
     return {
         "champion_version": champion or "none",

@@ -13,7 +13,6 @@ import dagster as dg
 
 from churn_assets.defs.promotion.assets import CHALLENGER_TAG, CHAMPION_ASSET
 from churn_assets.defs.resources import MlflowResource
-from churn_assets.ml import tracking
 from churn_assets.settings import load_settings
 
 promotion_job = dg.define_asset_job(
@@ -56,6 +55,9 @@ def promotion_requests(
 def champion_promotion_sensor(
     context: dg.SensorEvaluationContext, mlflow: MlflowResource
 ) -> dg.SensorResult | dg.SkipReason:
+    # mlflow loads in the tick, not with the code location (which every run process loads).
+    from churn_assets.ml import tracking
+
     if tracking.local_store_missing(mlflow.tracking_uri):
         return dg.SkipReason("no model registered yet (the local MLflow store does not exist)")
     try:

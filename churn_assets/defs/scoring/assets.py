@@ -19,7 +19,6 @@ from churn_assets.defs.automation import (
 )
 from churn_assets.defs.partitions import PERIODS, run_period_keys
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
-from churn_assets.ml import tracking
 from churn_assets.schema import CHURN_LABELS_TABLE, CUSTOMER_FEATURES_TABLE
 
 GROUP = "scoring"
@@ -46,6 +45,8 @@ def churn_scores(
     sha256, the model's data-through date, feature as_of, Dagster run). Each period's scores
     go to `scoring.churn_scores_history` (replacing that version's earlier scores of it);
     the newest period's also replace `scoring.churn_scores`, in the same transaction."""
+    # mlflow, onnxruntime and torch load here, not with the code location (every run process).
+    from churn_assets.ml import tracking
     from churn_assets.ml.bands import RiskBands
     from churn_assets.ml.champion import CHAMPION, fetch_version
     from churn_assets.ml.export import OnnxScorer, sha256_file
@@ -113,6 +114,8 @@ def churn_scores(
 
 def _data_through(mlflow: MlflowResource, version: str) -> str | None:
     from mlflow.tracking import MlflowClient
+
+    from churn_assets.ml import tracking
 
     tags = MlflowClient(mlflow.tracking_uri).get_model_version(mlflow.model_name, version).tags
     return tags.get(tracking.TAG_DATA_THROUGH)
@@ -239,6 +242,7 @@ def realized_performance_check(
     Only the version serving now is judged: a retired champion's periods stay in the
     table for analysts, but retraining because of them would repeat every month.
     """
+    from churn_assets.ml import tracking
     from churn_assets.ml.champion import CHAMPION
     from churn_assets.ml.realized import realized_failures
 

@@ -29,7 +29,6 @@ from churn_assets.data.snapshot import (
 )
 from churn_assets.defs.automation import AFTER_A_NEW_MODEL, FIRST_TRAINING, GATED_EAGER
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
-from churn_assets.ml import tracking
 from churn_assets.ml.artifacts import (
     CARD_FILE,
     HOLDOUT_FILE,
@@ -37,11 +36,13 @@ from churn_assets.ml.artifacts import (
     ExportedModel,
     TrainedModel,
 )
-from churn_assets.ml.gates import auc_gate, parity_gate
 from churn_assets.policy import env_name
 from churn_assets.settings import load_settings
 
-if TYPE_CHECKING:  # torch is imported lazily: loading the code location stays fast
+# torch, sklearn and mlflow (``churn_assets.ml.tracking``, ``ml.gates``, ``ml.pipeline``) are
+# imported in the asset bodies: every run process loads this module, and a run that does not
+# train (ingest, dbt, scoring) should not pay seconds for them.
+if TYPE_CHECKING:
     from churn_assets.ml.pipeline import TrainingOutcome
 
 GROUP = "training"
@@ -136,6 +137,8 @@ def _raw_load_tags(
     The warehouse write lock already keeps runs apart; this is the check that it did: a
     run that loaded raw files itself must train on exactly that load.
     """
+    from churn_assets.ml import tracking
+
     if load is None:
         return {}
     loaded_by = str(load["dagster_run_id"] or "")
@@ -250,6 +253,8 @@ def _log_to_mlflow(
     """Log the run; when the tracking server is down, warn and carry on locally."""
     from dataclasses import replace
 
+    from churn_assets.ml import tracking
+
     try:
         experiment_id = mlflow.experiment_id()
         run_id = tracking.log_training_run(
@@ -278,6 +283,8 @@ def _log_to_mlflow(
 
 def _time_tags(trained: TrainedModel) -> dict[str, str]:
     """The model's periods as MLflow tags (absent facts left out)."""
+    from churn_assets.ml import tracking
+
     tags = {
         tracking.TAG_HOLDOUT_AS_OF: trained.holdout_as_of,
         tracking.TAG_TRAINING_PERIODS: ",".join(trained.training_periods),
@@ -300,6 +307,7 @@ def churn_model_onnx(
 ) -> dg.Output[ExportedModel]:
     """The model exported to ONNX (dynamic batch axis, raw feature inputs), checked by
     ``onnx.checker`` and compared with torch on the holdout; runs only after the AUC gate."""
+    from churn_assets.ml import tracking
     from churn_assets.ml.export import export_onnx, parity_max_abs_diff, sha256_file
     from churn_assets.ml.features import to_model_inputs
     from churn_assets.ml.model import load_model
@@ -340,6 +348,9 @@ def churn_model_version(
 ) -> dg.MaterializeResult:
     """A version of the registered model ``churn-model`` in MLflow, created only for a model
     that passed the AUC and parity gates, tagged with its lineage and gate results."""
+    from churn_assets.ml import tracking
+    from churn_assets.ml.gates import auc_gate, parity_gate
+
     trained = churn_model_onnx.trained
     rules = policy.policy()
     gates = [
@@ -438,6 +449,7 @@ def backtest(
     labelled periods, a model trained (same recipe) on the periods whose labels closed
     before it, evaluated on it: rows, label rate, AUC, Brier and the logistic-regression
     reference's AUC. Logged as a table and a plot to the model's MLflow run."""
+    from churn_assets.ml import tracking
     from churn_assets.ml.backtest import as_json, backtest_frame, backtest_png, run_backtest
 
     rules = policy.policy()
