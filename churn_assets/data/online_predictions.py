@@ -9,11 +9,13 @@ Row semantics: ``model_*``, ``churn_probability`` and ``risk_band`` are the mode
 answered the request; ``served_by`` says which alias that was (``champion``, or ``canary``
 for the challenger's share of customers). ``shadow_*`` hold the other model's result when
 the champion and the challenger differ (the challenger's on a champion row, the champion's
-on a canary row); null when there was no second model.
+on a canary row); null when there was no second model. :func:`read_shadow_results` turns
+the rows with a second model back into champion and challenger, for the shadow comparison.
 """
 
 from __future__ import annotations
 
+import pandas as pd
 import psycopg2.extensions
 
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
@@ -65,3 +67,38 @@ def create_table(conn: psycopg2.extensions.connection) -> None:
     """Create the schema and table if missing (idempotent; the caller commits)."""
     with conn.cursor() as cur:
         cur.execute(CREATE_TABLE)
+
+
+# The shadow results oriented as champion and challenger, whichever of the two answered:
+# on a champion row the answering model is the champion and the shadow the challenger, on
+# a canary row the other way round. (name, answering model's column, shadow's column):
+_ORIENTED = (
+    ("version", "model_version", "shadow_model_version"),
+    ("probability", "churn_probability", "shadow_probability"),
+    ("band", "risk_band", "shadow_risk_band"),
+)
+_SHADOW_SELECT = {
+    f"{side}_{name}": f"case when served_by = 'champion' then {first} else {second} end"
+    for name, answered, shadow in _ORIENTED
+    for side, first, second in (
+        ("champion", answered, shadow),
+        ("challenger", shadow, answered),
+    )
+} | {"scored_at": "scored_at"}
+SHADOW_COLUMNS = tuple(_SHADOW_SELECT)
+
+
+def read_shadow_results(conn: psycopg2.extensions.connection) -> pd.DataFrame:
+    """Every logged prediction that has a shadow result, as champion and challenger
+    (:data:`SHADOW_COLUMNS`), oldest first, in one query. Empty when no scorer has created
+    the table yet: reading creates nothing."""
+    select = ", ".join(f"{sql} as {column}" for column, sql in _SHADOW_SELECT.items())
+    with conn.cursor() as cur:
+        cur.execute("select to_regclass(%s)", (ONLINE_PREDICTIONS_TABLE,))
+        if cur.fetchone()[0] is None:
+            return pd.DataFrame(columns=list(SHADOW_COLUMNS))
+        cur.execute(
+            f"select {select} from {ONLINE_PREDICTIONS_TABLE} "
+            "where shadow_model_version is not null order by scored_at, request_id"
+        )
+        return pd.DataFrame(cur.fetchall(), columns=list(SHADOW_COLUMNS))

@@ -1,0 +1,134 @@
+"""Shadow comparison: how the challenger answers the requests the champion answers.
+
+While the registry's ``challenger`` alias differs from the ``champion``, the online scorer
+scores every request with both models and logs both results (``scoring.online_predictions``,
+see :mod:`churn_assets.data.online_predictions`). Before anyone promotes the challenger, the
+question is how differently it would have served *live traffic*: how often the two put a
+customer in the same risk band, how far their probabilities are apart, and whether they
+rank customers alike. This module answers it per (champion, challenger) pair from rows
+already oriented as champion and challenger
+(:func:`churn_assets.data.online_predictions.read_shadow_results` reads them so).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from churn_assets.data.online_predictions import SHADOW_COLUMNS
+
+_PAIR = ["champion_version", "challenger_version"]
+
+
+@dataclass(frozen=True)
+class ShadowPair:
+    """The comparison of one champion version with one challenger version on live traffic.
+
+    Attributes:
+        champion_version: The registered version holding the ``champion`` alias.
+        challenger_version: The registered version holding the ``challenger`` alias.
+        rows: Logged predictions that carry both models' results.
+        band_agreement: Share of those rows where both models gave the same risk band.
+        mean_abs_diff: Mean absolute difference of the two churn probabilities.
+        rank_correlation: Spearman correlation of the two probabilities (ties get their
+            average rank); None when it is undefined: with fewer than 2 rows there is no
+            ranking, and when one side gave every row the same probability its ranks have
+            no variance (the correlation divides by it).
+        first_scored_at: The earliest of those predictions.
+        last_scored_at: The latest of those predictions.
+    """
+
+    champion_version: str
+    challenger_version: str
+    rows: int
+    band_agreement: float
+    mean_abs_diff: float
+    rank_correlation: float | None
+    first_scored_at: datetime
+    last_scored_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: timestamps as ISO 8601 strings."""
+        return {
+            "champion_version": self.champion_version,
+            "challenger_version": self.challenger_version,
+            "rows": self.rows,
+            "band_agreement": self.band_agreement,
+            "mean_abs_diff": self.mean_abs_diff,
+            "rank_correlation": self.rank_correlation,
+            "first_scored_at": self.first_scored_at.isoformat(),
+            "last_scored_at": self.last_scored_at.isoformat(),
+        }
+
+
+def _version_key(version: str) -> tuple[int, int, str]:
+    # Registry versions are numbers in strings: "10" sorts after "9", not before "2".
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)
+
+
+def compare_shadow(shadow: pd.DataFrame) -> list[ShadowPair]:
+    """One :class:`ShadowPair` per (champion_version, challenger_version) in ``shadow``.
+
+    ``shadow`` has one row per logged prediction with both results, in the columns of
+    :data:`SHADOW_COLUMNS`. The pairs are sorted by their last prediction, then by the two
+    versions, so the newest pair comes last and equal inputs give equal outputs.
+    """
+    missing = [column for column in SHADOW_COLUMNS if column not in shadow.columns]
+    if missing:
+        raise ValueError(f"shadow frame is missing column(s): {', '.join(missing)}")
+    frame = shadow.assign(
+        champion_version=shadow["champion_version"].astype(str),
+        challenger_version=shadow["challenger_version"].astype(str),
+        scored_at=pd.to_datetime(shadow["scored_at"], utc=True),
+    )
+    pairs = [
+        _pair(str(champion), str(challenger), group)
+        for (champion, challenger), group in frame.groupby(_PAIR, sort=False)
+    ]
+    pairs.sort(
+        key=lambda p: (
+            p.last_scored_at,
+            _version_key(p.champion_version),
+            _version_key(p.challenger_version),
+        )
+    )
+    return pairs
+
+
+def _pair(champion: str, challenger: str, group: pd.DataFrame) -> ShadowPair:
+    champion_p = group["champion_probability"].to_numpy(dtype=np.float64)
+    challenger_p = group["challenger_probability"].to_numpy(dtype=np.float64)
+    same_band = group["champion_band"].to_numpy() == group["challenger_band"].to_numpy()
+    return ShadowPair(
+        champion_version=champion,
+        challenger_version=challenger,
+        rows=len(group),
+        band_agreement=float(same_band.mean()),
+        mean_abs_diff=float(np.abs(champion_p - challenger_p).mean()),
+        rank_correlation=spearman(champion_p, challenger_p),
+        first_scored_at=group["scored_at"].min().to_pydatetime(),
+        last_scored_at=group["scored_at"].max().to_pydatetime(),
+    )
+
+
+def spearman(x: npt.ArrayLike, y: npt.ArrayLike) -> float | None:
+    """Spearman's rank correlation: Pearson's on the ranks, ties sharing their average rank.
+
+    None when undefined: fewer than 2 values, or a side whose values are all equal (its
+    ranks do not vary, and the correlation divides by their spread).
+    """
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if xs.size < 2:
+        return None
+    # Average ranks always average (n + 1) / 2: centre them on it.
+    rx = pd.Series(xs).rank(method="average").to_numpy() - (xs.size + 1) / 2
+    ry = pd.Series(ys).rank(method="average").to_numpy() - (ys.size + 1) / 2
+    spread = float(np.sqrt((rx**2).sum() * (ry**2).sum()))
+    if spread == 0.0:
+        return None
+    return float((rx * ry).sum() / spread)
