@@ -197,13 +197,14 @@ def create_app(
 
     @app.post(
         "/predict",
+        response_model=Prediction,
         responses={
             404: {"description": "unknown customer"},
             413: too_large,
             503: {"description": "no model"},
         },
     )
-    async def predict(request: PredictRequest, response: Response) -> Prediction:
+    async def predict(request: PredictRequest) -> Response:
         """Score one customer, by id (warehouse features) or by features."""
         started = time.perf_counter()
         request_id = str(uuid.uuid4())
@@ -227,7 +228,6 @@ def create_app(
             model, shadow, served_by = shadow, model, "canary"
         inputs = model_inputs([features])
         probability = float(score(model, inputs)[0])
-        response.headers[REQUEST_ID_HEADER] = request_id
         prediction = Prediction(
             served_by=served_by,
             model_name=model.name,
@@ -261,7 +261,13 @@ def create_app(
                 ),
                 ShadowJob(shadow, inputs) if shadow is not None else None,
             )
-        return prediction
+        # Built and serialised once here: returned as a model, FastAPI would validate it
+        # again against the response model and encode it twice (~0.05 ms a request).
+        return Response(
+            prediction.model_dump_json(),
+            media_type="application/json",
+            headers={REQUEST_ID_HEADER: request_id},
+        )
 
     def score_batch(body: bytes, content_type: str | None) -> Response:
         """Parse, look up, score and serialise one batch: all of it in a worker thread."""

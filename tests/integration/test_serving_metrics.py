@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +17,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from churn_assets import warehouse
+from churn_assets.data.online_predictions import COLUMNS, create_table
 from churn_assets.data.snapshot import read_feature_table
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 from churn_assets.serving.app import create_app
 from churn_assets.serving.features import WarehouseFeatureSource
 from churn_assets.serving.metrics import EXPORTED_NAMES, ServingMetrics
 from churn_assets.serving.model_store import ChampionHolder
-from churn_assets.serving.prediction_log import PredictionLog
+from churn_assets.serving.prediction_log import LoggedPrediction, PredictionLog
 from churn_assets.serving.server import BackgroundServer
-from tests.integration.serving_support import metric_samples
+from tests.integration.serving_support import metric_samples, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -168,3 +171,48 @@ def test_promtool_accepts_the_alert_rules() -> None:
         ["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_log_writes_any_customer_id_and_nulls_exactly(embedded_url: str) -> None:
+    """COPY's text format: backslashes, quotes and non-ASCII ids and null columns arrive
+    as sent, and a lone prediction is written without waiting for a full batch."""
+    with warehouse.connect(embedded_url) as conn:  # to read it before the writer's first batch
+        create_table(conn)
+        conn.commit()
+    log = PredictionLog(embedded_url, ServingMetrics(), flush_seconds=0.05)
+    log.start()
+    sent = [
+        LoggedPrediction(
+            request_id=f"copy-{i}-{uuid.uuid4()}",
+            scored_at=datetime(2026, 1, 31, 12, 0, 0, 123456, tzinfo=UTC),
+            customer_id=customer_id,
+            input_hash="0" * 64,
+            features_as_of=None,
+            model_name="churn-model",
+            model_version="7",
+            model_sha256="f" * 64,
+            churn_probability=0.1 + 0.2,  # not a short decimal: repr must round-trip
+            risk_band="low",
+            latency_ms=0.25,
+            served_by="champion",
+        )
+        for i, customer_id in enumerate([r"C\0042", 'quote " and comma ,', "é ü 中", None])
+    ]
+    try:
+        for prediction in sent:
+            log.submit(prediction)
+        ids = [p.request_id for p in sent]
+
+        def written() -> list[tuple[Any, ...]]:
+            with warehouse.connect(embedded_url) as conn, conn.cursor() as cur:
+                cur.execute(
+                    f"select {', '.join(COLUMNS)} from {ONLINE_PREDICTIONS_TABLE} "
+                    "where request_id = any(%s) order by request_id",
+                    (ids,),
+                )
+                return cur.fetchall()
+
+        wait_until(lambda: len(written()) == len(sent), "the writer's batch")  # no close()
+    finally:
+        log.close()
+    assert written() == sorted(tuple(getattr(p, c) for c in COLUMNS) for p in sent)
