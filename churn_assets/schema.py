@@ -8,6 +8,10 @@ module fixes their names, order and vocabulary as the model and the checks see t
 
 from __future__ import annotations
 
+# The MLflow experiment training runs log to, and the registered model they version.
+EXPERIMENT_NAME = "churn"
+REGISTERED_MODEL_NAME = "churn-model"
+
 # MLflow registry aliases, and the tags the promotion decision writes on a version.
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"

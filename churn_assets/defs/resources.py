@@ -15,6 +15,7 @@ from pydantic import Field, create_model
 from churn_assets import warehouse
 from churn_assets.lib.dbt import churn_dbt_project
 from churn_assets.policy import Policy, load_policy, rules
+from churn_assets.schema import EXPERIMENT_NAME, REGISTERED_MODEL_NAME
 from churn_assets.settings import DEFAULT_LOCK_TIMEOUT_SECONDS, load_settings
 
 
@@ -115,11 +116,9 @@ class MlflowResource(dg.ConfigurableResource):
     artifact_location: str = ""
     # mlflow (also through ``churn_assets.ml.tracking``) is imported in the methods: every run
     # process loads this module, and a run that never touches the registry (ingest, dbt)
-    # should not pay seconds for it. So these two are ``tracking.EXPERIMENT_NAME`` and
-    # ``tracking.REGISTERED_MODEL_NAME`` written out (tests/unit/test_definitions_imports.py
-    # checks they stay equal).
-    experiment_name: str = "churn"
-    model_name: str = "churn-model"
+    # should not pay seconds for it; the names come from ``schema``, which imports nothing.
+    experiment_name: str = EXPERIMENT_NAME
+    model_name: str = REGISTERED_MODEL_NAME
 
     def experiment_id(self) -> str:
         """Raises :class:`tracking.RegistryUnavailable` quickly when a server is down."""

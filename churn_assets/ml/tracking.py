@@ -23,8 +23,8 @@ from mlflow.tracking import MlflowClient
 
 from churn_assets import schema
 
-REGISTERED_MODEL_NAME = "churn-model"
-EXPERIMENT_NAME = "churn"
+REGISTERED_MODEL_NAME = schema.REGISTERED_MODEL_NAME
+EXPERIMENT_NAME = schema.EXPERIMENT_NAME
 ONNX_ARTIFACT_DIR = "onnx"
 
 # Version tags: what `churn status` and the promotion sensor read back.

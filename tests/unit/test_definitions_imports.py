@@ -6,9 +6,6 @@ import ast
 import subprocess
 import sys
 
-from churn_assets.defs.resources import MlflowResource
-from churn_assets.ml import tracking
-
 # Seconds of imports between them (torch and mlflow about a second each, sklearn, scipy and
 # matplotlib through the promotion and evaluation code).
 HEAVY = (
@@ -40,9 +37,3 @@ def test_loading_the_definitions_imports_no_ml_library() -> None:
         "(and under `if TYPE_CHECKING:` for annotations)."
     )
 
-
-def test_mlflow_resource_defaults_are_the_tracking_names() -> None:
-    # Written out in resources.py so that loading it does not import mlflow (tracking does).
-    resource = MlflowResource(tracking_uri="sqlite:///unused.db")
-    assert resource.experiment_name == tracking.EXPERIMENT_NAME
-    assert resource.model_name == tracking.REGISTERED_MODEL_NAME
