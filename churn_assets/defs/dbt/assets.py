@@ -16,6 +16,7 @@ import pandas as pd
 import psycopg2
 from dagster_dbt import DbtCliResource, dbt_assets
 
+from churn_assets.data.online_predictions import create_table
 from churn_assets.defs.partitions import PERIODS, run_period_keys
 from churn_assets.defs.resources import WarehouseResource
 from churn_assets.lib.dbt import (
@@ -121,7 +122,12 @@ def analytics_dbt_models(
     dbt: DbtCliResource,
     warehouse: WarehouseResource,
 ) -> Iterator[Any]:
-    """Analyst tables over the batch scores and their realized performance."""
+    """Analyst tables over the batch scores, their realized performance and the online
+    prediction log."""
+    # The log is a dbt source the scorer creates on its first insert: create it (empty)
+    # here too, so the step builds on a warehouse no scorer has written to yet.
+    with warehouse.connect() as conn:
+        create_table(conn)
     yield from _build(context, config, dbt, warehouse)
 
 

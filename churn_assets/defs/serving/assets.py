@@ -1,0 +1,101 @@
+"""The online scorer's prediction log, and what it says about the challenger.
+
+``churn serve`` runs outside Dagster and writes ``scoring.online_predictions`` itself: here
+it is an external asset, so the graph shows where the analyst model and the shadow
+comparison read from. ``shadow_comparison`` is on demand (no automation condition): the log
+grows with every request, not with any event Dagster sees, and ``churn status`` computes the
+same comparison live.
+"""
+
+from typing import Any
+
+import dagster as dg
+
+from churn_assets.data.online_predictions import read_shadow_results
+from churn_assets.defs.resources import WarehouseResource
+from churn_assets.ml.shadow import ShadowPair, compare_shadow
+from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
+
+GROUP = "serving"
+NO_SHADOW_YET = (
+    "no shadow results yet: the scorer shadows only when the challenger alias differs "
+    "from the champion"
+)
+
+online_predictions = dg.AssetSpec(
+    "online_predictions",
+    group_name=GROUP,
+    kinds={"postgres"},
+    description=f"Every prediction `churn serve` answered (`{ONLINE_PREDICTIONS_TABLE}`), "
+    "written by the scorer, not by Dagster. A row is one POST /predict: the model that "
+    "answered (served_by: champion, or canary for the challenger's share), its probability "
+    "and risk band, the features' as_of when asked by customer id, and the other model's "
+    "result (shadow_*) while the challenger differs from the champion.",
+    metadata={"dagster/table_name": ONLINE_PREDICTIONS_TABLE},
+)
+
+_PAIR_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("champion_version", "string"),
+        dg.TableColumn("challenger_version", "string"),
+        dg.TableColumn("rows", "int"),
+        dg.TableColumn("band_agreement", "float", description="share with equal risk bands"),
+        dg.TableColumn("mean_abs_diff", "float", description="mean |probability difference|"),
+        dg.TableColumn("rank_correlation", "float", description="Spearman; empty if undefined"),
+        dg.TableColumn("first_scored_at", "string"),
+        dg.TableColumn("last_scored_at", "string"),
+    ]
+)
+
+
+@dg.asset(deps=[online_predictions], group_name=GROUP, kinds={"postgres", "pandas"})
+def shadow_comparison(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """How the challenger would have served live traffic: for each (champion, challenger)
+    pair in the online prediction log, the share of requests both put in the same risk
+    band, the mean absolute difference of their probabilities and the Spearman rank
+    correlation. On demand; `churn status` computes it live."""
+    with warehouse.connect() as conn:
+        shadow = read_shadow_results(conn)
+    pairs = compare_shadow(shadow)
+    summary = _summary(pairs)
+    context.log.info(summary)
+    metadata: dict[str, Any] = {
+        "rows": len(shadow),
+        "summary": summary,
+        "pairs": dg.MetadataValue.table(
+            [dg.TableRecord(pair.as_dict()) for pair in pairs], schema=_PAIR_SCHEMA
+        ),
+    }
+    if pairs:  # the newest pair as plain numbers, so they plot across materialisations
+        newest = pairs[-1]
+        metadata |= {
+            "champion_version": newest.champion_version,
+            "challenger_version": newest.challenger_version,
+            "band_agreement": newest.band_agreement,
+            "mean_abs_diff": newest.mean_abs_diff,
+            "rank_correlation": newest.rank_correlation,
+        }
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _summary(pairs: list[ShadowPair]) -> str:
+    if not pairs:
+        return NO_SHADOW_YET
+    newest = pairs[-1]
+    spearman = (
+        f"{newest.rank_correlation:.3f}"
+        if newest.rank_correlation is not None
+        else "undefined (under 2 requests or one side constant)"
+    )
+    return (
+        f"challenger v{newest.challenger_version} against champion v{newest.champion_version} "
+        f"on {newest.rows:,} request(s): same risk band on {newest.band_agreement:.1%}, mean "
+        f"|probability difference| {newest.mean_abs_diff:.4f}, Spearman {spearman}"
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(assets=[online_predictions, shadow_comparison])

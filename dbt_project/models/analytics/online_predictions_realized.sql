@@ -1,0 +1,62 @@
+-- The online scorer's predictions judged like the batch scores: each prediction made for
+-- a customer id, beside what that customer then did. The label of a prediction is the
+-- customer's label for the period whose features the scorer used (features_as_of), so a
+-- prediction appears once that period's label window has closed. Requests that sent their
+-- own features (no customer id, no features_as_of) have no label and never appear.
+
+with
+
+online_predictions as (
+
+    select * from {{ source('scoring', 'online_predictions') }}
+
+),
+
+churn_labels as (
+
+    select * from {{ ref('churn_labels') }}
+
+),
+
+by_customer as (
+
+    select
+        request_id,
+        scored_at,
+        customer_id,
+        features_as_of::date as as_of,
+        served_by,
+        model_version,
+        churn_probability,
+        risk_band,
+        shadow_model_version,
+        shadow_probability
+
+    from online_predictions
+    where customer_id is not null and features_as_of is not null
+
+),
+
+final as (
+
+    select
+        by_customer.request_id,
+        by_customer.scored_at,
+        by_customer.customer_id,
+        by_customer.as_of,
+        by_customer.served_by,
+        by_customer.model_version,
+        by_customer.churn_probability,
+        by_customer.risk_band,
+        by_customer.shadow_model_version,
+        by_customer.shadow_probability,
+        churn_labels.churned
+
+    from by_customer
+    inner join churn_labels
+        on churn_labels.customer_id = by_customer.customer_id
+        and churn_labels.as_of = by_customer.as_of
+
+)
+
+select * from final
