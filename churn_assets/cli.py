@@ -372,7 +372,11 @@ def status(as_json: bool) -> None:
     "onnx_sha256", "data_as_of", "trained_at", "dagster_run_id", "mlflow_run_id", "gates",
     "promotion": null or {"decision", "reason", "compared_with"}}. "realized" lists
     {"model_version", "as_of", "rows", "auc", "brier"} per scored period whose labels matured
-    (null when the warehouse cannot be reached).
+    (null when the warehouse cannot be reached). "shadow" is the online scorer's shadow
+    comparison, computed now from its prediction log: {"rows" (shadow results in all),
+    "pairs": [{"champion_version", "challenger_version", "rows", "band_agreement",
+    "mean_abs_diff", "rank_correlation", "first_scored_at", "last_scored_at"}] (newest pair
+    last), "summary" (the newest pair in words)} (null when the warehouse cannot be reached).
     """
     import json
 
@@ -383,6 +387,8 @@ def status(as_json: bool) -> None:
     click.echo(f"registry: {report['model_name']} at {report['tracking_uri']}")
     for label in ("latest_model", "champion"):
         click.echo(f"{label}: {_describe_model(report[label])}")
+    shadow = report["shadow"]
+    click.echo(f"shadow: {shadow['summary'] if shadow else 'warehouse unreachable'}")
 
 
 def _status(settings: Settings) -> dict[str, Any]:
@@ -395,6 +401,7 @@ def _status(settings: Settings) -> dict[str, Any]:
         "latest_model": None,
         "champion": None,
         "realized": _realized(settings),
+        "shadow": _shadow(settings),
     }
     if tracking.local_store_missing(uri):
         return report  # nothing trained yet; do not create an empty store just to look
@@ -436,6 +443,29 @@ def _realized(settings: Settings) -> list[dict[str, Any]] | None:
         {"model_version": v, "as_of": a.isoformat(), "rows": n, "auc": auc, "brier": brier}
         for v, a, n, auc, brier in rows
     ]
+
+
+def _shadow(settings: Settings) -> dict[str, Any] | None:
+    """The shadow comparison from the online prediction log; None if unreachable."""
+    import psycopg2
+
+    from churn_assets import warehouse
+    from churn_assets.data.online_predictions import read_shadow_results
+    from churn_assets.ml.shadow import compare_shadow, describe
+
+    if not settings.warehouse_url and not settings.embedded_pg_dir.exists():
+        return {"rows": 0, "pairs": [], "summary": describe([])}  # do not start a server
+    try:
+        with warehouse.connect(_warehouse_url(settings)) as conn:
+            shadow = read_shadow_results(conn)
+    except (psycopg2.Error, warehouse.WarehouseError, click.ClickException):
+        return None
+    pairs = compare_shadow(shadow)
+    return {
+        "rows": len(shadow),
+        "pairs": [pair.as_dict() for pair in pairs],
+        "summary": describe(pairs),
+    }
 
 
 def _describe_model(model: dict[str, Any] | None) -> str:

@@ -12,6 +12,7 @@ already oriented as champion and challenger
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,10 @@ import pandas as pd
 from churn_assets.data.online_predictions import SHADOW_COLUMNS
 
 _PAIR = ["champion_version", "challenger_version"]
+NO_SHADOW_YET = (
+    "no shadow results yet: the scorer shadows only when the challenger alias differs "
+    "from the champion"
+)
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,23 @@ def compare_shadow(shadow: pd.DataFrame) -> list[ShadowPair]:
         )
     )
     return pairs
+
+
+def describe(pairs: Sequence[ShadowPair]) -> str:
+    """The newest pair in one line (or why there is none), for logs and ``churn status``."""
+    if not pairs:
+        return NO_SHADOW_YET
+    newest = pairs[-1]
+    spearman = (
+        f"{newest.rank_correlation:.3f}"
+        if newest.rank_correlation is not None
+        else "undefined (under 2 requests or one side constant)"
+    )
+    return (
+        f"challenger v{newest.challenger_version} against champion v{newest.champion_version} "
+        f"on {newest.rows:,} request(s): same risk band on {newest.band_agreement:.1%}, mean "
+        f"|probability difference| {newest.mean_abs_diff:.4f}, Spearman {spearman}"
+    )
 
 
 def _pair(champion: str, challenger: str, group: pd.DataFrame) -> ShadowPair:

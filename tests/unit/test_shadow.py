@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from churn_assets.data.online_predictions import SHADOW_COLUMNS
-from churn_assets.ml.shadow import ShadowPair, compare_shadow, spearman
+from churn_assets.ml.shadow import NO_SHADOW_YET, ShadowPair, compare_shadow, describe, spearman
 
 
 def _at(minute: int) -> datetime:
@@ -123,3 +123,16 @@ def test_as_dict_is_json_with_iso_timestamps() -> None:
     assert record["last_scored_at"] == "2026-02-01T12:04:00+00:00"
     assert record["rank_correlation"] == pytest.approx(5 / 6)
     assert set(record) == {f.name for f in ShadowPair.__dataclass_fields__.values()}
+
+
+def test_describe_names_the_newest_pair_or_why_there_is_none() -> None:
+    assert describe([]) == NO_SHADOW_YET
+    one_row = compare_shadow(_rows("3", "4", [(0.3, 0.65)], [("medium", "high")], [7]))
+    assert describe(compare_shadow(TIED) + one_row) == (
+        "challenger v4 against champion v3 on 1 request(s): same risk band on 0.0%, mean "
+        "|probability difference| 0.3500, Spearman undefined (under 2 requests or one side "
+        "constant)"
+    )
+    assert describe(compare_shadow(TIED)).endswith(
+        "same risk band on 75.0%, mean |probability difference| 0.1250, Spearman 0.833"
+    )

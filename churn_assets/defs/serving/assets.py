@@ -13,14 +13,10 @@ import dagster as dg
 
 from churn_assets.data.online_predictions import read_shadow_results
 from churn_assets.defs.resources import WarehouseResource
-from churn_assets.ml.shadow import ShadowPair, compare_shadow
+from churn_assets.ml.shadow import compare_shadow, describe
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 
 GROUP = "serving"
-NO_SHADOW_YET = (
-    "no shadow results yet: the scorer shadows only when the challenger alias differs "
-    "from the champion"
-)
 
 online_predictions = dg.AssetSpec(
     "online_predictions",
@@ -59,7 +55,7 @@ def shadow_comparison(
     with warehouse.connect() as conn:
         shadow = read_shadow_results(conn)
     pairs = compare_shadow(shadow)
-    summary = _summary(pairs)
+    summary = describe(pairs)
     context.log.info(summary)
     metadata: dict[str, Any] = {
         "rows": len(shadow),
@@ -78,22 +74,6 @@ def shadow_comparison(
             "rank_correlation": newest.rank_correlation,
         }
     return dg.MaterializeResult(metadata=metadata)
-
-
-def _summary(pairs: list[ShadowPair]) -> str:
-    if not pairs:
-        return NO_SHADOW_YET
-    newest = pairs[-1]
-    spearman = (
-        f"{newest.rank_correlation:.3f}"
-        if newest.rank_correlation is not None
-        else "undefined (under 2 requests or one side constant)"
-    )
-    return (
-        f"challenger v{newest.challenger_version} against champion v{newest.champion_version} "
-        f"on {newest.rows:,} request(s): same risk band on {newest.band_agreement:.1%}, mean "
-        f"|probability difference| {newest.mean_abs_diff:.4f}, Spearman {spearman}"
-    )
 
 
 @dg.definitions
