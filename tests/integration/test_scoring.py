@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -12,15 +13,18 @@ import pytest
 from click.testing import Result
 from dagster_dbt import DbtCliResource
 from mlflow.tracking import MlflowClient
+from psycopg2.extras import execute_values
 
 from churn_assets import warehouse
 from churn_assets.data import scores as scores_module
+from churn_assets.data.online_predictions import COLUMNS
 from churn_assets.data.snapshot import read_feature_table
 from churn_assets.lib.dbt import churn_dbt_project, environ
 from churn_assets.ml.bands import RiskBands
 from churn_assets.ml.export import OnnxScorer
 from churn_assets.ml.features import to_model_inputs
 from churn_assets.policy import Policy
+from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 from churn_assets.settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -121,3 +125,71 @@ def test_dbt_docs_generate_works_for_analysts(url: str, tmp_path: Path) -> None:
     assert invocation.is_successful()
     catalog = (project.project_dir / tmp_path / "catalog.json").read_text()
     assert "customer_360" in catalog and "churn_risk_by_segment" in catalog
+
+
+def test_online_predictions_realized_joins_logged_predictions_to_matured_labels(
+    url: str, tmp_path: Path
+) -> None:
+    # The demo built the model although no scorer had written to this warehouse: the
+    # analytics step creates the log's table first.
+    built = _frame(url, "select to_regclass('analytics.online_predictions_realized') as t")
+    assert built["t"][0] is not None
+    labels = _frame(
+        url,
+        "select distinct on (churned) customer_id, as_of, churned from marts.churn_labels "
+        "where as_of = (select max(as_of) from marts.churn_labels) order by churned, customer_id",
+    )
+    (churner,) = labels[labels["churned"] == 1].itertuples()
+    (stayer,) = labels[labels["churned"] == 0].itertuples()
+    newest = _frame(url, "select max(as_of) as as_of from marts.customer_features")["as_of"][0]
+    assert newest > churner.as_of  # the newest period's label window is still open
+    prefix = f"test-{uuid.uuid4().hex[:8]}-"
+
+    def logged(name: str, customer: str | None, as_of: Any, shadow: bool) -> tuple[Any, ...]:
+        return (
+            prefix + name, "2026-02-01T12:00:00+00:00", customer, "0" * 64,
+            str(as_of) if as_of is not None else None, "churn-model", "1", "a" * 64, 0.7,
+            "high", 2.0, "champion", "2" if shadow else None, "b" * 64 if shadow else None,
+            0.4 if shadow else None, "medium" if shadow else None,
+        )  # fmt: skip
+
+    rows = [
+        logged("churner", churner.customer_id, churner.as_of, shadow=True),
+        logged("stayer", stayer.customer_id, stayer.as_of, shadow=False),
+        logged("open-window", stayer.customer_id, newest, shadow=False),  # not matured
+        logged("by-features", None, None, shadow=False),  # sent features: no label
+    ]
+    try:
+        with warehouse.connect(url) as conn, conn.cursor() as cur:
+            insert = f"insert into {ONLINE_PREDICTIONS_TABLE} ({', '.join(COLUMNS)}) values %s"
+            execute_values(cur, insert, rows)
+        project = churn_dbt_project()
+        with environ(warehouse.parse_url(url).dbt_env()):
+            invocation = DbtCliResource(project_dir=project).cli(
+                ["build", "--select", "online_predictions_realized"],
+                target_path=tmp_path,
+                raise_on_error=False,
+            )
+            invocation.wait()
+        assert invocation.is_successful()  # the model and its tests
+        built = _frame(
+            url,
+            "select * from analytics.online_predictions_realized "
+            f"where request_id like '{prefix}%' order by request_id",
+        )
+    finally:
+        with warehouse.connect(url) as conn, conn.cursor() as cur:
+            cur.execute(
+                f"delete from {ONLINE_PREDICTIONS_TABLE} where request_id like %s", (prefix + "%",)
+            )
+    assert list(built["request_id"]) == [prefix + "churner", prefix + "stayer"]
+    assert list(built["customer_id"]) == [churner.customer_id, stayer.customer_id]
+    assert list(built["churned"]) == [1, 0]
+    assert list(built["as_of"]) == [churner.as_of, stayer.as_of]
+    assert list(built["shadow_model_version"]) == ["2", None]
+    assert built["shadow_probability"].iloc[0] == 0.4
+    assert list(built.columns) == [
+        "request_id", "scored_at", "customer_id", "as_of", "served_by", "model_version",
+        "churn_probability", "risk_band", "shadow_model_version", "shadow_probability",
+        "churned",
+    ]  # fmt: skip
