@@ -38,10 +38,6 @@ ANALYTICS_SELECT = "path:models/analytics"
 PERIOD_MODELS = ("customer_features", "churn_labels", "training_snapshot")
 PERIOD_SELECT = " ".join(PERIOD_MODELS)
 CURRENT_SELECT = "current_features"
-# Analyst models over the online prediction log (written by the scorer, outside Dagster):
-# rebuilt after the analyst tables over the scores, see _after_the_analyst_tables.
-PREDICTION_LOG_MODELS = ("online_predictions_realized",)
-_BUILT_AFTER = dg.AssetKey("customer_360")
 
 
 @cache
@@ -120,29 +116,11 @@ def _automation_condition(props: Mapping[str, Any]) -> dg.AutomationCondition:
 
     if props["resource_type"] == "seed":
         return automation.WHEN_MISSING
-    if props["name"] in PREDICTION_LOG_MODELS:
-        return _after_the_analyst_tables()
     if _group_name(props) == "analytics":
         return automation.EAGER_OVER_SCORED_PERIODS
     if props["name"] in PERIOD_MODELS:
         return automation.EVERY_PERIOD_EAGER
     return automation.GATED_EAGER
-
-
-def _after_the_analyst_tables() -> dg.AutomationCondition:
-    """The prediction log's analyst models: rebuilt on the tick after the analyst tables
-    over the scores updated (a new period or champion; earlier predictions' labels mature
-    with the period). Neither the log (written outside Dagster) nor the scores are upstream
-    of them, so the analyst tables' own condition would never request them; and a model's
-    "will be requested" is not known yet when these are evaluated, so they follow one tick
-    later, in a run of their own."""
-    from churn_assets.defs import automation
-
-    return (
-        dg.AutomationCondition.asset_matches(_BUILT_AFTER, dg.AutomationCondition.newly_updated())
-        & ~dg.AutomationCondition.in_progress()
-        & automation.NO_FAILED_UPSTREAM_GATE
-    ).with_label(f"after {_BUILT_AFTER.to_user_string()} updates, unless an upstream gate failed")
 
 
 def _group_name(props: Mapping[str, Any]) -> str:

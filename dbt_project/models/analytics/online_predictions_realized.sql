@@ -3,6 +3,13 @@
 -- customer's label for the period whose features the scorer used (features_as_of), so a
 -- prediction appears once that period's label window has closed. Requests that sent their
 -- own features (no customer id, no features_as_of) have no label and never appear.
+--
+-- A view: the scorer appends to the log all the time, outside Dagster, so a table would be
+-- stale a second after it was built. It is (re)created in the analytics run with the other
+-- analyst tables (the depends_on below puts it there, after customer_360), which also brings
+-- it back if a full refresh of churn_labels dropped it (Postgres drops dependent views).
+-- depends_on: {{ ref('customer_360') }}
+{{ config(materialized='view') }}
 
 with
 
