@@ -7,6 +7,7 @@ results are computed here with onnxruntime on the registered files, not by the s
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +17,9 @@ import numpy as np
 import pandas as pd
 import psycopg2
 import pytest
+from click.testing import CliRunner
 
+from churn_assets.cli import main
 from churn_assets.ml.bands import RiskBands
 from churn_assets.ml.export import OnnxScorer
 from churn_assets.ml.features import to_model_inputs
@@ -138,6 +141,21 @@ def test_every_shadowed_request_is_logged_with_the_challengers_own_score(
     samples = metric_samples(scrape)
     assert samples[("churn_shadow_predictions_total", frozenset())] == 200
     assert samples[("churn_shadow_disagreements_total", frozenset())] == disagreeing
+
+
+def test_churn_status_shows_the_shadow_comparison_of_the_pair(
+    shadowed: tuple[list[dict[str, Any]], list[dict[str, Any]], str], registry: Registry
+) -> None:
+    result = CliRunner().invoke(main, ["status", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    shadow = json.loads(result.output)["shadow"]
+    assert shadow["rows"] >= 200
+    pair = shadow["pairs"][-1]
+    assert (pair["champion_version"], pair["challenger_version"]) == (
+        registry.version["demo"],
+        registry.version["retrained"],
+    )
+    assert pair["rows"] >= 200
 
 
 def test_canary_serves_its_share_of_customers_with_the_challenger_and_keeps_them(
