@@ -11,6 +11,8 @@ for the challenger's share of customers). ``shadow_*`` hold the other model's re
 the champion and the challenger differ (the challenger's on a champion row, the champion's
 on a canary row); null when there was no second model. :func:`read_shadow_results` turns
 the rows with a second model back into champion and challenger, for the shadow comparison.
+``batch_item`` is null for ``/predict`` and the item's index for ``/predict/batch``, whose
+items share the batch's request id (``request_id`` and ``batch_item`` are unique together).
 """
 
 from __future__ import annotations
@@ -38,12 +40,13 @@ COLUMNS = (
     "shadow_model_sha256",
     "shadow_probability",
     "shadow_risk_band",
+    "batch_item",
 )
 
 CREATE_TABLE = f"""
 create schema if not exists {ONLINE_PREDICTIONS_TABLE.split(".")[0]};
 create table if not exists {ONLINE_PREDICTIONS_TABLE} (
-    request_id text primary key,
+    request_id text not null,
     scored_at timestamptz not null,
     customer_id text,
     input_hash text not null,
@@ -58,8 +61,14 @@ create table if not exists {ONLINE_PREDICTIONS_TABLE} (
     shadow_model_version text,
     shadow_model_sha256 text,
     shadow_probability double precision,
-    shadow_risk_band text
+    shadow_risk_band text,
+    batch_item integer
 );
+-- Added with /predict/batch logging: a batch's items share its request id.
+alter table {ONLINE_PREDICTIONS_TABLE} add column if not exists batch_item integer;
+alter table {ONLINE_PREDICTIONS_TABLE} drop constraint if exists online_predictions_pkey;
+create unique index if not exists online_predictions_request_item
+    on {ONLINE_PREDICTIONS_TABLE} (request_id, coalesce(batch_item, -1));
 """
 
 

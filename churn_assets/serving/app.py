@@ -140,10 +140,11 @@ def create_app(
     ``bands`` default to the deployment's policy (the ``CHURN_RISK_*`` edges batch scoring
     uses too). ``metrics`` (a fresh registry by default) is what ``GET /metrics`` shows;
     the holder records its model swaps and reloads into it. ``prediction_log`` (if given)
-    gets every prediction ``/predict`` serves, queued without waiting. ``challenger`` (a
-    holder of the ``challenger`` alias), when it holds another version than ``holder``, is
-    shadow-scored on every ``/predict`` (results in the log, so it needs ``prediction_log``)
-    and serves ``canary_percent`` % of customers by id."""
+    gets every prediction ``/predict`` and ``/predict/batch`` serve, queued without
+    waiting. ``challenger`` (a holder of the ``challenger`` alias), when it holds another
+    version than ``holder``, is shadow-scored on every prediction (results in the log, so
+    it needs ``prediction_log``) and serves ``canary_percent`` % of customers by id on
+    ``/predict``."""
     risk = bands or RiskBands.from_policy(load_policy())
     metrics = metrics or ServingMetrics()
     holder.attach_metrics(metrics)
@@ -271,6 +272,7 @@ def create_app(
 
     def score_batch(body: bytes, content_type: str | None) -> Response:
         """Parse, look up, score and serialise one batch: all of it in a worker thread."""
+        started = time.perf_counter()
         request = parse_batch(body, content_type)
         request_id = str(uuid.uuid4())
         ids = list(dict.fromkeys(i.customer_id for i in request.items if i.customer_id))
@@ -295,7 +297,9 @@ def create_app(
                 features.append(item.features)
                 as_ofs.append(None)
         model = serving_model()
-        probabilities = score(model, model_inputs(features)).tolist()
+        shadow = active_challenger(model)
+        inputs = model_inputs(features)
+        probabilities = score(model, inputs).tolist()
         dumped = [f.model_dump() for f in features]
         prediction = BatchPrediction(
             served_by="champion",
@@ -319,6 +323,9 @@ def create_app(
                 )
             ],
         )
+        served_counters["champion"].inc(len(features))
+        if prediction_log is not None:
+            _log_batch(prediction_log, prediction, model, shadow, inputs, started)
         return Response(
             prediction.model_dump_json(),
             media_type="application/json",
@@ -407,6 +414,43 @@ def create_app(
         routes=[route.path for route in app.routes if hasattr(route, "path")],
     )
     return app
+
+
+def _log_batch(
+    prediction_log: PredictionLog,
+    batch: BatchPrediction,
+    model: LoadedModel,
+    shadow: LoadedModel | None,
+    inputs: ModelInputs,
+    started: float,
+) -> None:
+    """One log row per item (``batch_item`` is its index; the latency is the batch's), each
+    with its shadow job when a challenger is active. The canary does not apply to batches:
+    one answer names one model."""
+    latency_ms = (time.perf_counter() - started) * 1000
+    for index, item in enumerate(batch.predictions):
+        job = None
+        if shadow is not None:
+            row = slice(index, index + 1)  # views into the batch's arrays, no copies
+            job = ShadowJob(shadow, ModelInputs(inputs.numeric[row], inputs.category[row]))
+        prediction_log.submit(
+            LoggedPrediction(
+                request_id=batch.request_id,
+                scored_at=batch.scored_at,
+                customer_id=item.customer_id,
+                input_hash=item.input_hash,
+                features_as_of=item.features_as_of,
+                model_name=model.name,
+                model_version=model.version,
+                model_sha256=model.sha256,
+                churn_probability=item.churn_probability,
+                risk_band=item.risk_band,
+                latency_ms=latency_ms,
+                served_by=batch.served_by,
+                batch_item=index,
+            ),
+            job,
+        )
 
 
 def _challenger_info(

@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # challenger.py imports this module
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CAPACITY = 10_000  # ~10 s of a busy scorer while the warehouse is slow
+DEFAULT_CAPACITY = 20_000  # two full batches, or ~10 s of a busy scorer's single requests
 BATCH_ROWS = 500
 FLUSH_SECONDS = 0.5  # the longest a queued prediction waits for its batch
 _POLL_SECONDS = 0.05  # how often a lingering batch looks for more rows
@@ -63,6 +63,7 @@ class LoggedPrediction:
     shadow_model_sha256: str | None = None
     shadow_probability: float | None = None
     shadow_risk_band: str | None = None
+    batch_item: int | None = None  # the item's index in a /predict/batch request
 
 
 if tuple(f.name for f in fields(LoggedPrediction)) != COLUMNS:

@@ -150,7 +150,7 @@ def test_online_predictions_realized_joins_logged_predictions_to_matured_labels(
             prefix + name, "2026-02-01T12:00:00+00:00", customer, "0" * 64,
             str(as_of) if as_of is not None else None, "churn-model", "1", "a" * 64, 0.7,
             "high", 2.0, "champion", "2" if shadow else None, "b" * 64 if shadow else None,
-            0.4 if shadow else None, "medium" if shadow else None,
+            0.4 if shadow else None, "medium" if shadow else None, None,
         )  # fmt: skip
 
     rows = [
@@ -189,7 +189,8 @@ def test_online_predictions_realized_joins_logged_predictions_to_matured_labels(
     assert list(built["shadow_model_version"]) == ["2", None]
     assert built["shadow_probability"].iloc[0] == 0.4
     assert list(built.columns) == [
-        "request_id", "scored_at", "customer_id", "as_of", "served_by", "model_version",
+        "request_id", "batch_item", "scored_at", "customer_id", "as_of", "served_by",
+        "model_version",
         "churn_probability", "risk_band", "shadow_model_version", "shadow_probability",
         "churned",
     ]  # fmt: skip

@@ -239,3 +239,48 @@ def test_health_names_the_challenger_and_no_shadow_when_it_is_the_champion(
         finally:
             registry.point(CHALLENGER_ALIAS, "retrained")
             assert challenger.refresh()
+
+
+def test_a_batch_is_logged_one_row_per_item_with_its_shadow(
+    holders: tuple[ChampionHolder, ChampionHolder],
+    rows: pd.DataFrame,
+    source: FeatureSource,
+    registry: Registry,
+    embedded_url: str,
+) -> None:
+    champion, challenger = holders
+    items: list[dict[str, Any]] = [{"customer_id": c} for c in rows["customer_id"][:30]]
+    items += [{"features": payload(row)} for _, row in rows.iloc[30:40].iterrows()]
+    metrics = ServingMetrics()
+    log = PredictionLog(embedded_url, metrics, shadow=ShadowScorer(BANDS, metrics))
+    log.start()
+    app = create_app(
+        champion,
+        source,
+        None,
+        metrics=metrics,
+        prediction_log=log,
+        challenger=challenger,
+        canary_percent=100.0,  # batches stay on the champion whatever the canary
+    )
+    try:
+        with BackgroundServer(app) as server, httpx.Client(base_url=server.url) as client:
+            response = client.post("/predict/batch", json={"items": items})
+        assert response.status_code == 200, response.text
+    finally:
+        log.close()
+    answer = response.json()
+    assert answer["served_by"] == "champion"
+    logged = _logged(embedded_url, [answer["request_id"]]).sort_values("batch_item")
+    assert list(logged["batch_item"]) == list(range(40))
+    assert list(logged["customer_id"].where(logged["customer_id"].notna(), None)) == [
+        item["customer_id"] for item in answer["predictions"]
+    ]
+    np.testing.assert_array_equal(
+        logged["churn_probability"], [item["churn_probability"] for item in answer["predictions"]]
+    )
+    assert set(logged["model_version"]) == {registry.version["demo"]}
+    features = pd.DataFrame([payload(row) for _, row in rows.iloc[:40].iterrows()])
+    expected = OnnxScorer(registry.onnx["retrained"]).predict(to_model_inputs(features))
+    np.testing.assert_allclose(logged["shadow_probability"], expected, atol=1e-6)
+    assert set(logged["shadow_model_version"]) == {registry.version["retrained"]}

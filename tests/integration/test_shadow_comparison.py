@@ -52,6 +52,7 @@ def _logged(
         None if shadow is None else "b" * 64,
         shadow_probability,
         shadow_band,
+        None,  # batch_item: a POST /predict
     )
 
 

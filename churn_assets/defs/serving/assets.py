@@ -23,7 +23,8 @@ online_predictions = dg.AssetSpec(
     group_name=GROUP,
     kinds={"postgres"},
     description=f"Every prediction `churn serve` answered (`{ONLINE_PREDICTIONS_TABLE}`), "
-    "written by the scorer, not by Dagster. A row is one POST /predict: the model that "
+    "written by the scorer, not by Dagster. A row is one POST /predict (or one item of a "
+    "POST /predict/batch, batch_item its index): the model that "
     "answered (served_by: champion, or canary for the challenger's share), its probability "
     "and risk band, the features' as_of when asked by customer id, and the other model's "
     "result (shadow_*) while the challenger differs from the champion.",

@@ -29,6 +29,7 @@ by_customer as (
 
     select
         request_id,
+        batch_item,
         scored_at,
         customer_id,
         features_as_of::date as as_of,
@@ -48,6 +49,7 @@ final as (
 
     select
         by_customer.request_id,
+        by_customer.batch_item,
         by_customer.scored_at,
         by_customer.customer_id,
         by_customer.as_of,
