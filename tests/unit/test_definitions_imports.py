@@ -36,4 +36,3 @@ def test_loading_the_definitions_imports_no_ml_library() -> None:
         "costs seconds per run. Import them inside the asset/check/sensor body that uses them "
         "(and under `if TYPE_CHECKING:` for annotations)."
     )
-
