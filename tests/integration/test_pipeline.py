@@ -106,7 +106,17 @@ def test_demo_trains_gates_exports_and_registers_a_model(demo: tuple[Result, Pat
     status = CliRunner().invoke(main, ["status", "--json"])
     assert status.exit_code == 0, status.output
     report = json.loads(status.output)
-    assert set(report) == {"tracking_uri", "model_name", "latest_model", "champion", "realized"}
+    assert set(report) == {
+        "tracking_uri",
+        "model_name",
+        "latest_model",
+        "champion",
+        "realized",
+        "shadow",
+    }
+    # the warehouse is reachable, so the shadow comparison is computed (maybe still empty:
+    # other modules in this session may have served with a challenger)
+    assert set(report["shadow"]) == {"rows", "pairs", "summary"}
     # The demo registered version 1 (later session tests may register more).
     latest = tracking.describe_version(load_settings().resolved_tracking_uri, "1")
     assert int(report["latest_model"]["version"]) >= 1
