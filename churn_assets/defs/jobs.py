@@ -11,13 +11,15 @@ _MONITORING = dg.AssetSelection.groups("monitoring")
 _SCORING = dg.AssetSelection.groups("scoring", "analytics")
 # The champion is decided in promotion_job, one run per registered version.
 _PROMOTION = dg.AssetSelection.groups("promotion")
+# The online scorer's log and its shadow comparison: written and read outside the pipeline.
+_SERVING = dg.AssetSelection.groups("serving")
 _PERIOD_FEATURES = dg.AssetSelection.groups("staging", "features")
 
 # Raw files -> features -> gated, registered model, in one run (the benchmarks, a person in
 # the UI). Under automation the same assets update by their conditions instead.
 churn_pipeline = dg.define_asset_job(
     "churn_pipeline",
-    selection=dg.AssetSelection.all() - _MONITORING - _SCORING - _PROMOTION,
+    selection=dg.AssetSelection.all() - _MONITORING - _SCORING - _PROMOTION - _SERVING,
     description="Raw files -> warehouse -> dbt features and labels of the run's periods -> "
     "training cohorts -> gated model -> ONNX -> registered version, and its backtest.",
 )

@@ -88,7 +88,7 @@ def test_dbt_tests_become_asset_checks_on_the_models(defs: dg.Definitions) -> No
         (
             "churn_pipeline",
             {"raw_orders", "training_snapshot", "churn_model_version"},
-            {"feature_drift"},
+            {"feature_drift", "shadow_comparison"},
         ),
         # what the retraining sensor launches: from the built snapshots, unpartitioned
         (
