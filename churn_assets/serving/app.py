@@ -52,7 +52,7 @@ from churn_assets.serving.guards import (
     validation_error_response,
 )
 from churn_assets.serving.metrics import SERVED_BY, MetricsMiddleware, ServingMetrics
-from churn_assets.serving.model_store import ChampionHolder, LoadedModel
+from churn_assets.serving.model_store import ChampionHolder, LoadedModel, RefreshError
 from churn_assets.serving.prediction_log import LoggedPrediction, PredictionLog
 from churn_assets.serving.schemas import (
     BatchItem,
@@ -370,9 +370,7 @@ def create_app(
             model=_model_info(model) if model is not None else None,
             polling=holder.polling,
             last_refresh_at=state.last_refresh_at,
-            last_error=RefreshErrorInfo(message=error.message, at=error.at, version=error.version)
-            if error is not None
-            else None,
+            last_error=_refresh_error_info(error),
             feature_store=FeatureStoreInfo(
                 status="ok" if features_ok else "degraded" if source.available else "unavailable",
                 table=source.table,
@@ -429,10 +427,6 @@ def _log_batch(
     one answer names one model."""
     latency_ms = (time.perf_counter() - started) * 1000
     for index, item in enumerate(batch.predictions):
-        job = None
-        if shadow is not None:
-            row = slice(index, index + 1)  # views into the batch's arrays, no copies
-            job = ShadowJob(shadow, ModelInputs(inputs.numeric[row], inputs.category[row]))
         prediction_log.submit(
             LoggedPrediction(
                 request_id=batch.request_id,
@@ -449,7 +443,7 @@ def _log_batch(
                 served_by=batch.served_by,
                 batch_item=index,
             ),
-            job,
+            ShadowJob(shadow, inputs, index) if shadow is not None else None,
         )
 
 
@@ -457,15 +451,18 @@ def _challenger_info(
     holder: ChampionHolder, active: LoadedModel | None, canary_percent: float
 ) -> ChallengerInfo:
     state = holder.state()
-    error = state.last_error
     return ChallengerInfo(
         model=_model_info(state.model) if state.model is not None else None,
         active=active is not None,
         canary_percent=canary_percent,
-        last_error=RefreshErrorInfo(message=error.message, at=error.at, version=error.version)
-        if error is not None
-        else None,
+        last_error=_refresh_error_info(state.last_error),
     )
+
+
+def _refresh_error_info(error: RefreshError | None) -> RefreshErrorInfo | None:
+    if error is None:
+        return None
+    return RefreshErrorInfo(message=error.message, at=error.at, version=error.version)
 
 
 def _model_info(model: LoadedModel) -> ModelInfo:

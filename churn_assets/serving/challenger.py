@@ -51,10 +51,12 @@ def in_canary(customer_id: str, percent: float) -> bool:
 
 @dataclass(frozen=True)
 class ShadowJob:
-    """What a request leaves for the shadow: the second model and the row it scores."""
+    """What a request leaves for the shadow: the second model and the row it scores
+    (``row`` of ``inputs``: a batch's items share the batch's arrays)."""
 
     model: LoadedModel
     inputs: ModelInputs
+    row: int = 0
 
 
 class ShadowScorer:
@@ -82,11 +84,13 @@ class ShadowScorer:
             indices = [index for index, _ in jobs]
             try:
                 inputs = ModelInputs(
-                    numeric=np.concatenate([job.inputs.numeric for _, job in jobs]),
-                    category=np.concatenate([job.inputs.category for _, job in jobs]),
+                    numeric=np.concatenate([j.inputs.numeric[j.row : j.row + 1] for _, j in jobs]),
+                    category=np.concatenate(
+                        [j.inputs.category[j.row : j.row + 1] for _, j in jobs]
+                    ),
                 )
-                probabilities = model.predict(inputs).tolist()
-                bands = [self._bands.band(p) for p in probabilities]
+                scored = model.predict(inputs)
+                probabilities, bands = scored.tolist(), self._bands.bands(scored).tolist()
             except Exception as exc:  # the rows still go to the log, without a shadow
                 log.warning(
                     "shadow scoring with %s v%s failed for %d rows: %s",

@@ -161,6 +161,7 @@ class ChampionHolder:
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         intra_op_threads: int | None = 1,
         initial: LoadedModel | None = None,
+        reuse: Callable[[], LoadedModel | None] | None = None,
     ) -> None:
         self.name = name
         self.alias = alias
@@ -173,6 +174,7 @@ class ChampionHolder:
         self._poller = Poller(self.refresh, poll_seconds, alias)
         self._last_logged: tuple[str | None, str] | None = None
         self._metrics: ServingMetrics | None = None
+        self._reuse = reuse
 
     def attach_metrics(self, metrics: ServingMetrics) -> None:
         """Record model swaps (``churn_model_info``) and loads of new versions
@@ -191,8 +193,11 @@ class ChampionHolder:
         alias: str = CHAMPION,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         intra_op_threads: int | None = 1,
+        reuse: Callable[[], LoadedModel | None] | None = None,
     ) -> ChampionHolder:
-        """A holder following ``alias`` in the registry; empty until :meth:`refresh`."""
+        """A holder following ``alias`` in the registry; empty until :meth:`refresh`.
+        ``reuse`` offers a model another holder already loaded (taken when it is the version
+        the alias names, instead of downloading and loading it a second time)."""
         return cls(
             mlflow_resolver(tracking_uri, name, alias),
             mlflow_fetcher(tracking_uri, name),
@@ -200,6 +205,7 @@ class ChampionHolder:
             alias=alias,
             poll_seconds=poll_seconds,
             intra_op_threads=intra_op_threads,
+            reuse=reuse,
         )
 
     @classmethod
@@ -271,7 +277,7 @@ class ChampionHolder:
                     self._finish(None, None)
                     return False
                 loading = True
-                new = self._load(attempted)
+                new = self._reusable(attempted) or self._load(attempted)
             except Exception as exc:  # any failure: keep serving, report on /health
                 self._finish(None, RefreshError(_describe(exc), datetime.now(UTC), attempted))
                 if loading and self._metrics is not None:
@@ -291,6 +297,12 @@ class ChampionHolder:
                 new.sha256,
             )
             return True
+
+    def _reusable(self, version: str) -> LoadedModel | None:
+        """``reuse``'s model when it is ``version`` (already downloaded and verified, and
+        immutable): the challenger alias usually names the champion's version."""
+        model = self._reuse() if self._reuse is not None else None
+        return model if model is not None and model.version == version else None
 
     def _load(self, version: str) -> LoadedModel:
         # The download only lives until the session is built: onnxruntime reads the whole

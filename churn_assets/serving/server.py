@@ -9,10 +9,9 @@ It reads the settings (MLflow tracking URI, warehouse URL or the embedded Postgr
 canary share), loads the online copy of ``marts.current_features``, the current
 ``champion`` of ``churn-model`` and its ``challenger`` if any (raising
 :class:`ServingError` when the warehouse cannot be reached or there is no champion to load:
-the CLI turns it into a one-line error), starts the pollers
-that follow the aliases and the feature table, and runs uvicorn until interrupted. It binds
-loopback by default: exposing the API is a deliberate ``host="0.0.0.0"``, best with an
-``api_key``.
+the CLI turns it into a one-line error), starts the pollers that follow the aliases and
+the feature table, and runs uvicorn until interrupted. It binds loopback by default:
+exposing the API is a deliberate ``host="0.0.0.0"``, best with an ``api_key``.
 :func:`build_service` is the same stack without uvicorn (the benchmark serves it itself).
 """
 
@@ -115,9 +114,13 @@ def build_service(
     except BaseException:
         source.close()
         raise
-    # No challenger is normal (nothing kept yet): the holder records it and polls on.
+    # No challenger is normal (nothing kept yet): the holder records it and polls on. After
+    # a promotion both aliases name one version: the champion's model is taken, not reloaded.
     challenger = ChampionHolder.from_mlflow(
-        settings.resolved_tracking_uri, alias=CHALLENGER_ALIAS, poll_seconds=poll_seconds
+        settings.resolved_tracking_uri,
+        alias=CHALLENGER_ALIAS,
+        poll_seconds=poll_seconds,
+        reuse=lambda: holder.model,
     )
     challenger.refresh()
     # The embedded server already runs (the feature copy started it): this only names it.

@@ -603,3 +603,21 @@ def test_no_model_yet_answers_503_and_health_says_why() -> None:
         response = client.post("/predict", json={"features": features})
         assert response.status_code == 503
         assert "no model loaded" in response.json()["detail"]
+
+
+def test_a_holder_takes_another_holders_model_of_the_same_version(demo_model_dir: Path) -> None:
+    champion = ChampionHolder.from_file(demo_model_dir / ONNX_FILE, version="1")
+    versions = {"challenger": "1"}
+    challenger = ChampionHolder(
+        lambda: versions["challenger"],
+        _raise(AssertionError("the same version is not downloaded again")),
+        alias="challenger",
+        reuse=lambda: champion.model,
+    )
+    assert challenger.refresh() is True
+    assert challenger.model is champion.model  # one session, not two
+    versions["challenger"] = "2"  # another version: the fetcher is asked (and fails here)
+    assert challenger.refresh() is False
+    state = challenger.state()
+    assert state.model is champion.model and state.last_error is not None
+    assert "not downloaded again" in state.last_error.message
