@@ -24,6 +24,7 @@ Finally the steps inside one ``/predict`` are timed in process, without HTTP.
     churn demo                          # once, if CHURN_HOME holds no demo yet
     python benchmarks/serving.py        # 1 and 4 client threads, 2,000 requests each
     python benchmarks/serving.py --threads 4 --requests 5000 --access-log
+    python benchmarks/serving.py --threads 1 --scenario "POST /predict with customer_id"
 """
 
 from __future__ import annotations
@@ -273,6 +274,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2_000, help="timed, per scenario")
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--access-log", action="store_true", help="uvicorn access log on")
+    parser.add_argument(
+        "--scenario",
+        nargs="+",
+        default=list(SCENARIOS),
+        choices=list(SCENARIOS),
+        metavar="NAME",
+        help="only these scenarios (default: all)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -295,7 +304,8 @@ def main() -> None:
         load_before = os.getloadavg()[0]
         rows = []
         for n_threads in args.threads:
-            for name, (method, path, kind) in SCENARIOS.items():
+            for name in args.scenario:
+                method, path, kind = SCENARIOS[name]
                 run_scenario(url, method, path, bodies[kind], args.warmup, 1)
                 result = run_scenario(url, method, path, bodies[kind], args.requests, n_threads)
                 if result.errors:

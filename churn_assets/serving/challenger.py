@@ -6,9 +6,9 @@ scorer holds both (the challenger is loaded and verified like the champion, by a
 
 - **shadow**: every ``/predict`` is also scored by the other model, off the request path.
   The request only attaches a :class:`ShadowJob` (the second model, read once, and the
-  input row the first model scored) to its log row; the log's writer thread completes the
-  batch with :class:`ShadowScorer` (one onnxruntime call per model and batch) before the
-  insert. The response is exactly what the serving model alone would answer.
+  input row the first model scored) to its log row; the log's writer thread scores each
+  batch with :class:`ShadowScorer` (one onnxruntime call per model) before writing it.
+  The response is exactly what the serving model alone would answer.
 - **canary**: ``CHURN_CANARY_PERCENT`` of customers are served by the challenger, chosen
   by a hash of the customer id (:func:`in_canary`), so a customer always gets the same
   model while the pair stands. Requests with features and no id stay on the champion.
@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from churn_assets.ml.bands import RiskBands
 from churn_assets.ml.features import ModelInputs
 from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.model_store import LoadedModel
-from churn_assets.serving.prediction_log import LoggedPrediction
+from churn_assets.serving.prediction_log import Buffered
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,17 @@ class ShadowJob:
     row: int = 0
 
 
+class ShadowScores(NamedTuple):
+    """One shadow model's answers for some rows of a batch (``rows`` index the batch)."""
+
+    model: LoadedModel
+    rows: list[int]
+    probabilities: list[float]
+    risk_bands: list[str]
+
+
 class ShadowScorer:
-    """Completes queued log rows with the shadow model's result, in the log's writer thread.
+    """Scores buffered log rows with their shadow model, in the log's writer thread.
 
     A failure here never loses the log rows: they are written without a shadow result and
     the reason is logged (the counters then show fewer shadow predictions than requests).
@@ -71,45 +81,37 @@ class ShadowScorer:
         self._predictions = metrics.shadow_predictions
         self._disagreements = metrics.shadow_disagreements
 
-    def complete(
-        self, batch: Sequence[tuple[LoggedPrediction, ShadowJob | None]]
-    ) -> list[LoggedPrediction]:
-        rows = [row for row, _ in batch]
-        by_model: dict[int, list[tuple[int, ShadowJob]]] = {}  # one call per model and batch
-        for index, (_, job) in enumerate(batch):
-            if job is not None:
-                by_model.setdefault(id(job.model), []).append((index, job))
-        for jobs in by_model.values():
-            model = jobs[0][1].model
-            indices = [index for index, _ in jobs]
+    def score(self, batch: Sequence[Buffered]) -> list[ShadowScores]:
+        """The shadow's answers for the rows that have a job, one onnxruntime call per model
+        (a canary row's shadow is the champion, the others' the challenger)."""
+        by_model: dict[int, list[tuple[int, ShadowJob]]] = {}
+        for index, buffered in enumerate(batch):
+            if buffered.shadow is not None:
+                by_model.setdefault(id(buffered.shadow.model), []).append((index, buffered.shadow))
+        scores = []
+        for grouped in by_model.values():
+            rows = [index for index, _ in grouped]
+            jobs = [job for _, job in grouped]
+            model = jobs[0].model
             try:
                 inputs = ModelInputs(
-                    numeric=np.concatenate([j.inputs.numeric[j.row : j.row + 1] for _, j in jobs]),
-                    category=np.concatenate(
-                        [j.inputs.category[j.row : j.row + 1] for _, j in jobs]
-                    ),
+                    numeric=np.concatenate([j.inputs.numeric[j.row : j.row + 1] for j in jobs]),
+                    category=np.concatenate([j.inputs.category[j.row : j.row + 1] for j in jobs]),
                 )
                 scored = model.predict(inputs)
-                probabilities, bands = scored.tolist(), self._bands.bands(scored).tolist()
+                bands = self._bands.bands(scored).tolist()
             except Exception as exc:  # the rows still go to the log, without a shadow
                 log.warning(
                     "shadow scoring with %s v%s failed for %d rows: %s",
                     model.name,
                     model.version,
-                    len(indices),
+                    len(rows),
                     exc,
                 )
                 continue
-            disagreeing = 0
-            for i, probability, band in zip(indices, probabilities, bands, strict=True):
-                rows[i] = replace(
-                    rows[i],
-                    shadow_model_version=model.version,
-                    shadow_model_sha256=model.sha256,
-                    shadow_probability=probability,
-                    shadow_risk_band=band,
-                )
-                disagreeing += band != rows[i].risk_band
-            self._predictions.inc(len(indices))
-            self._disagreements.inc(disagreeing)
-        return rows
+            scores.append(ShadowScores(model, rows, scored.tolist(), bands))
+            self._predictions.inc(len(rows))
+            self._disagreements.inc(
+                sum(band != batch[row].risk_band for row, band in zip(rows, bands, strict=True))
+            )
+        return scores

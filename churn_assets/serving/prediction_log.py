@@ -1,29 +1,33 @@
 """The online prediction log: every served prediction into ``scoring.online_predictions``,
 off the request path.
 
-A request only puts a :class:`LoggedPrediction` on a bounded queue (``put_nowait``): when
-the queue is full the prediction is left out of the log and counted
-(``churn_prediction_log_dropped_total``), so a slow or absent warehouse never slows a request.
-One writer thread gathers what is queued into batches (up to ``BATCH_ROWS`` rows, none
-waiting more than ``FLUSH_SECONDS``) and writes each with one ``COPY``; it drains the queue
-on :meth:`PredictionLog.close`, so the rows of a scorer that stops cleanly are all written.
-A batch that cannot be written is dropped and counted too; the next batch reconnects. With
-a :class:`~churn_assets.serving.challenger.ShadowScorer`, the writer also completes each
-batch with the shadow model's results before writing it, so shadow scoring costs the
+A request only formats its row as a line of ``COPY`` text and appends it to a bounded buffer
+(when the buffer is full the prediction is left out of the log and counted,
+``churn_prediction_log_dropped_total``), so a slow or absent warehouse never slows a request.
+One writer thread takes the buffer in batches (``BATCH_ROWS`` rows, or what is there after
+``FLUSH_SECONDS``) and writes each with one ``COPY``; it drains the buffer on
+:meth:`PredictionLog.close`, so the rows of a scorer that stops cleanly are all written. A
+batch that cannot be written is dropped and counted too; the next batch reconnects. With a
+:class:`~churn_assets.serving.challenger.ShadowScorer`, the writer first scores the batch
+with the shadow model and adds its results to the lines, so shadow scoring costs the
 request nothing either.
+
+Why the request formats its own line: the writer shares the GIL with the event loop, and
+a request that arrives while the writer runs Python waits for it. Formatting a 500-row batch
+in the writer held the GIL ~5 ms at a time, and polling the queue every 50 ms woke it 20
+times a second; together they made most of the p99 of ``/predict`` (benchmarks/RESULTS.md).
+A line costs a request ~3 us, the same every time; the writer now wakes once per batch and
+holds the GIL well under a millisecond.
 """
 
 from __future__ import annotations
 
+import collections
 import io
 import logging
-import operator
-import queue
 import threading
-import time
-from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import psycopg2
 import psycopg2.extensions
@@ -33,19 +37,18 @@ from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 from churn_assets.serving.metrics import ServingMetrics
 
 if TYPE_CHECKING:  # challenger.py imports this module
-    from churn_assets.serving.challenger import ShadowJob, ShadowScorer
+    from churn_assets.serving.challenger import ShadowJob, ShadowScorer, ShadowScores
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CAPACITY = 20_000  # two full batches, or ~10 s of a busy scorer's single requests
+DEFAULT_CAPACITY = 20_000  # ~10 s of a busy scorer's single requests
 BATCH_ROWS = 500
-FLUSH_SECONDS = 0.5  # the longest a queued prediction waits for its batch
-_POLL_SECONDS = 0.05  # how often a lingering batch looks for more rows
+FLUSH_SECONDS = 0.5  # about the longest a buffered prediction waits for its batch
 
 
-@dataclass(frozen=True)
-class LoggedPrediction:
-    """One row of the log; field order is the table's column order."""
+class LoggedPrediction(NamedTuple):
+    """What a request knows of its row of the log (the writer adds the shadow's columns).
+    A tuple: built on the request path, 0.4 us against 1.6 for a frozen dataclass."""
 
     request_id: str
     scored_at: datetime
@@ -59,46 +62,67 @@ class LoggedPrediction:
     risk_band: str
     latency_ms: float
     served_by: str  # champion | canary
-    shadow_model_version: str | None = None
-    shadow_model_sha256: str | None = None
-    shadow_probability: float | None = None
-    shadow_risk_band: str | None = None
     batch_item: int | None = None  # the item's index in a /predict/batch request
 
 
-if tuple(f.name for f in fields(LoggedPrediction)) != COLUMNS:
+# COPY in the text format costs ~10 us a row, all in, where execute_values' INSERT (mogrify
+# per row, then the server parsing it) cost ~30 us (benchmarks/RESULTS.md). Request ids are
+# fresh uuids, so COPY's lack of ON CONFLICT loses nothing. The shadow's columns come last
+# so the writer can append them to the line the request made.
+_SHADOW_FIELDS = (
+    "shadow_model_version",
+    "shadow_model_sha256",
+    "shadow_probability",
+    "shadow_risk_band",
+)
+_HEAD_FIELDS: tuple[str, ...] = LoggedPrediction._fields
+if sorted(_HEAD_FIELDS + _SHADOW_FIELDS) != sorted(COLUMNS):
     raise RuntimeError(f"LoggedPrediction is out of sync with {ONLINE_PREDICTIONS_TABLE}")
-
-# The writer shares the GIL (and two cores) with the event loop, so its work per row is
-# what a request's tail latency pays: COPY in the text format costs ~10 us a row, all in, where
-# execute_values' INSERT (mogrify per row, then the server parsing it) cost ~30 us and put the
-# p99 of /predict from 0.75 ms to ~2 ms (benchmarks/RESULTS.md). Request ids are fresh
-# uuids, so COPY's lack of ON CONFLICT loses nothing.
-_COPY = f"copy {ONLINE_PREDICTIONS_TABLE} ({', '.join(COLUMNS)}) from stdin"
-_row_values = operator.attrgetter(*COLUMNS)  # ~1 us; dataclasses.astuple deep-copies: ~15 us
+_COPY = f"copy {ONLINE_PREDICTIONS_TABLE} ({', '.join(_HEAD_FIELDS + _SHADOW_FIELDS)}) from stdin"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_NULL = "\\N"
+_NO_SHADOW = "\t".join(["", *[_NULL] * len(_SHADOW_FIELDS)]) + "\n"
 
 
-def _copy_value(value: object) -> str:
-    if value is None:
-        return "\\N"
-    if isinstance(value, str):  # customer ids may hold a backslash
-        return value.translate(_COPY_ESCAPES)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return repr(value)  # floats: repr round-trips exactly through float8
+def _text(value: str | None) -> str:
+    """A text column: escaped (customer ids may hold a backslash or a tab), or null."""
+    return _NULL if value is None else value.translate(_COPY_ESCAPES)
 
 
-def _copy_line(prediction: LoggedPrediction) -> str:
-    return "\t".join(map(_copy_value, _row_values(prediction))) + "\n"
+def copy_head(p: LoggedPrediction) -> str:
+    """The row's COPY text, fields in :class:`LoggedPrediction`'s order (the shadow's columns
+    and the line's end follow in the writer). Request ids
+    (uuid4), input hashes (hex), timestamps, numbers and ``served_by`` need no escaping;
+    floats use ``repr``, which round-trips exactly through float8."""
+    return (
+        f"{p.request_id}\t{p.scored_at.isoformat()}\t{_text(p.customer_id)}\t{p.input_hash}\t"
+        f"{_text(p.features_as_of)}\t{_text(p.model_name)}\t{_text(p.model_version)}\t"
+        f"{_text(p.model_sha256)}\t{p.churn_probability!r}\t{_text(p.risk_band)}\t"
+        f"{p.latency_ms!r}\t{p.served_by}\t{_NULL if p.batch_item is None else p.batch_item}"
+    )
 
 
-_STOP = object()
-_Queued = tuple[LoggedPrediction, "ShadowJob | None"]
+def _shadow_tails(rows: int, scores: list[ShadowScores]) -> list[str]:
+    """The end of each of ``rows`` lines: the shadow's columns (null without a result)."""
+    tails = [_NO_SHADOW] * rows
+    for model, indices, probabilities, bands in scores:
+        prefix = f"\t{_text(model.version)}\t{_text(model.sha256)}\t"
+        band_text = {band: _text(band) for band in set(bands)}
+        for row, probability, band in zip(indices, probabilities, bands, strict=True):
+            tails[row] = f"{prefix}{probability!r}\t{band_text[band]}\n"
+    return tails
+
+
+class Buffered(NamedTuple):
+    """What a request leaves in the buffer: its line so far, and what the shadow needs."""
+
+    head: str
+    risk_band: str  # the served band, to count the shadow's disagreements
+    shadow: ShadowJob | None
 
 
 class PredictionLog:
-    """Bounded queue plus one writer thread; see the module docstring."""
+    """Bounded buffer plus one writer thread; see the module docstring."""
 
     def __init__(
         self,
@@ -112,94 +136,74 @@ class PredictionLog:
     ) -> None:
         self._url = url
         self._dropped = metrics.prediction_log_dropped
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=capacity)
+        # A deque, not a queue.Queue: append and popleft are atomic without a lock, and the
+        # writer is woken once per full batch (or by its flush timeout), never per row.
+        self._pending: collections.deque[Buffered] = collections.deque()
+        self._capacity = capacity
         self._batch_rows = batch_rows
         self._flush_seconds = flush_seconds
         self._shadow = shadow
+        self._batch_ready = threading.Event()
+        self._stopping = threading.Event()
         self._conn: psycopg2.extensions.connection | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start the writer (the table is created by its first connection)."""
         if self._thread is None:
+            self._stopping.clear()
             self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
             self._thread.start()
 
     def submit(self, prediction: LoggedPrediction, shadow: ShadowJob | None = None) -> None:
-        """Queue one prediction (and what its shadow scores, if any), never waiting: a full
-        queue drops it (and counts it)."""
-        try:
-            self._queue.put_nowait((prediction, shadow))
-        except queue.Full:
+        """Buffer one prediction (and what its shadow scores, if any), never waiting: a full
+        buffer drops it (and counts it). Concurrent callers may overshoot the capacity by
+        one row each; the bound is for memory, not exact."""
+        pending = self._pending
+        if len(pending) >= self._capacity:
             self._dropped.inc()
+            return
+        pending.append(Buffered(copy_head(prediction), prediction.risk_band, shadow))
+        if len(pending) >= self._batch_rows and not self._batch_ready.is_set():
+            self._batch_ready.set()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write everything queued so far, then stop the writer."""
+        """Write everything buffered so far, then stop the writer."""
         thread, self._thread = self._thread, None
         if thread is None:
             return
-        self._queue.put(_STOP)  # blocks only while the queue is full, i.e. being drained
+        self._stopping.set()
+        self._batch_ready.set()
         thread.join(timeout)
         if thread.is_alive():
             log.warning("prediction log did not flush within %.0f s", timeout)
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            try:
-                first = self._queue.get(timeout=self._flush_seconds)
-            except queue.Empty:
-                continue
-            batch, stopping = self._collect(first)
-            if batch:
-                self._write(batch)
-            if stopping:  # the stop marker came last: write what is still queued
-                self._drain()
+        while True:
+            # Lingering matters: at one request a millisecond, writing what happens to be
+            # buffered would mean a COPY (and a commit on the warehouse) per request.
+            self._batch_ready.wait(self._flush_seconds)
+            self._batch_ready.clear()
+            stopping = self._stopping.is_set()
+            while self._pending:
+                batch = []
+                for _ in range(min(len(self._pending), self._batch_rows)):
+                    batch.append(self._pending.popleft())
+                self._copy(self._lines(batch))
+            if stopping:
+                break
         if self._conn is not None:
             self._conn.close()
 
-    def _collect(self, first: object) -> tuple[list[_Queued], bool]:
-        """A batch starting with ``first``: up to ``batch_rows``, gathered for at most
-        ``flush_seconds``. Lingering matters: at one request a millisecond, writing what
-        happens to be queued would mean an insert (and a writer thread competing with the
-        event loop for the GIL) per request; a few polls a second cost nothing."""
-        batch: list[_Queued] = []
-        deadline = time.monotonic() + self._flush_seconds
-        item = first
-        while True:
-            if item is _STOP:
-                return batch, True
-            batch.append(item)  # type: ignore[arg-type]  # only _Queued or _STOP
-            if len(batch) >= self._batch_rows:
-                return batch, False
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                    break
-                except queue.Empty:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return batch, False
-                    time.sleep(min(remaining, _POLL_SECONDS))
+    def _lines(self, batch: list[Buffered]) -> list[str]:
+        """The batch's COPY lines, with the shadow's results when there is a shadow."""
+        scores = self._shadow.score(batch) if self._shadow is not None else []
+        tails = _shadow_tails(len(batch), scores)
+        return [buffered.head + tail for buffered, tail in zip(batch, tails, strict=True)]
 
-    def _drain(self) -> None:
-        rest: list[_Queued] = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not _STOP:
-                rest.append(item)  # type: ignore[arg-type]  # only _Queued or _STOP
-        for start in range(0, len(rest), self._batch_rows):
-            self._write(rest[start : start + self._batch_rows])
-
-    def _write(self, queued: list[_Queued]) -> None:
-        batch = (
-            self._shadow.complete(queued)
-            if self._shadow is not None
-            else [prediction for prediction, _ in queued]
-        )
+    def _copy(self, lines: list[str]) -> None:
+        if not lines:
+            return
         try:
             if self._conn is None or self._conn.closed:
                 # A commit need not wait for its WAL flush: a warehouse crash may lose the
@@ -210,10 +214,10 @@ class PredictionLog:
                 with self._conn:
                     create_table(self._conn)
             with self._conn, self._conn.cursor() as cur:
-                cur.copy_expert(_COPY, io.StringIO("".join(map(_copy_line, batch))))
+                cur.copy_expert(_COPY, io.StringIO("".join(lines)))
         except psycopg2.Error as exc:
-            self._dropped.inc(len(batch))
-            log.warning("prediction log: %d rows not written: %s", len(batch), exc)
+            self._dropped.inc(len(lines))
+            log.warning("prediction log: %d rows not written: %s", len(lines), exc)
             if self._conn is not None:
                 self._conn.close()
             self._conn = None

@@ -174,7 +174,7 @@ def test_promtool_accepts_the_alert_rules() -> None:
 
 
 def test_the_log_writes_any_customer_id_and_nulls_exactly(embedded_url: str) -> None:
-    """COPY's text format: backslashes, quotes and non-ASCII ids and null columns arrive
+    """COPY's text format: backslashes, tabs, line ends, quotes, non-ASCII ids and nulls arrive
     as sent, and a lone prediction is written without waiting for a full batch."""
     with warehouse.connect(embedded_url) as conn:  # to read it before the writer's first batch
         create_table(conn)
@@ -196,7 +196,9 @@ def test_the_log_writes_any_customer_id_and_nulls_exactly(embedded_url: str) -> 
             latency_ms=0.25,
             served_by="champion",
         )
-        for i, customer_id in enumerate([r"C\0042", 'quote " and comma ,', "é ü 中", None])
+        for i, customer_id in enumerate(
+            [r"C\0042", 'quote " and comma ,', "tab\tand\nnewline\r", "é ü 中", None]
+        )
     ]
     try:
         for prediction in sent:
@@ -215,4 +217,34 @@ def test_the_log_writes_any_customer_id_and_nulls_exactly(embedded_url: str) -> 
         wait_until(lambda: len(written()) == len(sent), "the writer's batch")  # no close()
     finally:
         log.close()
-    assert written() == sorted(tuple(getattr(p, c) for c in COLUMNS) for p in sent)
+    # No shadow here: the writer leaves the shadow's columns null.
+    assert written() == sorted(tuple(getattr(p, c, None) for c in COLUMNS) for p in sent)
+
+
+def test_creating_the_table_drops_its_old_unique_index_and_keeps_the_rows(
+    embedded_url: str,
+) -> None:
+    """A log written by an older scorer had a unique index on the key; the writer's first
+    connection (or the analytics step) drops it, and nothing else changes."""
+    schema = ONLINE_PREDICTIONS_TABLE.split(".")[0]
+
+    def state() -> tuple[int, list[str]]:
+        with warehouse.connect(embedded_url) as conn, conn.cursor() as cur:
+            cur.execute(f"select count(*) from {ONLINE_PREDICTIONS_TABLE}")
+            rows = cur.fetchone()[0]
+            cur.execute("select indexname from pg_indexes where schemaname = %s", (schema,))
+            return rows, sorted(name for (name,) in cur.fetchall())
+
+    with warehouse.connect(embedded_url) as conn, conn.cursor() as cur:
+        create_table(conn)
+        cur.execute(
+            "create unique index if not exists online_predictions_request_item on "
+            f"{ONLINE_PREDICTIONS_TABLE} (request_id, coalesce(batch_item, -1))"
+        )
+        conn.commit()
+    rows, indexes = state()
+    assert "online_predictions_request_item" in indexes
+    with warehouse.connect(embedded_url) as conn:
+        create_table(conn)
+        conn.commit()
+    assert state() == (rows, [i for i in indexes if i != "online_predictions_request_item"])
