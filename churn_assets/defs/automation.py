@@ -46,13 +46,19 @@ GATED_EAGER = (dg.AutomationCondition.eager() & NO_FAILED_UPSTREAM_GATE).with_la
 # ignores an upstream update made by a run that also built this asset (for one of its
 # partitions: the new period), which would leave the older periods' labels as they were
 # although the new orders close their label windows. A new file may also revise any period.
+# Unlike eager, a newly added period is not a trigger of its own: the file that adds it
+# also updates the staging views, and under the daemon (two automation sensors) the new
+# period would otherwise be built once before the staging run, then again with every
+# period after it: four runs a month for nothing (the periods, then the features, scores
+# and analyst tables they update).
 _ANY_DEP_UPDATED = dg.AutomationCondition.any_deps_match(
     dg.AutomationCondition.newly_updated() | dg.AutomationCondition.will_be_requested()
 ).with_label("any dep updated")
 EVERY_PERIOD_EAGER = (
-    dg.AutomationCondition.eager().replace(
-        dg.AutomationCondition.any_deps_updated(), _ANY_DEP_UPDATED
-    )
+    _ANY_DEP_UPDATED.since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
     & NO_FAILED_UPSTREAM_GATE
 ).with_label("every period when the staging views update, unless an upstream gate failed")
 
