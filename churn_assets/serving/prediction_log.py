@@ -16,7 +16,7 @@ Why the request formats its own line: the writer shares the GIL with the event l
 a request that arrives while the writer runs Python waits for it. Formatting a 500-row batch
 in the writer held the GIL ~5 ms at a time, and polling the queue every 50 ms woke it 20
 times a second; together they made most of the p99 of ``/predict`` (benchmarks/RESULTS.md).
-A line costs a request ~3 us, the same every time; the writer now wakes once per batch and
+A line costs a request ~4 us, the same every time; the writer now wakes once per batch and
 holds the GIL well under a millisecond.
 """
 
@@ -91,9 +91,9 @@ def _text(value: str | None) -> str:
 
 def copy_head(p: LoggedPrediction) -> str:
     """The row's COPY text, fields in :class:`LoggedPrediction`'s order (the shadow's columns
-    and the line's end follow in the writer). Request ids
-    (uuid4), input hashes (hex), timestamps, numbers and ``served_by`` need no escaping;
-    floats use ``repr``, which round-trips exactly through float8."""
+    and the line's end follow in the writer). Request ids (uuid4), input hashes (hex),
+    timestamps, numbers and ``served_by`` need no escaping; floats use ``repr``, which
+    round-trips exactly through float8."""
     return (
         f"{p.request_id}\t{p.scored_at.isoformat()}\t{_text(p.customer_id)}\t{p.input_hash}\t"
         f"{_text(p.features_as_of)}\t{_text(p.model_name)}\t{_text(p.model_version)}\t"
