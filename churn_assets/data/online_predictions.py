@@ -48,6 +48,9 @@ COLUMNS = (
     "batch_item",
 )
 
+# The unique index on (request_id, batch_item) an older scorer created; dropped since.
+LEGACY_UNIQUE_INDEX = "online_predictions_request_item"
+
 CREATE_TABLE = f"""
 create schema if not exists {ONLINE_PREDICTIONS_TABLE.split(".")[0]};
 create table if not exists {ONLINE_PREDICTIONS_TABLE} (
@@ -73,7 +76,7 @@ create table if not exists {ONLINE_PREDICTIONS_TABLE} (
 alter table {ONLINE_PREDICTIONS_TABLE} add column if not exists batch_item integer;
 alter table {ONLINE_PREDICTIONS_TABLE} drop constraint if exists online_predictions_pkey;
 -- Its unique index came and went with that change too (see the module docstring).
-drop index if exists {ONLINE_PREDICTIONS_TABLE.split(".")[0]}.online_predictions_request_item;
+drop index if exists {ONLINE_PREDICTIONS_TABLE.split(".")[0]}.{LEGACY_UNIQUE_INDEX};
 """
 
 

@@ -38,6 +38,7 @@ from churn_assets.cli import main
 from churn_assets.data.generator import generate
 from churn_assets.data.loader import file_sha256
 from churn_assets.data.scenarios import MONTHLY_STORY, story_month_ends, write_month
+from churn_assets.defs.monitoring.sensors import retrain_on_drift_sensor
 from churn_assets.settings import PROJECT_ROOT, load_settings
 from churn_assets.story import deliver
 
@@ -158,7 +159,9 @@ def test_the_daemon_lives_through_the_months_and_promotes_a_retrained_version(
         if not (run.tags.get("dagster/sensor_name") or run.tags.get("dagster/backfill"))
     ]
     assert not by_hand, by_hand
-    retrained = [r for r in runs if r.tags.get("dagster/sensor_name") == "retrain_on_drift_sensor"]
+    retrained = [
+        r for r in runs if r.tags.get("dagster/sensor_name") == retrain_on_drift_sensor.name
+    ]
     assert retrained, "the second delivery's drift launched no retraining"
 
     status = json.loads(CliRunner().invoke(main, ["status", "--json"]).output)

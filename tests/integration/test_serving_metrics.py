@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from churn_assets import warehouse
-from churn_assets.data.online_predictions import COLUMNS, create_table
+from churn_assets.data.online_predictions import COLUMNS, LEGACY_UNIQUE_INDEX, create_table
 from churn_assets.data.snapshot import read_feature_table
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 from churn_assets.serving.app import create_app
@@ -238,13 +238,13 @@ def test_creating_the_table_drops_its_old_unique_index_and_keeps_the_rows(
     with warehouse.connect(embedded_url) as conn, conn.cursor() as cur:
         create_table(conn)
         cur.execute(
-            "create unique index if not exists online_predictions_request_item on "
+            f"create unique index if not exists {LEGACY_UNIQUE_INDEX} on "
             f"{ONLINE_PREDICTIONS_TABLE} (request_id, coalesce(batch_item, -1))"
         )
         conn.commit()
     rows, indexes = state()
-    assert "online_predictions_request_item" in indexes
+    assert LEGACY_UNIQUE_INDEX in indexes
     with warehouse.connect(embedded_url) as conn:
         create_table(conn)
         conn.commit()
-    assert state() == (rows, [i for i in indexes if i != "online_predictions_request_item"])
+    assert state() == (rows, [i for i in indexes if i != LEGACY_UNIQUE_INDEX])
