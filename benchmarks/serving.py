@@ -18,7 +18,9 @@ sending ``--requests`` requests per scenario back to back after ``--warmup`` unt
 Feature payloads are the demo's current feature rows; ids are its customers. Latency is
 measured around each ``client.post`` call, so it includes the client's own Python work
 (both processes freeze their startup objects, or a full garbage collection would add a
-~250 ms stall to one request).
+~250 ms stall to one request; the client also pauses its collector while it times, since
+its young collections, ~0.19 ms once every ~25 requests, landed in the p99: ``--client-gc``
+keeps it on).
 Finally the steps inside one ``/predict`` are timed in process, without HTTP.
 
     churn demo                          # once, if CHURN_HOME holds no demo yet
@@ -129,8 +131,18 @@ class Result:
 
 
 def run_scenario(
-    url: str, method: str, path: str, bodies: list[Any], n_requests: int, n_threads: int
+    url: str,
+    method: str,
+    path: str,
+    bodies: list[Any],
+    n_requests: int,
+    n_threads: int,
+    client_gc: bool = False,
 ) -> Result:
+    """``n_requests`` back to back on ``n_threads`` keep-alive clients. The client's own
+    garbage collector is paused while they run (``client_gc`` leaves it on): its young
+    collections cost this client ~0.19 ms each, one every ~25 requests, and would be
+    counted as the server's latency (benchmarks/RESULTS.md)."""
     import httpx
 
     per_thread = n_requests // n_threads
@@ -157,11 +169,17 @@ def run_scenario(
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
     for thread in threads:
         thread.start()
-    ready.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
+    if not client_gc:
+        gc.disable()
+    try:
+        ready.wait()
+        started = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - started
+    finally:
+        gc.enable()
+        gc.collect()
     return Result(
         np.concatenate([np.asarray(x) for x in latencies]),
         np.concatenate([np.asarray(x) for x in app_times]),
@@ -275,6 +293,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--access-log", action="store_true", help="uvicorn access log on")
     parser.add_argument(
+        "--client-gc",
+        action="store_true",
+        help="leave the client's garbage collector on while timing (figures before "
+        "2026-11-29 were taken so)",
+    )
+    parser.add_argument(
         "--scenario",
         nargs="+",
         default=list(SCENARIOS),
@@ -307,7 +331,9 @@ def main() -> None:
             for name in args.scenario:
                 method, path, kind = SCENARIOS[name]
                 run_scenario(url, method, path, bodies[kind], args.warmup, 1)
-                result = run_scenario(url, method, path, bodies[kind], args.requests, n_threads)
+                result = run_scenario(
+                    url, method, path, bodies[kind], args.requests, n_threads, args.client_gc
+                )
                 if result.errors:
                     raise SystemExit(f"{name}: {result.errors} failed requests")
                 rows.append((name, n_threads, result))
@@ -331,7 +357,9 @@ def main() -> None:
         f"{uvicorn.__version__}, httpx {httpx.__version__}, onnxruntime "
         f"{onnxruntime.__version__}, {platform.machine()}, {os.cpu_count()} cores; "
         f"{args.requests:,} timed requests per row after {args.warmup} warm-up; access log "
-        f"{'on' if args.access_log else 'off'}; 1-min load average {load_before:.2f} -> "
+        f"{'on' if args.access_log else 'off'}; client GC "
+        f"{'on' if args.client_gc else 'paused while timing'}; 1-min load average "
+        f"{load_before:.2f} -> "
         f"{load_after:.2f}"
     )
     print()
