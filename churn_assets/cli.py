@@ -244,11 +244,29 @@ def backfill(start: datetime | None, end: datetime | None) -> None:
     "customers change how they churn; the platform loads each month, notices, retrains and "
     "promotes by itself.",
 )
-def demo(scenario: str) -> None:
+@click.option(
+    "--deliver",
+    "deliveries",
+    multiple=True,
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="drift only: the month ends the feed delivers (repeat the option), each file with "
+    "all history to its date; default every month end 2025-11-30 .. 2026-03-31. A shorter "
+    "story that still retrains, promotes and judges matured scores: --deliver 2025-12-31 "
+    "--deliver 2026-03-31.",
+)
+def demo(scenario: str, deliveries: tuple[datetime, ...]) -> None:
     """Generate data if CHURN_RAW_DIR holds none, then run the whole graph and summarise."""
     settings = _settings()
+    if deliveries and scenario != "drift":
+        raise click.UsageError("--deliver applies to --scenario drift only")
     if scenario == "drift":
-        _drift_story(settings)
+        from churn_assets.data.scenarios import story_deliveries
+
+        try:  # checked before anything starts
+            months = story_deliveries([d.date() for d in deliveries])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--deliver") from exc
+        _drift_story(settings, months)
         return
     from churn_assets.data.contract import has_raw_files
 
@@ -260,7 +278,7 @@ def demo(scenario: str) -> None:
     _launch_and_settle(settings)
 
 
-def _drift_story(settings: Settings) -> None:
+def _drift_story(settings: Settings, deliveries: list[date]) -> None:
     """The monthly feed story; its files go to <CHURN_HOME>/scenario/feed, not CHURN_RAW_DIR."""
     from churn_assets.lib.dbt import environ
     from churn_assets.policy import env_name
@@ -272,9 +290,11 @@ def _drift_story(settings: Settings) -> None:
     # so the process (a test session, a notebook) keeps the raw directory it had.
     story_env = {"CHURN_RAW_DIR": str(feed), env_name("retrain_cooldown_seconds"): "0"}
     with environ(story_env), _instance(settings) as instance:
-        story = monthly_story(instance, feed, click.echo)
+        story = monthly_story(instance, feed, click.echo, deliveries)
     status = _status(load_settings())
-    click.echo(f"\n{len(story.months)} months, {len(story.launches)} runs, none launched by hand")
+    click.echo(
+        f"\n{len(story.months)} deliveries, {len(story.launches)} runs, none launched by hand"
+    )
     for line in story.promotions:
         click.echo(line)
     click.echo(f"latest:   {_describe_model(status['latest_model'])}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -42,13 +42,20 @@ def deliver(files: list[Path], raw_dir: Path) -> None:
 
 
 def monthly_story(
-    instance: dg.DagsterInstance, raw_dir: Path, log: Callable[[str], None]
+    instance: dg.DagsterInstance,
+    raw_dir: Path,
+    log: Callable[[str], None],
+    deliveries: Sequence[date] = (),
 ) -> StoryLog:
-    """Deliver every month of the story's feed into ``raw_dir`` and let the platform settle
-    after each one; ``CHURN_RAW_DIR`` must point at ``raw_dir``."""
+    """Deliver the story's feed into ``raw_dir`` and let the platform settle after each
+    file; ``CHURN_RAW_DIR`` must point at ``raw_dir``. ``deliveries`` (month ends) are the
+    files the feed brings, each with all history to its date: every month by default, or
+    fewer for a shorter story (the months between are then one delivery)."""
     from churn_assets.data.generator import generate
-    from churn_assets.data.scenarios import MONTHLY_STORY, story_month_ends, write_month
+    from churn_assets.data.scenarios import MONTHLY_STORY, story_deliveries, write_month
     from churn_assets.lib import report
+
+    month_ends = story_deliveries(deliveries)
 
     data = generate(MONTHLY_STORY)
     raw_dir.mkdir(parents=True, exist_ok=True)
@@ -56,7 +63,7 @@ def monthly_story(
     drift = MONTHLY_STORY.drift
     shift = f", behaviour shifts from {drift.starts_at}" if drift else ""
     log(f"a feed of {MONTHLY_STORY.n_customers:,} customers{shift}")
-    for month_end in story_month_ends():
+    for month_end in month_ends:
         log(f"\n== the feed delivers the orders to {month_end}")
         with tempfile.TemporaryDirectory(dir=raw_dir.parent) as staging:
             deliver(write_month(data, month_end, Path(staging)), raw_dir)

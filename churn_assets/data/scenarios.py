@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -95,6 +96,19 @@ def story_month_ends(
     while (following := next_period_end(ends[-1], Period.MONTH)) <= config.end_date:
         ends.append(following)
     return ends
+
+
+def story_deliveries(deliveries: Sequence[date] = ()) -> list[date]:
+    """The files the story's feed brings: ``deliveries`` in order, each one of
+    :func:`story_month_ends`, or all of those when none are given."""
+    month_ends = story_month_ends()
+    unknown = sorted({d for d in deliveries if d not in month_ends})
+    if unknown:
+        raise ValueError(
+            f"{', '.join(d.isoformat() for d in unknown)}: not a month end of the story "
+            f"({month_ends[0].isoformat()} .. {month_ends[-1].isoformat()})"
+        )
+    return sorted(set(deliveries)) or month_ends
 
 
 def write_month(

@@ -78,3 +78,18 @@ def test_an_unusable_churn_home_is_one_line(
     assert result.output.count("\n") == 1, result.output
     assert f"cannot write or read {tmp_path / 'file' / 'home'}: Not a directory" in result.output
     assert "CHURN_HOME must be a writable directory" in result.output
+
+
+def test_a_delivery_outside_the_drift_story_stops_before_anything_starts(
+    churn_home: Path,
+) -> None:
+    result = CliRunner().invoke(
+        main, ["demo", "--scenario", "drift", "--deliver", "2025-12-15"], catch_exceptions=False
+    )
+    assert result.exit_code == 2
+    assert "Invalid value for --deliver: 2025-12-15: not a month end of the story" in result.output
+    assert "(2025-11-30 .. 2026-03-31)" in result.output
+    assert not (churn_home / "scenario").exists()  # no feed written, no run launched
+    baseline = CliRunner().invoke(main, ["demo", "--deliver", "2025-12-31"])
+    assert baseline.exit_code == 2
+    assert "--deliver applies to --scenario drift only" in baseline.output

@@ -1,6 +1,11 @@
 """`churn demo --scenario drift`: a monthly feed whose customers change how they churn; in
-process, with no launch by hand, the platform loads each month, retrains when a check
-fails, promotes the retrained version in a run and re-scores the current period."""
+process, with no launch by hand, the platform loads each delivery, retrains when a check
+fails, promotes the retrained version in a run and re-scores the current period.
+
+Two deliveries (to 2025-12-31, then to 2026-03-31), the ones ``test_daemon.py`` makes under
+a real daemon: the shortest story that still trains, drifts, retrains, promotes and judges
+the first champion's scores once their labels mature (~2 min against ~5 for all five
+months, which add only more of the same months)."""
 
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ from churn_assets.settings import load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+DECEMBER, MARCH = "2025-12-31", "2026-03-31"
+
 
 @pytest.fixture(scope="module")
 def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Result, Path]]:
@@ -28,7 +35,11 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Result, Pa
         mp.setenv("CHURN_HOME", str(home))
         mp.delenv("CHURN_RAW_DIR", raising=False)
         mp.setenv("GX_ANALYTICS_ENABLED", "false")
-        result = CliRunner().invoke(main, ["demo", "--scenario", "drift"], catch_exceptions=False)
+        result = CliRunner().invoke(
+            main,
+            ["demo", "--scenario", "drift", *("--deliver", DECEMBER, "--deliver", MARCH)],
+            catch_exceptions=False,
+        )
         yield result, home
     warehouse.stop_embedded(home / "pg")
 
@@ -56,7 +67,12 @@ def test_the_story_ends_with_a_retrained_version_promoted_and_serving(home: Path
 
 def test_the_summary_names_the_promotion(story: tuple[Result, Path], home: Path) -> None:
     output = story[0].output
-    assert "none launched by hand" in output
+    deliveries = [line for line in output.splitlines() if line.startswith("== the feed")]
+    assert deliveries == [
+        f"== the feed delivers the orders to {DECEMBER}",
+        f"== the feed delivers the orders to {MARCH}",
+    ]
+    assert "2 deliveries" in output and "none launched by hand" in output
     promoted = [line for line in output.splitlines() if " promoted: " in line]
     assert any(f"v{n} promoted" in line for line in promoted for n in range(2, 20)), output
 

@@ -31,6 +31,7 @@ from churn_assets.data.scenarios import (
     MONTHLY_STORY,
     PERIOD_2,
     STORY_FIRST_MONTH_END,
+    story_deliveries,
     story_month_ends,
     write_month,
 )
@@ -166,6 +167,14 @@ def test_story_months_arrive_as_a_monthly_feed(tmp_path: Path) -> None:
     assert first.training[-1] + timedelta(days=MONTHLY_STORY.window_days) < DRIFT_START
     assert last.holdout == MONTHLY_STORY.as_of == date(2025, 12, 31)
     assert last.training[-1] == date(2025, 9, 30) and len(last.training) == 6
+
+
+def test_a_shorter_story_delivers_only_the_month_ends_asked_for() -> None:
+    december, march = date(2025, 12, 31), date(2026, 3, 31)
+    assert story_deliveries() == story_month_ends()
+    assert story_deliveries([march, december, march]) == [december, march]
+    with pytest.raises(ValueError, match=r"2025-12-15, 2026-04-30: not a month end of the story"):
+        story_deliveries([date(2026, 4, 30), december, date(2025, 12, 15)])
 
 
 def champion_and_challenger(data: GeneratedData) -> tuple[pd.DataFrame, Candidate, Candidate]:
