@@ -113,29 +113,28 @@ def test_scores_are_judged_once_their_labels_mature(
         assert result.exit_code == 0, result.output
         return result
 
-    t_plus_1 = date(2025, 7, 31)
-    run_through(date(2025, 6, 30))  # trains v1 at T (data through June), scores June
-    run_through(t_plus_1)  # July arrives: scored by the champion, trained before July
+    scored_at = date(2025, 6, 30)
+    run_through(scored_at)  # trains v1 on data through June, then scores June with it
     with warehouse.connect(fresh_database_url) as conn, conn.cursor() as cur:
-        # The champion trained before July scored it; a model trained on July's data may
-        # have re-scored it after its promotion, and realized performance must skip that one.
+        # What realized performance may count: scores by a model whose data ended on or
+        # before the period (a model trained later would have seen the period's outcome).
         cur.execute(
             "select model_version, count(*) from scoring.churn_scores_history "
-            "where feature_as_of = %s and model_data_through < %s group by model_version",
-            (t_plus_1, t_plus_1),
+            "where feature_as_of = %s and model_data_through <= %s group by model_version",
+            (scored_at, scored_at),
         )
         (version, scored), *others = cur.fetchall()
     assert not others
     status = json.loads(runner.invoke(main, ["status", "--json"]).output)
-    assert status["realized"] == []  # July's label window has not closed yet
+    assert status["realized"] == []  # June's label window has not closed yet
 
-    run_through(date(2025, 12, 31))  # through T+1+window: July's labels have matured
+    run_through(date(2025, 12, 31))  # past June + the window: its labels have matured
     status = json.loads(runner.invoke(main, ["status", "--json"]).output)
-    july = [r for r in status["realized"] if r["as_of"] == t_plus_1.isoformat()]
-    assert [(r["model_version"], r["rows"]) for r in july] == [(version, scored)]
-    assert 0.5 < july[0]["auc"] <= 1.0 and 0.0 <= july[0]["brier"] <= 1.0
-    # Scores of later models (trained on data past the period) never count.
-    assert all(r["as_of"] >= "2025-06-30" for r in status["realized"])
+    june = [r for r in status["realized"] if r["as_of"] == scored_at.isoformat()]
+    assert [(r["model_version"], r["rows"]) for r in june] == [(version, scored)]
+    assert 0.5 < june[0]["auc"] <= 1.0 and 0.0 <= june[0]["brier"] <= 1.0
+    # Nothing but June has matured labels and scores (December's window is still open).
+    assert {r["as_of"] for r in status["realized"]} == {scored_at.isoformat()}
 
     # The same scores shuffled across customers: the ranking is gone, the check fails.
     with warehouse.connect(fresh_database_url) as conn, conn.cursor() as cur:
@@ -160,7 +159,7 @@ def test_scores_are_judged_once_their_labels_mature(
             where h.customer_id = shuffled.customer_id
                 and h.feature_as_of = %s and h.model_version = %s
             """,
-            (t_plus_1, version, t_plus_1, version),
+            (scored_at, version, scored_at, version),
         )
         conn.commit()
     # The check judges the version serving now: make it the one whose scores were shuffled.
@@ -169,7 +168,7 @@ def test_scores_are_judged_once_their_labels_mature(
     )
     check = _realized_check()
     assert not check.passed
-    assert f"v{version} at {t_plus_1.isoformat()}" in (check.description or "")
+    assert f"v{version} at {scored_at.isoformat()}" in (check.description or "")
     assert "CHURN_REALIZED_AUC_TOLERANCE" in (check.description or "")
 
 
