@@ -21,7 +21,11 @@ from click.testing import Result
 from mlflow.tracking import MlflowClient
 
 from churn_assets.defs.promotion.assets import churn_champion
-from churn_assets.defs.promotion.sensors import champion_promotion_sensor
+from churn_assets.defs.promotion.sensors import (
+    PRIORITY_TAG,
+    PROMOTION_PRIORITY,
+    champion_promotion_sensor,
+)
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource
 from churn_assets.ml import tracking
 from churn_assets.ml.artifacts import HOLDOUT_FILE, ONNX_FILE, REFERENCE_FILE
@@ -132,6 +136,8 @@ def test_sensor_requests_one_promotion_run_per_new_version(
     assert first.run_requests[0].run_config == {  # type: ignore[index]
         "ops": {"churn_champion": {"config": {"version": "1"}}}
     }
+    # Dequeued before the automation's runs (priority 0), which serve whatever is champion.
+    assert {r.tags[PRIORITY_TAG] for r in first.run_requests or []} == {str(PROMOTION_PRIORITY)}
     assert tracking.alias_version(store.tracking_uri, "champion") is None  # nothing decided
     again = _evaluate(store, first.cursor)
     assert isinstance(again, dg.SkipReason)
