@@ -250,9 +250,9 @@ def backfill(start: datetime | None, end: datetime | None) -> None:
     multiple=True,
     type=click.DateTime(formats=["%Y-%m-%d"]),
     help="drift only: the month ends the feed delivers (repeat the option), each file with "
-    "all history to its date; default every month end 2025-11-30 .. 2026-03-31. A shorter "
-    "story that still retrains, promotes and judges matured scores: --deliver 2025-12-31 "
-    "--deliver 2026-03-31.",
+    "all history to its date; default every month end of the story. A shorter story that "
+    "still retrains, promotes and judges matured scores: --deliver 2025-12-31 --deliver "
+    "2026-03-31.",
 )
 def demo(scenario: str, deliveries: tuple[datetime, ...]) -> None:
     """Generate data if CHURN_RAW_DIR holds none, then run the whole graph and summarise."""
