@@ -359,8 +359,7 @@ def main() -> None:
         f"{args.requests:,} timed requests per row after {args.warmup} warm-up; access log "
         f"{'on' if args.access_log else 'off'}; client GC "
         f"{'on' if args.client_gc else 'paused while timing'}; 1-min load average "
-        f"{load_before:.2f} -> "
-        f"{load_after:.2f}"
+        f"{load_before:.2f} -> {load_after:.2f}"
     )
     print()
     print(

@@ -33,6 +33,7 @@ import psycopg2
 import pytest
 from click.testing import CliRunner
 from dagster._core.execution.backfill import BulkActionStatus
+from dagster._core.storage.tags import BACKFILL_ID_TAG, SENSOR_NAME_TAG
 
 from churn_assets import warehouse
 from churn_assets.cli import main
@@ -172,12 +173,10 @@ def test_the_daemon_lives_through_the_months_and_promotes_a_retrained_version(
     by_hand = [
         (run.job_name, dict(run.tags))
         for run in runs
-        if not (run.tags.get("dagster/sensor_name") or run.tags.get("dagster/backfill"))
+        if not (run.tags.get(SENSOR_NAME_TAG) or run.tags.get(BACKFILL_ID_TAG))
     ]
     assert not by_hand, by_hand
-    retrained = [
-        r for r in runs if r.tags.get("dagster/sensor_name") == retrain_on_drift_sensor.name
-    ]
+    retrained = [r for r in runs if r.tags.get(SENSOR_NAME_TAG) == retrain_on_drift_sensor.name]
     assert retrained, "the second delivery's drift launched no retraining"
 
     status = json.loads(CliRunner().invoke(main, ["status", "--json"]).output)

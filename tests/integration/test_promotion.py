@@ -18,14 +18,11 @@ import dagster as dg
 import mlflow.artifacts
 import pytest
 from click.testing import Result
+from dagster._core.storage.tags import PRIORITY_TAG
 from mlflow.tracking import MlflowClient
 
 from churn_assets.defs.promotion.assets import churn_champion
-from churn_assets.defs.promotion.sensors import (
-    PRIORITY_TAG,
-    PROMOTION_PRIORITY,
-    champion_promotion_sensor,
-)
+from churn_assets.defs.promotion.sensors import PROMOTION_PRIORITY, champion_promotion_sensor
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource
 from churn_assets.ml import tracking
 from churn_assets.ml.artifacts import HOLDOUT_FILE, ONNX_FILE, REFERENCE_FILE

@@ -10,16 +10,17 @@ import hashlib
 import json
 
 import dagster as dg
+from dagster._core.storage.tags import PRIORITY_TAG
 
 from churn_assets.defs.promotion.assets import CHALLENGER_TAG, CHAMPION_ASSET
 from churn_assets.defs.resources import MlflowResource
 from churn_assets.settings import load_settings
 
-# Dagster's run-queue priority (the tag ``dagster/priority``; higher is dequeued first, the
-# default is 0). A decision takes seconds, and the runs queued behind it (scores, drift,
-# analyst tables) serve whatever is champion when they start: in the production topology a
-# decision waited 84 s behind six of them, which then scored with the champion it replaced.
-PRIORITY_TAG = "dagster/priority"
+# Dagster's run-queue priority (``PRIORITY_TAG``, ``dagster/priority``; higher is dequeued
+# first, the default is 0). A decision takes seconds, and the runs queued behind it (scores,
+# drift, analyst tables) serve whatever is champion when they start: in the production
+# topology a decision waited 84 s behind six of them, which then scored with the champion it
+# replaced.
 PROMOTION_PRIORITY = 10
 
 promotion_job = dg.define_asset_job(
