@@ -13,31 +13,42 @@ uvicorn with uvloop/httptools when installed, loopback) plus two baseline routes
 nothing). An ASGI wrapper reports
 the application's own time per request in a ``Server-Timing`` header.
 
-The client is this process: ``--threads`` threads, one keep-alive ``httpx.Client`` each,
+The client is this process: ``--threads`` threads, one keep-alive connection each,
 sending ``--requests`` requests per scenario back to back after ``--warmup`` untimed ones.
 Feature payloads are the demo's current feature rows; ids are its customers. Latency is
-measured around each ``client.post`` call, so it includes the client's own Python work
-(both processes freeze their startup objects, or a full garbage collection would add a
-~250 ms stall to one request; the client also pauses its collector while it times, since
-its young collections, ~0.19 ms once every ~25 requests, landed in the p99: ``--client-gc``
-keeps it on).
+measured around each request, so it includes the client's own Python work. To keep that
+small, the default client is the standard library's ``http.client`` with every body encoded
+before timing starts: ~0.16 ms a round trip to the trivial endpoint, where ``httpx`` (the
+client of every figure before 2026-11-29, ``--client httpx``) spends ~0.2 ms more of its own
+on each request. Both processes freeze their startup objects (or a full garbage collection
+would add a ~250 ms stall to one request), and the client pauses its collector while it
+times, since its young collections, ~0.19 ms once every ~25 requests, landed in the p99
+(``--client-gc`` keeps it on).
+With ``--wrk SECONDS`` (and ``wrk`` on the PATH: ``apt-get install wrk``), the by-id
+scenario is also run by wrk, a client in C, over one keep-alive connection for that long:
+a check that the figures are the server's and not this Python client's.
 Finally the steps inside one ``/predict`` are timed in process, without HTTP.
 
     churn demo                          # once, if CHURN_HOME holds no demo yet
     python benchmarks/serving.py        # 1 and 4 client threads, 2,000 requests each
     python benchmarks/serving.py --threads 4 --requests 5000 --access-log
     python benchmarks/serving.py --threads 1 --scenario "POST /predict with customer_id"
+    python benchmarks/serving.py --threads 1 --wrk 10
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import http.client
+import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -137,12 +148,13 @@ def run_scenario(
     bodies: list[Any],
     n_requests: int,
     n_threads: int,
+    client: str = "http.client",
     client_gc: bool = False,
 ) -> Result:
-    """``n_requests`` back to back on ``n_threads`` keep-alive clients. The client's own
-    garbage collector is paused while they run (``client_gc`` leaves it on): its young
-    collections cost this client ~0.19 ms each, one every ~25 requests, and would be
-    counted as the server's latency (benchmarks/RESULTS.md)."""
+    """``n_requests`` back to back on ``n_threads`` keep-alive connections of ``client``.
+    The client's own garbage collector is paused while they run (``client_gc`` leaves it
+    on): its young collections cost this client ~0.19 ms each, one every ~25 requests, and
+    would be counted as the server's latency (benchmarks/RESULTS.md)."""
     import httpx
 
     per_thread = n_requests // n_threads
@@ -151,21 +163,42 @@ def run_scenario(
     errors = [0] * n_threads
     ready = threading.Barrier(n_threads + 1)
 
-    def worker(index: int) -> None:
-        with httpx.Client(base_url=url, timeout=10) as client:
-            client.request(method, path, json=bodies[0])  # open the keep-alive connection
+    def record(index: int, started: float, status: int, timing: str | None) -> None:
+        latencies[index].append((time.perf_counter() - started) * 1e3)
+        if status != 200:
+            errors[index] += 1
+        if timing and "dur=" in timing:
+            app_times[index].append(float(timing.split("dur=")[1]))
+
+    def stdlib_worker(index: int) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        headers = {"content-type": "application/json"}
+        # Encoded up front; http.client sends headers and a bytes body in one write.
+        encoded = [None if body is None else json.dumps(body).encode() for body in bodies]
+        connection.request(method, path, encoded[0], headers)  # open the connection
+        connection.getresponse().read()
+        ready.wait()
+        for n in range(per_thread):
+            body = encoded[(index * per_thread + n) % len(encoded)]
+            started = time.perf_counter()
+            connection.request(method, path, body, headers)
+            response = connection.getresponse()
+            response.read()
+            record(index, started, response.status, response.getheader("server-timing"))
+        connection.close()
+
+    def httpx_worker(index: int) -> None:
+        with httpx.Client(base_url=url, timeout=10) as session:
+            session.request(method, path, json=bodies[0])  # open the keep-alive connection
             ready.wait()
             for n in range(per_thread):
                 body = bodies[(index * per_thread + n) % len(bodies)]
                 started = time.perf_counter()
-                response = client.request(method, path, json=body)
-                latencies[index].append((time.perf_counter() - started) * 1e3)
-                if response.status_code != 200:
-                    errors[index] += 1
-                timing = response.headers.get("server-timing", "")
-                if "dur=" in timing:
-                    app_times[index].append(float(timing.split("dur=")[1]))
+                response = session.request(method, path, json=body)
+                record(index, started, response.status_code, response.headers.get("server-timing"))
 
+    worker = httpx_worker if client == "httpx" else stdlib_worker
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
     for thread in threads:
         thread.start()
@@ -186,6 +219,35 @@ def run_scenario(
         wall,
         sum(errors),
     )
+
+
+_WRK_SCRIPT = """
+local bodies = {%s}
+local next_body = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  next_body = next_body %% #bodies + 1
+  return wrk.format(nil, "/predict", nil, bodies[next_body])
+end
+"""
+
+
+def run_wrk(url: str, bodies: list[dict[str, Any]], seconds: int) -> str:
+    """wrk's latency distribution for ``POST /predict`` cycling through ``bodies``, one
+    thread and one keep-alive connection (after as long again of warm-up)."""
+    # A JSON string is a valid Lua string literal for these bodies (ASCII ids, no escapes
+    # beyond quotes).
+    literals = ", ".join(json.dumps(json.dumps(body)) for body in bodies)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(_WRK_SCRIPT % literals)
+        script.flush()
+        base = ["wrk", "-t1", "-c1", "-s", script.name]
+        subprocess.run([*base, f"-d{seconds}s", url], capture_output=True, check=True)
+        done = subprocess.run(
+            [*base, f"-d{seconds}s", "--latency", url], capture_output=True, text=True, check=True
+        )
+    return done.stdout
 
 
 def in_process_steps(bodies: list[dict[str, Any]], repeats: int = 2_000) -> dict[str, float]:
@@ -293,6 +355,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--access-log", action="store_true", help="uvicorn access log on")
     parser.add_argument(
+        "--client",
+        choices=["http.client", "httpx"],
+        default="http.client",
+        help="the client library (figures before 2026-11-29 used httpx, which adds ~0.2 ms "
+        "of its own to each request)",
+    )
+    parser.add_argument(
         "--client-gc",
         action="store_true",
         help="leave the client's garbage collector on while timing (figures before "
@@ -306,8 +375,17 @@ def main() -> None:
         metavar="NAME",
         help="only these scenarios (default: all)",
     )
+    parser.add_argument(
+        "--wrk",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="also run the by-id scenario with wrk for this long (needs wrk on the PATH)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.wrk and shutil.which("wrk") is None:
+        parser.error("--wrk needs wrk on the PATH (Debian: apt-get install wrk)")
     if args.child:
         run_server(args.access_log)
         return
@@ -330,13 +408,21 @@ def main() -> None:
         for n_threads in args.threads:
             for name in args.scenario:
                 method, path, kind = SCENARIOS[name]
-                run_scenario(url, method, path, bodies[kind], args.warmup, 1)
+                run_scenario(url, method, path, bodies[kind], args.warmup, 1, args.client)
                 result = run_scenario(
-                    url, method, path, bodies[kind], args.requests, n_threads, args.client_gc
+                    url,
+                    method,
+                    path,
+                    bodies[kind],
+                    args.requests,
+                    n_threads,
+                    args.client,
+                    args.client_gc,
                 )
                 if result.errors:
                     raise SystemExit(f"{name}: {result.errors} failed requests")
                 rows.append((name, n_threads, result))
+        wrk_output = run_wrk(url, ids, args.wrk) if args.wrk else None
         load_after = os.getloadavg()[0]
     finally:
         if server.stdin is not None:
@@ -356,7 +442,8 @@ def main() -> None:
         f"python {platform.python_version()}, fastapi {fastapi.__version__}, uvicorn "
         f"{uvicorn.__version__}, httpx {httpx.__version__}, onnxruntime "
         f"{onnxruntime.__version__}, {platform.machine()}, {os.cpu_count()} cores; "
-        f"{args.requests:,} timed requests per row after {args.warmup} warm-up; access log "
+        f"{args.requests:,} timed requests per row after {args.warmup} warm-up; client "
+        f"{args.client}; access log "
         f"{'on' if args.access_log else 'off'}; client GC "
         f"{'on' if args.client_gc else 'paused while timing'}; 1-min load average "
         f"{load_before:.2f} -> {load_after:.2f}"
@@ -375,6 +462,13 @@ def main() -> None:
             f"{r.latencies_ms.max():.2f} | {len(r.latencies_ms) / r.wall_seconds:,.0f} | "
             f"{a50:.3f} | {a99:.3f} |"
         )
+    if wrk_output is not None:
+        print()
+        print(f"wrk, POST /predict with customer_id, 1 connection, {args.wrk} s:")
+        print()
+        print("```")
+        print(wrk_output.strip())
+        print("```")
     print()
     print("In process, one /predict with features (median of 2,000 calls):")
     print()
