@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from churn_assets.defs.partitions import PERIODS_NAME
-from churn_assets.lib.automation import _runs
+from churn_assets.lib.automation import _evaluate, _runs
 
 PERIODS = ["2025-01-31", "2025-02-28", "2025-03-31"]
 PER_PERIOD = ("customer_features", "churn_labels", "training_snapshot")
@@ -78,9 +78,9 @@ def test_new_raw_data_flows_to_every_period_and_the_first_training(
     cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
     _materialise(instance, defs, "free_email_domains")
 
-    def tick() -> dict[str, list[str]]:
+    def tick() -> dict[str, list[str]]:  # as `churn run` evaluates (the period list cached)
         nonlocal cursor
-        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        result = _evaluate(defs, instance, cursor)
         cursor = result.cursor
         return _requested(result, defs)
 
@@ -162,3 +162,29 @@ def test_requests_become_runs_in_dependency_order_grouped_by_periods() -> None:
     runs = _runs([a, b, c, d, e], wanted)
     assert runs == [([a, b, c], ["p1", "p2", "p3"]), ([d, e], ["p3"])]
     assert _runs([a, c], {a: {None}, c: {None}}) == [([a, c], [])]
+
+
+def test_an_evaluation_reads_the_period_list_once_and_the_next_sees_new_periods(
+    defs: dg.Definitions, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = instance.event_log_storage
+    read = storage.get_dynamic_partitions
+    reads: list[str] = []
+
+    def counted(partitions_def_name: str) -> list[str]:
+        reads.append(partitions_def_name)
+        return list(read(partitions_def_name))
+
+    monkeypatch.setattr(storage, "get_dynamic_partitions", counted)
+    _materialise_upstream_of_scores(instance, defs)
+    uncached = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    uncached_reads, reads[:] = len(reads), []
+    cached = _evaluate(defs, instance, None)
+
+    assert _requested(cached, defs) == _requested(uncached, defs)
+    assert len(reads) <= 3, reads  # Dagster's own cursor code asked hundreds of times
+    assert uncached_reads > 100 * len(reads)
+    # Afterwards the instance reads the storage again: a period added now is seen.
+    assert "get_dynamic_partitions" not in vars(instance)
+    instance.add_dynamic_partitions(PERIODS_NAME, ["2025-04-30"])
+    assert instance.get_dynamic_partitions(PERIODS_NAME)[-1] == "2025-04-30"
