@@ -330,7 +330,7 @@ def demo_bodies() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from churn_assets.settings import load_settings
 
     settings = load_settings()
-    url = settings.warehouse_url or warehouse.start_embedded(settings.embedded_pg_dir)
+    url = warehouse.url_for(settings)
     with warehouse.connect(url) as conn:
         frame = read_feature_table(conn, "marts.current_features")
     if frame.empty:

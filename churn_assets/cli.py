@@ -282,6 +282,7 @@ def _drift_story(settings: Settings, deliveries: list[date]) -> None:
     """The monthly feed story; its files go to <CHURN_HOME>/scenario/feed, not CHURN_RAW_DIR."""
     from churn_assets.lib.dbt import environ
     from churn_assets.policy import env_name
+    from churn_assets.status import describe_model
     from churn_assets.story import monthly_story
 
     feed = settings.home / "scenario" / "feed"
@@ -297,8 +298,8 @@ def _drift_story(settings: Settings, deliveries: list[date]) -> None:
     )
     for line in story.promotions:
         click.echo(line)
-    click.echo(f"latest:   {_describe_model(status['latest_model'])}")
-    click.echo(f"champion: {_describe_model(status['champion'])}")
+    click.echo(f"latest:   {describe_model(status['latest_model'])}")
+    click.echo(f"champion: {describe_model(status['champion'])}")
 
 
 def _launch_and_settle(settings: Settings) -> None:
@@ -339,6 +340,7 @@ def _launch_and_settle(settings: Settings) -> None:
 
 def _summarise(results: list[ExecuteInProcessResult], settings: Settings) -> None:
     from churn_assets.lib import report
+    from churn_assets.status import describe_model
 
     for line in report.run_summary(*results):
         click.echo(line)
@@ -351,7 +353,7 @@ def _summarise(results: list[ExecuteInProcessResult], settings: Settings) -> Non
     for line in report.promotion_lines(*results):
         click.echo(f"  {line}")
     champion = _status(settings)["champion"]
-    click.echo(f"  champion:  {_describe_model(champion)}")
+    click.echo(f"  champion:  {describe_model(champion)}")
     scores = report.scores_summary(*results)
     if scores is not None:
         click.echo(f"  scores:    {scores}")
@@ -400,113 +402,17 @@ def status(as_json: bool) -> None:
     """
     import json
 
+    from churn_assets.status import describe_model
+
     report = _status(_settings())
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
         return
     click.echo(f"registry: {report['model_name']} at {report['tracking_uri']}")
     for label in ("latest_model", "champion"):
-        click.echo(f"{label}: {_describe_model(report[label])}")
+        click.echo(f"{label}: {describe_model(report[label])}")
     shadow = report["shadow"]
     click.echo(f"shadow: {shadow['summary'] if shadow else 'warehouse unreachable'}")
-
-
-def _status(settings: Settings) -> dict[str, Any]:
-    from churn_assets.ml import tracking
-
-    uri = settings.resolved_tracking_uri
-    report: dict[str, Any] = {
-        "tracking_uri": uri,
-        "model_name": tracking.REGISTERED_MODEL_NAME,
-        "latest_model": None,
-        "champion": None,
-        "realized": _realized(settings),
-        "shadow": _shadow(settings),
-    }
-    if tracking.local_store_missing(uri):
-        return report  # nothing trained yet; do not create an empty store just to look
-    try:
-        tracking.check_reachable(uri)
-    except tracking.RegistryUnavailable as exc:
-        raise click.ClickException(str(exc)) from exc
-    latest = tracking.latest_version(uri)
-    if latest is not None:
-        report["latest_model"] = tracking.describe_version(uri, latest)
-    champion = tracking.alias_version(uri, tracking.CHAMPION)
-    if champion is not None:
-        report["champion"] = tracking.describe_version(uri, champion)
-    return report
-
-
-def _realized(settings: Settings) -> list[dict[str, Any]] | None:
-    """Realized performance per (version, period) from the warehouse; None if unreachable."""
-    import psycopg2
-
-    from churn_assets import warehouse
-    from churn_assets.defs.scoring.assets import REALIZED_TABLE
-
-    if not settings.warehouse_url and not settings.embedded_pg_dir.exists():
-        return []  # nothing was ever loaded; do not start a server just to look
-    try:
-        with warehouse.connect(_warehouse_url(settings)) as conn, conn.cursor() as cur:
-            cur.execute("select to_regclass(%s)", (REALIZED_TABLE,))
-            if cur.fetchone()[0] is None:
-                return []
-            cur.execute(
-                f"select model_version, as_of, rows, auc, brier from {REALIZED_TABLE} "
-                "order by as_of, model_version"
-            )
-            rows = cur.fetchall()
-    except (psycopg2.Error, warehouse.WarehouseError, click.ClickException):
-        return None
-    return [
-        {"model_version": v, "as_of": a.isoformat(), "rows": n, "auc": auc, "brier": brier}
-        for v, a, n, auc, brier in rows
-    ]
-
-
-def _shadow(settings: Settings) -> dict[str, Any] | None:
-    """The shadow comparison from the online prediction log; None if unreachable."""
-    import psycopg2
-
-    from churn_assets import warehouse
-    from churn_assets.data.online_predictions import read_shadow_results
-    from churn_assets.ml.shadow import compare_shadow, describe
-
-    if not settings.warehouse_url and not settings.embedded_pg_dir.exists():
-        return {"rows": 0, "pairs": [], "summary": describe([])}  # do not start a server
-    try:
-        with warehouse.connect(_warehouse_url(settings)) as conn:
-            shadow = read_shadow_results(conn)
-    except (psycopg2.Error, warehouse.WarehouseError, click.ClickException):
-        return None
-    pairs = compare_shadow(shadow)
-    return {
-        "rows": len(shadow),
-        "pairs": [pair.as_dict() for pair in pairs],
-        "summary": describe(pairs),
-    }
-
-
-def _describe_model(model: dict[str, Any] | None) -> str:
-    if model is None:
-        return "none"
-    metrics = model["metrics"]
-    oracle = model["oracle_auc"]
-    parts = [
-        f"version {model['version']}",
-        f"AUC {metrics['auc']:.3f}" if metrics["auc"] is not None else "AUC n/a",
-        f"out of time on {model['holdout_as_of']}" if model.get("holdout_as_of") else "",
-        f"oracle AUC {oracle:.3f}" if oracle is not None else "oracle n/a",
-        f"PR AUC {metrics['pr_auc']:.3f}" if metrics["pr_auc"] is not None else "",
-        f"Brier {metrics['brier']:.3f}" if metrics["brier"] is not None else "",
-        f"ONNX parity {model['onnx_parity_max_abs_diff']:.1e}"
-        if model["onnx_parity_max_abs_diff"] is not None
-        else "",
-        f"data as of {model['data_as_of']}",
-        f"trained {model['trained_at']}",
-    ]
-    return ", ".join(part for part in parts if part)
 
 
 @main.command()
@@ -620,13 +526,21 @@ def psql() -> None:
     os.execvp("psql", ["psql", url])
 
 
-def _warehouse_url(settings: Settings) -> str:
-    from churn_assets.warehouse import WarehouseError, start_embedded
+def _status(settings: Settings) -> dict[str, Any]:
+    from churn_assets.ml.tracking import RegistryUnavailable
+    from churn_assets.status import status_report
 
-    if settings.warehouse_url:
-        return settings.warehouse_url
     try:
-        return start_embedded(settings.embedded_pg_dir)
+        return status_report(settings)
+    except RegistryUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _warehouse_url(settings: Settings) -> str:
+    from churn_assets.warehouse import WarehouseError, url_for
+
+    try:
+        return url_for(settings)
     except WarehouseError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -674,8 +588,9 @@ def _describe_registered(settings: Settings, version: str) -> str:
     if version.startswith("not registered"):
         return version
     from churn_assets.ml import tracking
+    from churn_assets.status import describe_model
 
-    return _describe_model(tracking.describe_version(settings.resolved_tracking_uri, version))
+    return describe_model(tracking.describe_version(settings.resolved_tracking_uri, version))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ CHURN_LABELS_TABLE = "marts.churn_labels"
 # Written by the online scorer (one row per served prediction), read by analysts and the
 # shadow comparison.
 ONLINE_PREDICTIONS_TABLE = "scoring.online_predictions"
+# Realized performance per (model version, period): written by its asset, read by the
+# analyst tables and `churn status`.
+REALIZED_TABLE = "scoring.realized_performance"
 # The dbt models partitioned by period (incremental on as_of): a retired period's rows go.
 PERIOD_TABLES = (CUSTOMER_FEATURES_TABLE, CHURN_LABELS_TABLE, TRAINING_SNAPSHOT_TABLE)
 

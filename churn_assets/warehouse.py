@@ -13,10 +13,14 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg2
 import psycopg2.extensions
+
+if TYPE_CHECKING:
+    from churn_assets.settings import Settings
 
 EMBEDDED_DATABASE = "churn"
 
@@ -87,6 +91,13 @@ def start_embedded(pg_dir: Path) -> str:
     admin_url = server.get_uri()
     ensure_database(admin_url, EMBEDDED_DATABASE)
     return server.get_uri(database=EMBEDDED_DATABASE)
+
+
+def url_for(settings: Settings) -> str:
+    """The warehouse these settings name: ``CHURN_WAREHOUSE_URL`` when set, else the embedded
+    server under ``CHURN_HOME`` (started if it is not running). Raises :class:`WarehouseError`
+    when the embedded server cannot start."""
+    return settings.warehouse_url or start_embedded(settings.embedded_pg_dir)
 
 
 def stop_embedded(pg_dir: Path) -> bool:

@@ -23,7 +23,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,7 +41,7 @@ from churn_assets.serving.features import OnlineFeatureSource
 from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.model_store import DEFAULT_POLL_SECONDS, ChampionHolder
 from churn_assets.serving.prediction_log import PredictionLog
-from churn_assets.settings import load_settings
+from churn_assets.settings import Settings, load_settings
 from churn_assets.warehouse import WarehouseError
 
 log = logging.getLogger(__name__)
@@ -95,9 +94,7 @@ def build_service(
     """
     settings = load_settings()
     metrics = ServingMetrics()  # first: the copy's first load is already a refresh to count
-    source = _load_feature_copy(
-        settings.warehouse_url, settings.embedded_pg_dir, poll_seconds, metrics
-    )
+    source = _load_feature_copy(settings, poll_seconds, metrics)
     try:
         holder = ChampionHolder.from_mlflow(
             settings.resolved_tracking_uri, poll_seconds=poll_seconds
@@ -124,7 +121,7 @@ def build_service(
     )
     challenger.refresh()
     # The embedded server already runs (the feature copy started it): this only names it.
-    url = settings.warehouse_url or warehouse.start_embedded(settings.embedded_pg_dir)
+    url = warehouse.url_for(settings)
     bands = RiskBands.from_policy(load_policy())
     prediction_log = PredictionLog(url, metrics, shadow=ShadowScorer(bands, metrics))
     app = create_app(
@@ -141,15 +138,14 @@ def build_service(
 
 
 def _load_feature_copy(
-    url: str | None, embedded_pg_dir: Path, poll_seconds: float, metrics: ServingMetrics
+    settings: Settings, poll_seconds: float, metrics: ServingMetrics
 ) -> OnlineFeatureSource:
     """The online copy of the features, loaded, or a one-line :class:`ServingError` saying
     which warehouse could not be reached (password redacted) and what to do about it."""
+    url = settings.warehouse_url
     try:
         source = OnlineFeatureSource.from_warehouse(
-            url or warehouse.start_embedded(embedded_pg_dir),
-            poll_seconds=poll_seconds,
-            metrics=metrics,
+            warehouse.url_for(settings), poll_seconds=poll_seconds, metrics=metrics
         )
         source.refresh()
         state = source.state()
@@ -166,7 +162,7 @@ def _load_feature_copy(
         todo = (
             "Start it, or set CHURN_WAREHOUSE_URL to a running Postgres"
             if url
-            else f"Check the embedded server under {embedded_pg_dir}, or set "
+            else f"Check the embedded server under {settings.embedded_pg_dir}, or set "
             "CHURN_WAREHOUSE_URL to a running Postgres"
         )
         raise ServingError(

@@ -36,3 +36,14 @@ def test_loading_the_definitions_imports_no_ml_library() -> None:
         "costs seconds per run. Import them inside the asset/check/sensor body that uses them "
         "(and under `if TYPE_CHECKING:` for annotations)."
     )
+
+
+def test_the_status_report_loads_without_dagster() -> None:
+    # `churn status` (and anything else that reads the report) should not pay Dagster's
+    # import: the report is the registry and two warehouse queries.
+    code = "import sys, churn_assets.status; print('dagster' in sys.modules)"
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "False", "churn_assets.status imported dagster"

@@ -19,10 +19,9 @@ from churn_assets.defs.automation import (
 )
 from churn_assets.defs.partitions import PERIODS, run_period_keys
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
-from churn_assets.schema import CHURN_LABELS_TABLE, CUSTOMER_FEATURES_TABLE
+from churn_assets.schema import CHURN_LABELS_TABLE, CUSTOMER_FEATURES_TABLE, REALIZED_TABLE
 
 GROUP = "scoring"
-REALIZED_TABLE = f"{SCORES_SCHEMA}.realized_performance"
 
 
 @dg.asset(

@@ -1,0 +1,115 @@
+"""What ``churn status`` reports, as one JSON-able dict: the registry's newest version and
+its champion, realized performance per scored period, and the online scorer's shadow
+comparison. No click and no Dagster: the CLI prints it, anything else may call it.
+
+Looking never creates anything: no MLflow store is made where none exists, and no embedded
+Postgres is started where nothing was ever loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg2
+
+from churn_assets import warehouse
+from churn_assets.settings import Settings
+
+
+def status_report(settings: Settings) -> dict[str, Any]:
+    """The documented ``churn status --json`` object (see the command's help).
+
+    Raises :class:`churn_assets.ml.tracking.RegistryUnavailable` when the tracking server
+    does not answer; an unreachable warehouse only nulls ``realized`` and ``shadow``.
+    """
+    from churn_assets.ml import tracking
+
+    uri = settings.resolved_tracking_uri
+    report: dict[str, Any] = {
+        "tracking_uri": uri,
+        "model_name": tracking.REGISTERED_MODEL_NAME,
+        "latest_model": None,
+        "champion": None,
+        "realized": realized(settings),
+        "shadow": shadow(settings),
+    }
+    if tracking.local_store_missing(uri):
+        return report  # nothing trained yet; do not create an empty store just to look
+    tracking.check_reachable(uri)
+    latest = tracking.latest_version(uri)
+    if latest is not None:
+        report["latest_model"] = tracking.describe_version(uri, latest)
+    champion = tracking.alias_version(uri, tracking.CHAMPION)
+    if champion is not None:
+        report["champion"] = tracking.describe_version(uri, champion)
+    return report
+
+
+def _nothing_loaded(settings: Settings) -> bool:
+    return not settings.warehouse_url and not settings.embedded_pg_dir.exists()
+
+
+def realized(settings: Settings) -> list[dict[str, Any]] | None:
+    """Realized performance per (version, period) from the warehouse; None if unreachable."""
+    from churn_assets.schema import REALIZED_TABLE
+
+    if _nothing_loaded(settings):
+        return []
+    try:
+        with warehouse.connect(warehouse.url_for(settings)) as conn, conn.cursor() as cur:
+            cur.execute("select to_regclass(%s)", (REALIZED_TABLE,))
+            if cur.fetchone()[0] is None:
+                return []
+            cur.execute(
+                f"select model_version, as_of, rows, auc, brier from {REALIZED_TABLE} "
+                "order by as_of, model_version"
+            )
+            rows = cur.fetchall()
+    except (psycopg2.Error, warehouse.WarehouseError):
+        return None
+    return [
+        {"model_version": v, "as_of": a.isoformat(), "rows": n, "auc": auc, "brier": brier}
+        for v, a, n, auc, brier in rows
+    ]
+
+
+def shadow(settings: Settings) -> dict[str, Any] | None:
+    """The shadow comparison from the online prediction log; None if unreachable."""
+    from churn_assets.data.online_predictions import read_shadow_results
+    from churn_assets.ml.shadow import compare_shadow, describe
+
+    if _nothing_loaded(settings):
+        return {"rows": 0, "pairs": [], "summary": describe([])}
+    try:
+        with warehouse.connect(warehouse.url_for(settings)) as conn:
+            results = read_shadow_results(conn)
+    except (psycopg2.Error, warehouse.WarehouseError):
+        return None
+    pairs = compare_shadow(results)
+    return {
+        "rows": len(results),
+        "pairs": [pair.as_dict() for pair in pairs],
+        "summary": describe(pairs),
+    }
+
+
+def describe_model(model: dict[str, Any] | None) -> str:
+    """One line for a model of the report (``describe_version``'s dict), or "none"."""
+    if model is None:
+        return "none"
+    metrics = model["metrics"]
+    oracle = model["oracle_auc"]
+    parts = [
+        f"version {model['version']}",
+        f"AUC {metrics['auc']:.3f}" if metrics["auc"] is not None else "AUC n/a",
+        f"out of time on {model['holdout_as_of']}" if model.get("holdout_as_of") else "",
+        f"oracle AUC {oracle:.3f}" if oracle is not None else "oracle n/a",
+        f"PR AUC {metrics['pr_auc']:.3f}" if metrics["pr_auc"] is not None else "",
+        f"Brier {metrics['brier']:.3f}" if metrics["brier"] is not None else "",
+        f"ONNX parity {model['onnx_parity_max_abs_diff']:.1e}"
+        if model["onnx_parity_max_abs_diff"] is not None
+        else "",
+        f"data as of {model['data_as_of']}",
+        f"trained {model['trained_at']}",
+    ]
+    return ", ".join(part for part in parts if part)
