@@ -62,6 +62,8 @@ def test_demo_records_metadata_in_the_persistent_instance(demo: tuple[Result, Pa
             limit=1,
         ).records
         raw_orders = instance.get_latest_materialization_event(dg.AssetKey("raw_orders"))
+        current = instance.get_latest_materialization_event(dg.AssetKey("current_features"))
+        staging = instance.get_latest_materialization_event(dg.AssetKey("stg_raw__orders"))
     assert dataset is not None and raw_orders is not None
     meta = dataset.asset_materialization.metadata  # type: ignore[union-attr]
     periods = meta["as_of"].value.split(", ")
@@ -79,6 +81,12 @@ def test_demo_records_metadata_in_the_persistent_instance(demo: tuple[Result, Pa
     assert "days_since_last_order" in partition_meta["preview"].value
     orders_meta = raw_orders.asset_materialization.metadata  # type: ignore[union-attr]
     assert orders_meta["dagster/row_count"].value == _rows("select count(*) from raw.orders")[0][0]
+    # dbt tables outside the periods carry their row count; views are not counted
+    assert current is not None and staging is not None
+    current_meta = current.asset_materialization.metadata  # type: ignore[union-attr]
+    (current_rows,) = _rows("select count(*) from marts.current_features")[0]
+    assert current_meta["dagster/row_count"].value == current_rows > 0
+    assert "dagster/row_count" not in staging.asset_materialization.metadata  # type: ignore[union-attr]
 
 
 def test_run_on_bad_files_fails_clearly_and_changes_nothing(
