@@ -15,6 +15,7 @@ import dagster as dg
 import pandas as pd
 import psycopg2
 from dagster_dbt import DbtCliResource, dbt_assets
+from psycopg2 import sql
 
 from churn_assets.data.online_predictions import create_table
 from churn_assets.defs.partitions import PERIODS, run_period_keys
@@ -195,8 +196,11 @@ def _with_row_count(event: Any, manifest: Mapping[str, Any], warehouse: Warehous
     node = manifest["nodes"].get(getattr(unique_id, "text", unique_id))
     if node is None or node["config"]["materialized"] == "view":
         return event
+    # Schema and alias, not the manifest's relation_name: that names the database the
+    # manifest was parsed against, which need not be the one this run writes to.
+    table = sql.Identifier(node["schema"], node["alias"])
     with warehouse.connect() as conn, conn.cursor() as cur:
-        cur.execute(f"select count(*) from {node['relation_name']}")
+        cur.execute(sql.SQL("select count(*) from {}").format(table))
         (rows,) = cur.fetchone()
     return event.with_metadata({**event.metadata, "dagster/row_count": rows})
 
