@@ -292,7 +292,7 @@ def _drift_story(settings: Settings, deliveries: list[date]) -> None:
     story_env = {"CHURN_RAW_DIR": str(feed), env_name("retrain_cooldown_seconds"): "0"}
     with environ(story_env), _instance(settings) as instance:
         story = monthly_story(instance, feed, click.echo, deliveries)
-    status = _status(load_settings())
+    status = _status(load_settings(), models_only=True)
     click.echo(
         f"\n{len(story.months)} deliveries, {len(story.launches)} runs, none launched by hand"
     )
@@ -352,7 +352,7 @@ def _summarise(results: list[ExecuteInProcessResult], settings: Settings) -> Non
         click.echo(f"  model:     {_describe_registered(settings, version)}")
     for line in report.promotion_lines(*results):
         click.echo(f"  {line}")
-    champion = _status(settings)["champion"]
+    champion = _status(settings, models_only=True)["champion"]
     click.echo(f"  champion:  {describe_model(champion)}")
     scores = report.scores_summary(*results)
     if scores is not None:
@@ -526,12 +526,14 @@ def psql() -> None:
     os.execvp("psql", ["psql", url])
 
 
-def _status(settings: Settings) -> dict[str, Any]:
+def _status(settings: Settings, *, models_only: bool = False) -> dict[str, Any]:
+    """The status report (see `churn status`), or only its two models for a run's summary:
+    that needs no warehouse query (the shadow comparison reads the whole prediction log)."""
     from churn_assets.ml.tracking import RegistryUnavailable
-    from churn_assets.status import status_report
+    from churn_assets.status import registered_models, status_report
 
     try:
-        return status_report(settings)
+        return registered_models(settings) if models_only else status_report(settings)
     except RegistryUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
 

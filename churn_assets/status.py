@@ -24,25 +24,32 @@ def status_report(settings: Settings) -> dict[str, Any]:
     """
     from churn_assets.ml import tracking
 
-    uri = settings.resolved_tracking_uri
-    report: dict[str, Any] = {
-        "tracking_uri": uri,
+    return {
+        "tracking_uri": settings.resolved_tracking_uri,
         "model_name": tracking.REGISTERED_MODEL_NAME,
-        "latest_model": None,
-        "champion": None,
         "realized": realized(settings),
         "shadow": shadow(settings),
+        **registered_models(settings),
     }
+
+
+def registered_models(settings: Settings) -> dict[str, Any]:
+    """The report's ``latest_model`` and ``champion`` alone (what a run's summary prints),
+    without reading the warehouse. Raises as :func:`status_report` does."""
+    from churn_assets.ml import tracking
+
+    uri = settings.resolved_tracking_uri
+    models: dict[str, Any] = {"latest_model": None, "champion": None}
     if tracking.local_store_missing(uri):
-        return report  # nothing trained yet; do not create an empty store just to look
+        return models  # nothing trained yet; do not create an empty store just to look
     tracking.check_reachable(uri)
     latest = tracking.latest_version(uri)
     if latest is not None:
-        report["latest_model"] = tracking.describe_version(uri, latest)
+        models["latest_model"] = tracking.describe_version(uri, latest)
     champion = tracking.alias_version(uri, tracking.CHAMPION)
     if champion is not None:
-        report["champion"] = tracking.describe_version(uri, champion)
-    return report
+        models["champion"] = tracking.describe_version(uri, champion)
+    return models
 
 
 def _nothing_loaded(settings: Settings) -> bool:
