@@ -4,7 +4,9 @@ An alert must never become a second failure: :func:`post_alert` waits at most
 :data:`TIMEOUT_SECONDS` per attempt, tries once more after a connection error, a timeout or
 a 5xx answer, and never raises. It returns whether the message was delivered and logs a
 warning when it was not. Standard library only (``urllib.request``), so sending an alert
-needs nothing the platform does not already have.
+needs nothing the platform does not already have. A URL with ``user:password@`` is sent
+with HTTP basic auth (urllib itself would take the userinfo for part of the host); logs
+show the webhook as ``scheme://host:port`` only (:func:`churn_assets.urls.mask_url`).
 
 The message (one JSON object, ``Content-Type: application/json``)::
 
@@ -36,7 +38,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from typing import Any, Literal, TypedDict
-from urllib.parse import urlsplit
+
+from churn_assets.urls import basic_auth, mask_secrets, mask_url, split_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ def post_alert(url: str, message: Mapping[str, Any], *, timeout: float | None = 
     this message, so it is not retried. Never raises: the caller is a sensor that must keep
     ticking whatever the receiver does.
     """
-    where = _redact(url)
+    where = mask_url(url, host_only=True)  # the path is often the webhook's secret
     try:
         body = json.dumps(message, default=str).encode()
     except (TypeError, ValueError) as error:
@@ -91,6 +94,7 @@ def post_alert(url: str, message: Mapping[str, Any], *, timeout: float | None = 
     reason = "not attempted"
     for attempt in range(1, ATTEMPTS + 1):
         retryable, reason = _send(url, body, TIMEOUT_SECONDS if timeout is None else timeout)
+        reason = mask_secrets(reason, url)  # urllib quotes pieces of a malformed URL
         if not reason:
             return True
         if not retryable:
@@ -109,13 +113,17 @@ def post_alert(url: str, message: Mapping[str, Any], *, timeout: float | None = 
 
 def _send(url: str, body: bytes, timeout: float) -> tuple[bool, str]:
     """One attempt: ``(retryable, reason)``, with an empty reason when it was delivered."""
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": "churn-assets-alerts"},
-    )
     try:
+        bare, username, password = split_credentials(url)
+        request = urllib.request.Request(
+            bare,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "churn-assets-alerts"},
+        )
+        if username is not None:
+            # Unredirected: a redirect to another host must not carry the credentials.
+            request.add_unredirected_header("Authorization", basic_auth(username, password or ""))
         with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()  # the receiver's answer is not used, but wait for all of it
         return False, ""
@@ -125,13 +133,3 @@ def _send(url: str, body: bytes, timeout: float) -> tuple[bool, str]:
         return True, f"{type(error).__name__}: {error}"
     except Exception as error:  # e.g. a malformed URL: never let an alert raise
         return False, f"{type(error).__name__}: {error}"
-
-
-def _redact(url: str) -> str:
-    """Scheme and host only: webhook URLs often carry their secret in the path."""
-    parts = urlsplit(url)
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:  # a port that is not a number
-        port = ""
-    return f"{parts.scheme}://{parts.hostname or '?'}{port}"

@@ -386,7 +386,8 @@ def dev(port: int) -> None:
 def status(as_json: bool) -> None:
     """Show the latest registered model and the champion (from the MLflow registry).
 
-    JSON: {"tracking_uri", "model_name", "latest_model", "champion", "realized"}; each model
+    JSON: {"tracking_uri" (password masked), "model_name", "latest_model", "champion",
+    "realized"}; each model
     is null or {"version", "metrics": {"auc" (out of time), "in_time_auc", "pr_auc", "brier",
     "log_loss", "f1", "threshold", "reference_auc", "ece"}, "holdout_as_of",
     "training_periods", "data_through", "backtest": null or [{"as_of", "rows", "label_rate",

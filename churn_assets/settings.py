@@ -189,4 +189,13 @@ def _parse_http_url(env: Mapping[str, str], name: str) -> str | None:
             f"{name} must be an http:// or https:// URL with a host (got scheme "
             f"{parsed.scheme or 'none'!r})"
         )
+    try:
+        parsed.port  # noqa: B018  # raises for a port that is not a number
+    except ValueError:
+        # Most often a password with an unencoded / ? # or @, which cuts the host short;
+        # nothing of the URL is echoed, it may be that password.
+        raise SettingsError(
+            f"{name} has a port that is not a number; percent-encode / ? # @ in a password "
+            "(user:password@ is sent as basic auth)"
+        ) from None
     return raw

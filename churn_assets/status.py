@@ -14,6 +14,7 @@ import psycopg2
 
 from churn_assets import warehouse
 from churn_assets.settings import Settings
+from churn_assets.urls import mask_url
 
 
 def status_report(settings: Settings) -> dict[str, Any]:
@@ -25,7 +26,7 @@ def status_report(settings: Settings) -> dict[str, Any]:
     from churn_assets.ml import tracking
 
     return {
-        "tracking_uri": settings.resolved_tracking_uri,
+        "tracking_uri": mask_url(settings.resolved_tracking_uri),  # printed: password masked
         "model_name": tracking.REGISTERED_MODEL_NAME,
         "realized": realized(settings),
         "shadow": shadow(settings),

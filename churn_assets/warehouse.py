@@ -19,6 +19,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import psycopg2
 import psycopg2.extensions
 
+from churn_assets.urls import mask_secrets, mask_url
+
 if TYPE_CHECKING:
     from churn_assets.settings import Settings
 
@@ -61,7 +63,13 @@ def parse_url(url: str) -> ConnectionParams:
         )
     query = parse_qs(parts.query)
     host = query.get("host", [parts.hostname or "localhost"])[0]
-    port = int(query.get("port", [parts.port or 5432])[0])
+    try:
+        port = int(query.get("port", [parts.port or 5432])[0])
+    except ValueError as exc:  # its message quotes the "port": a piece of a broken password
+        raise WarehouseError(
+            f"warehouse URL {mask_url(url)} has no usable port ({mask_secrets(str(exc), url)}); "
+            "percent-encode / ? # @ in the password"
+        ) from None
     dbname = unquote(parts.path.lstrip("/")) or "postgres"
     return ConnectionParams(
         host=host,
@@ -70,15 +78,6 @@ def parse_url(url: str) -> ConnectionParams:
         password=unquote(parts.password or ""),
         dbname=dbname,
     )
-
-
-def redact(url: str) -> str:
-    """The URL with its password replaced, safe for logs and the UI."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 def start_embedded(pg_dir: Path) -> str:
@@ -139,13 +138,22 @@ def ensure_database(admin_url: str, dbname: str) -> None:
         conn.close()
 
 
+def unreachable(url: str, exc: Exception) -> WarehouseError:
+    """The error for a failed connection: the URL masked, and so is libpq's message, which
+    quotes pieces of a URL it cannot parse (a password with an unencoded ``/``). Raise it
+    ``from None``: a chained driver error would show the unmasked message after ours."""
+    return WarehouseError(
+        f"cannot connect to the warehouse at {mask_url(url)}: {mask_secrets(str(exc), url)}"
+    )
+
+
 @contextlib.contextmanager
 def connect(url: str) -> Iterator[psycopg2.extensions.connection]:
     """A connection that commits on success and rolls back on error, then closes."""
     try:
         conn = psycopg2.connect(url, connect_timeout=10)
     except psycopg2.OperationalError as exc:
-        raise WarehouseError(f"cannot connect to the warehouse at {redact(url)}: {exc}") from exc
+        raise unreachable(url, exc) from None
     try:
         with conn:
             yield conn
@@ -218,7 +226,7 @@ def write_lock(
     try:
         conn = psycopg2.connect(url, connect_timeout=10, application_name=name)
     except psycopg2.OperationalError as exc:
-        raise WarehouseError(f"cannot connect to the warehouse at {redact(url)}: {exc}") from exc
+        raise unreachable(url, exc) from None
     try:
         conn.autocommit = True  # a session lock; no transaction left open while it is held
         deadline = time.monotonic() + timeout_seconds
@@ -231,7 +239,7 @@ def write_lock(
             current = lock_holder(conn)
             if time.monotonic() >= deadline:
                 raise WarehouseBusy(
-                    f"the warehouse {redact(url)} is being written by "
+                    f"the warehouse {mask_url(url)} is being written by "
                     f"{current or 'another session'}; waited {timeout_seconds:g} s. "
                     "Run again when it has finished (or raise "
                     "CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS to wait longer)."

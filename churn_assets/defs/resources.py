@@ -20,6 +20,7 @@ from churn_assets.lib.dbt import churn_dbt_project
 from churn_assets.policy import Policy, load_policy, rules
 from churn_assets.schema import EXPERIMENT_NAME, REGISTERED_MODEL_NAME
 from churn_assets.settings import DEFAULT_LOCK_TIMEOUT_SECONDS, load_settings
+from churn_assets.urls import mask_url
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -141,12 +142,14 @@ class MlflowResource(dg.ConfigurableResource):
         )
 
     def run_link(self, experiment_id: str, run_id: str) -> str:
-        """Where a person finds the run: a URL for a server, the UI command for a local store."""
+        """Where a person finds the run: a URL for a server, the UI command for a local store.
+        Shown in the Dagster UI, so the URI's password is masked (the browser asks for it)."""
         from churn_assets.ml import tracking
 
+        shown = mask_url(self.tracking_uri)
         if tracking.is_remote(self.tracking_uri):
-            return f"{self.tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-        return f"mlflow ui --backend-store-uri {self.tracking_uri}  (run {run_id})"
+            return f"{shown.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        return f"mlflow ui --backend-store-uri {shown}  (run {run_id})"
 
 
 # The resource's fields are generated from ``churn_assets.policy.Policy``: one definition of
@@ -197,9 +200,12 @@ def warehouse_resource() -> WarehouseResource:
 
 
 def mlflow_resource() -> MlflowResource:
+    """The registry these settings name. A ``MLFLOW_TRACKING_URI`` holding a password is
+    passed as an ``EnvVar``, as the warehouse URL is: the UI shows the variable's name."""
     settings = load_settings()
+    uri = settings.resolved_tracking_uri
     return MlflowResource(
-        tracking_uri=settings.resolved_tracking_uri,
+        tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI") if mask_url(uri) != uri else uri,
         artifact_location="" if settings.mlflow_tracking_uri else settings.local_artifact_location,
     )
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from churn_assets import schema
+from churn_assets.urls import mask_secrets, mask_url
 
 REGISTERED_MODEL_NAME = schema.REGISTERED_MODEL_NAME
 EXPERIMENT_NAME = schema.EXPERIMENT_NAME
@@ -90,6 +89,12 @@ def check_reachable(tracking_uri: str, timeout_seconds: float = 3.0) -> None:
     """Raise :class:`RegistryUnavailable` when a tracking server does not answer quickly.
 
     MLflow's own client retries a dead server for minutes; this probe fails in seconds.
+    It asks ``/health`` through MLflow's own HTTP call, so it sends what every client call
+    will: credentials from ``user:password@`` in the URI (requests turns them into basic
+    auth, before ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``), else those variables or
+    ``~/.mlflow/credentials``, else ``MLFLOW_TRACKING_TOKEN``; and the TLS settings.
+    Its errors show the URI masked (:func:`churn_assets.urls.mask_url`).
+
     A local SQLite store is reachable when it is missing (it is created on first use) or
     a readable SQLite database; a corrupt file is reported here, in one line, instead of
     as a SQLAlchemy traceback from deep inside MLflow.
@@ -97,15 +102,38 @@ def check_reachable(tracking_uri: str, timeout_seconds: float = 3.0) -> None:
     if not is_remote(tracking_uri):
         _check_local_store(tracking_uri)
         return
-    url = tracking_uri.rstrip("/") + "/health"
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    shown = mask_url(tracking_uri)
     try:
-        with urllib.request.urlopen(url, timeout=timeout_seconds) as response:
-            if response.status != 200:
-                raise RegistryUnavailable(f"{url} answered HTTP {response.status}")
-    except (urllib.error.URLError, OSError) as exc:
+        response = http_request(
+            get_default_host_creds(tracking_uri),
+            "/health",
+            "GET",
+            max_retries=0,
+            backoff_factor=0,
+            timeout=timeout_seconds,
+            raise_on_status=False,
+        )
+    except MlflowException as exc:  # refused, timed out, a bad URL
+        # MLflow's text repeats the URI, password included: say what requests said, masked,
+        # and chain nothing (Dagster would show the unmasked cause after our message).
+        reason = str(exc.__context__ or exc.message)
         raise RegistryUnavailable(
-            f"MLflow tracking server {tracking_uri} unreachable: {exc}"
-        ) from exc
+            f"MLflow tracking server {shown} unreachable: {mask_secrets(reason, tracking_uri)}"
+        ) from None
+    if response.status_code in (401, 403):
+        raise RegistryUnavailable(
+            f"MLflow tracking server {shown} refused the credentials (HTTP "
+            f"{response.status_code} on /health): check the user:password in "
+            "MLFLOW_TRACKING_URI, or MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD"
+        )
+    if response.status_code != 200:
+        raise RegistryUnavailable(
+            f"MLflow tracking server {shown} unreachable: /health answered HTTP "
+            f"{response.status_code}"
+        )
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:

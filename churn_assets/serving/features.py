@@ -29,7 +29,7 @@ from churn_assets.schema import CURRENT_FEATURES_TABLE
 from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.model_store import DEFAULT_POLL_SECONDS
 from churn_assets.serving.poller import Poller
-from churn_assets.warehouse import WarehouseError, redact
+from churn_assets.warehouse import WarehouseError, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,7 @@ class WarehouseFeatureSource:
         try:  # one connection up front: a wrong URL fails at startup, not on first request
             self._pool = ThreadedConnectionPool(1, max_connections, dsn=url, connect_timeout=10)
         except psycopg2.Error as exc:
-            message = f"cannot connect to the warehouse at {redact(url)}: {exc}"
-            raise WarehouseError(message) from exc
+            raise unreachable(url, exc) from None
 
     def get(self, customer_id: str) -> dict[str, Any] | None:
         rows = self._fetch(f"{_SELECT} where customer_id = %s", (customer_id,))
@@ -168,9 +167,7 @@ class WarehouseFeatureSource:
                 try:
                     conn = self._pool.getconn()
                 except psycopg2.Error as exc:
-                    raise WarehouseError(
-                        f"cannot connect to the warehouse at {redact(self._url)}: {exc}"
-                    ) from exc
+                    raise unreachable(self._url, exc) from None
                 discard = True  # unless the query ran or failed inside the database
                 try:
                     rows = _run_query(conn, sql, params)
@@ -403,9 +400,7 @@ def warehouse_loader(url: str, chunk_rows: int = _LOAD_CHUNK_ROWS) -> Loader:
                 url, connect_timeout=10, options=f"-c statement_timeout={_REFRESH_TIMEOUT_MS}"
             )
         except psycopg2.Error as exc:
-            raise WarehouseError(
-                f"cannot connect to the warehouse at {redact(url)}: {exc}"
-            ) from exc
+            raise unreachable(url, exc) from None
         try:
             conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
             psycopg2.extensions.register_type(_NUMERIC_AS_FLOAT, conn)

@@ -34,6 +34,7 @@ from churn_assets.ml.export import OnnxScorer, sha256_file
 from churn_assets.ml.features import EMAIL_DOMAIN_CLASSES, NUMERIC_FEATURES, ModelInputs
 from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.poller import Poller
+from churn_assets.urls import mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +163,11 @@ class ChampionHolder:
         intra_op_threads: int | None = 1,
         initial: LoadedModel | None = None,
         reuse: Callable[[], LoadedModel | None] | None = None,
+        registry_url: str | None = None,
     ) -> None:
         self.name = name
+        # MLflow's own errors quote the tracking URI whole: masked before /health shows them.
+        self._registry_url = registry_url
         self.alias = alias
         self._resolver = resolver
         self._fetcher = fetcher
@@ -206,6 +210,7 @@ class ChampionHolder:
             poll_seconds=poll_seconds,
             intra_op_threads=intra_op_threads,
             reuse=reuse,
+            registry_url=tracking_uri,
         )
 
     @classmethod
@@ -279,7 +284,10 @@ class ChampionHolder:
                 loading = True
                 new = self._reusable(attempted) or self._load(attempted)
             except Exception as exc:  # any failure: keep serving, report on /health
-                self._finish(None, RefreshError(_describe(exc), datetime.now(UTC), attempted))
+                self._finish(
+                    None,
+                    RefreshError(_describe(exc, self._registry_url), datetime.now(UTC), attempted),
+                )
                 if loading and self._metrics is not None:
                     self._metrics.model_reloads.labels("failure").inc()
                 return False
@@ -351,6 +359,8 @@ class ChampionHolder:
         self.stop()
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, secret_url: str | None = None) -> str:
     text = str(exc).strip() or repr(exc)
+    if secret_url:
+        text = mask_secrets(text, secret_url)
     return f"{type(exc).__name__}: {text}"

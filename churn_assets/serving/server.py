@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import FastAPI
@@ -42,6 +41,7 @@ from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.model_store import DEFAULT_POLL_SECONDS, ChampionHolder
 from churn_assets.serving.prediction_log import PredictionLog
 from churn_assets.settings import Settings, load_settings
+from churn_assets.urls import mask_secrets, mask_url
 from churn_assets.warehouse import WarehouseError
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,8 @@ def build_service(
             # Failing fast beats a server that answers 503 until someone trains a model.
             reason = state.last_error.message if state.last_error else "unknown"
             raise ServingError(
-                f"no champion model to serve from {settings.resolved_tracking_uri}: {reason} "
+                f"no champion model to serve from {mask_url(settings.resolved_tracking_uri)}: "
+                f"{reason} "
                 "(run `churn demo` or train and promote a model first)"
             )
     except BaseException:
@@ -154,9 +155,8 @@ def _load_feature_copy(
         return source
     except WarehouseError as exc:
         reason = " ".join(str(exc).split())  # libpq's message spans lines
-        password = urlsplit(url).password if url else None
-        if password:  # already redacted in the URL; never echo it from a driver message
-            reason = reason.replace(password, "***")
+        if url:  # already masked in the URL; never echo it from a driver message
+            reason = mask_secrets(reason, url)
         if not reason.endswith((".", "?", "!")):
             reason += "."
         todo = (

@@ -4,6 +4,7 @@ fails a sensor tick. No warehouse: a temporary Dagster instance and tiny jobs.""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from churn_assets.defs.alerts.sensors import (
 )
 from churn_assets.defs.monitoring.sensors import DRIFT_GATE
 from churn_assets.settings import SettingsError, load_settings
+from churn_assets.urls import basic_auth
 
 UI = "http://dagster.example:3000"
 GX_CHECK = dg.AssetCheckKey(dg.AssetKey("training_dataset"), "training_data_quality")
@@ -36,13 +38,17 @@ GX_FAILURE = (
 
 @dataclass
 class Receiver:
-    """A webhook on 127.0.0.1: records each JSON body, answers from ``replies`` (then 200);
-    a ``None`` reply never answers (the client times out)."""
+    """A webhook on 127.0.0.1: records each JSON body (and ``Authorization`` header), answers
+    from ``replies`` (then 200); a ``None`` reply never answers (the client times out).
+    With ``required_auth`` set, a request without that header gets a 401 (and is not
+    recorded), as a webhook behind basic auth answers."""
 
     url: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
     replies: list[int | None] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
+    authorizations: list[str | None] = field(default_factory=list)
+    required_auth: str | None = None
 
 
 @pytest.fixture
@@ -53,6 +59,13 @@ def receiver() -> Iterator[Receiver]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             assert self.headers["Content-Type"] == "application/json"
+            state.authorizations.append(self.headers.get("Authorization"))
+            if state.required_auth and self.headers.get("Authorization") != state.required_auth:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="alerts"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             state.requests.append(json.loads(body))
             reply = state.replies.pop(0) if state.replies else 200
             if reply is None:
@@ -393,3 +406,49 @@ def test_the_alert_settings_default_to_off_and_validate_the_scheme() -> None:
     for name in ("CHURN_ALERT_WEBHOOK_URL", "CHURN_UI_URL"):
         with pytest.raises(SettingsError, match=f"{name} must be an http:// or https:// URL"):
             load_settings({name: "ftp://hooks.example/abc"})
+
+
+# --- credentials in the webhook URL (issue 24, case 3) -----------------------------------
+
+
+def _with_userinfo(url: str, userinfo: str) -> str:
+    return url.replace("http://", f"http://{userinfo}@", 1)
+
+
+def test_a_webhook_url_with_credentials_is_sent_with_basic_auth(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Bug: urllib took "alice:s3cr3t..." for part of the host, so nothing was ever delivered.
+    receiver.required_auth = basic_auth("alice", "s3cr3t@pw")
+    url = _with_userinfo(receiver.url, "alice:s3cr3t%40pw")
+    assert alerts.post_alert(url, {"summary": "x"}) is True
+    assert receiver.requests == [{"summary": "x"}]
+    assert receiver.authorizations == [receiver.required_auth]
+    assert caplog.records == []
+
+
+def test_a_refused_or_undeliverable_alert_logs_the_webhook_without_its_credentials(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver.required_auth = basic_auth("alice", "right")
+    port = receiver.url.split(":")[2].split("/")[0]
+    with caplog.at_level(logging.WARNING, logger=alerts.__name__):
+        # refused (401, not retried); then the issue's URL (no port: urllib quoted the
+        # password as the port); then a password whose "#" cuts the host short
+        assert not alerts.post_alert(_with_userinfo(receiver.url, "alice:s3cr3tpw"), {})
+        assert not alerts.post_alert("http://alice:s3cr3tpw@127.0.0.1:1/hooks/s3cret", {})
+        assert not alerts.post_alert("http://alice:s3cr3tpw@127.0.0.1/hooks/s3cret", {})
+        assert not alerts.post_alert(f"http://alice:pw#s3cr3tpw@127.0.0.1:{port}/x", {})
+    assert len(receiver.authorizations) == 1  # a 401 is the receiver's answer: no retry
+    logged = caplog.text
+    assert f"not delivered to http://127.0.0.1:{port} after 1 attempt(s): HTTP 401" in logged
+    for secret in ("s3cr3t", "'pw'", "hooks"):
+        assert secret not in logged
+
+
+def test_a_webhook_url_whose_host_a_password_cuts_short_is_refused_without_echoing_it() -> None:
+    with pytest.raises(SettingsError, match="has a port that is not a number") as caught:
+        load_settings({"CHURN_ALERT_WEBHOOK_URL": "https://alice:pw#s3cr3t@hooks.example/x"})
+    assert "s3cr3t" not in str(caught.value) and "pw" not in str(caught.value)
+    on = load_settings({"CHURN_ALERT_WEBHOOK_URL": "https://alice:s3cr3t@hooks.example/x"})
+    assert on.alert_webhook_url == "https://alice:s3cr3t@hooks.example/x"

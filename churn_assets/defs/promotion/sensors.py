@@ -15,6 +15,7 @@ from dagster._core.storage.tags import PRIORITY_TAG
 from churn_assets.defs.promotion.assets import CHALLENGER_TAG, CHAMPION_ASSET
 from churn_assets.defs.resources import MlflowResource
 from churn_assets.settings import load_settings
+from churn_assets.urls import mask_url
 
 # Dagster's run-queue priority (``PRIORITY_TAG``, ``dagster/priority``; higher is dequeued
 # first, the default is 0). A decision takes seconds, and the runs queued behind it (scores,
@@ -41,7 +42,7 @@ def promotion_requests(
     from churn_assets.ml.champion import undecided_versions
 
     versions = undecided_versions(mlflow.tracking_uri, after_version, mlflow.model_name)
-    registry = hashlib.sha256(mlflow.tracking_uri.encode()).hexdigest()[:8]
+    registry = hashlib.sha256(_registry_key(mlflow).encode()).hexdigest()[:8]
     requests = [
         dg.RunRequest(
             run_key=f"promote-v{version}@{registry}",
@@ -74,14 +75,20 @@ def champion_promotion_sensor(
         return dg.SkipReason(f"registry unreachable, nothing requested: {exc}")
     # The newest version looked at, per registry (a cursor from before is per nothing: 0).
     seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
-    last = int(seen.get(mlflow.tracking_uri, 0)) if "last_version" not in seen else 0
+    last = int(seen.get(_registry_key(mlflow), 0)) if "last_version" not in seen else 0
     requests, newest = promotion_requests(mlflow, last)
     if not requests:
         return dg.SkipReason(f"no undecided version of {mlflow.model_name} after v{last}")
     cursor = {key: value for key, value in seen.items() if key != "last_version"}
     return dg.SensorResult(
-        run_requests=requests, cursor=json.dumps({**cursor, mlflow.tracking_uri: newest})
+        run_requests=requests, cursor=json.dumps({**cursor, _registry_key(mlflow): newest})
     )
+
+
+def _registry_key(mlflow: MlflowResource) -> str:
+    """The registry's name in the cursor (which the UI shows) and run keys: its URI with
+    the password masked, so it is not shown and a changed password is the same registry."""
+    return mask_url(mlflow.tracking_uri)
 
 
 @dg.definitions
