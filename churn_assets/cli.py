@@ -23,9 +23,14 @@ if TYPE_CHECKING:
 
 
 def _settings() -> Settings:
+    """The settings, and the policy checked with them: a bad value of either ends the
+    command at once, in one line, before Dagster loads code that reads it."""
+    from churn_assets.policy import PolicyError, load_policy
+
     try:
+        load_policy()
         return load_settings()
-    except SettingsError as exc:
+    except (SettingsError, PolicyError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -307,21 +312,28 @@ def _launch_and_settle(settings: Settings) -> None:
     files in one run), then whatever the definitions decide follows: the promotion run,
     the drift monitor, the scores of the newest period, realized performance, analyst
     tables (:func:`churn_assets.lib.automation.settle`)."""
+    from churn_assets import periods
     from churn_assets.defs.ingest.sensors import raw_files_sensor
-    from churn_assets.defs.partitions import periods_in_files, register_periods
+    from churn_assets.defs.partitions import order_span_in_files, register_periods
     from churn_assets.lib.automation import period_range_tags, prime, run_job, settle
 
+    # What the files' dates allow is known before anything starts: a delivery that covers
+    # no whole period, or a window that labels none, stops here in one line, with the
+    # warehouse untouched (the ingest step refuses the first again, for runs from the UI).
+    span = order_span_in_files(settings.raw_dir)
+    if span is not None:
+        try:
+            periods.trainable_periods(*span, settings.period, settings.window_days, settings.as_of)
+        except periods.PeriodError as exc:
+            raise click.ClickException(f"{settings.raw_dir}: {exc}") from exc
     _warm_up(settings)
     with _instance(settings) as instance:
         prime(instance)  # the automation must see this run's updates as news
-        keys = periods_in_files(settings.raw_dir, settings.period)
-        if not keys:
-            # Unreadable files, or not one whole period: the ingest step says which.
+        if span is None:
+            # Unreadable files: the ingest step names every contract violation.
             _raise_if_failed(run_job(instance, "ingest_job"))
-            raise click.ClickException(
-                f"the orders in {settings.raw_dir} do not cover one whole {settings.period} "
-                "(CHURN_PERIOD): nothing to build features for"
-            )
+            raise click.ClickException(f"the orders in {settings.raw_dir} have no order dates")
+        keys = [periods.as_key(end) for end in periods.period_ends(*span, settings.period)]
         register_periods(instance, keys)
         pipeline = run_job(instance, "churn_pipeline", tags=period_range_tags(keys))
         _raise_if_failed(pipeline)

@@ -106,6 +106,43 @@ class PeriodError(ValueError):
     """The data's periods cannot give what was asked (names the periods and the setting)."""
 
 
+def whole_periods(first_day: date, last_day: date, period: Period) -> list[date]:
+    """:func:`period_ends` of a delivery, refusing one that does not cover a whole period:
+    loading it would retire every period already built (the data "no longer has" them)."""
+    ends = period_ends(first_day, last_day, period)
+    if not ends:
+        raise PeriodError(
+            f"the orders run from {first_day.isoformat()} to {last_day.isoformat()}: not one "
+            f"whole {period} (CHURN_PERIOD), so there is nothing to build features for; "
+            "nothing was loaded and nothing already built was changed"
+        )
+    return ends
+
+
+def trainable_periods(
+    first_day: date, last_day: date, period: Period, window_days: int, pinned: date | None
+) -> list[date]:
+    """The labelled periods of a history, refusing one that cannot train a model with this
+    window (or that lacks the pinned holdout) before anything is loaded or rebuilt."""
+    ends = whole_periods(first_day, last_day, period)
+    labelled = labelled_periods(ends, last_day, window_days)
+    if not labelled:
+        longest = (last_day - ends[0]).days
+        raise PeriodError(
+            f"no period is labelled with a {window_days}-day window (CHURN_WINDOW_DAYS): the "
+            f"orders end {last_day.isoformat()}, so even the first period "
+            f"({ends[0].isoformat()}) needs a window of at most {longest} days; nothing was "
+            "loaded"
+        )
+    if pinned is not None and pinned not in labelled:
+        raise PeriodError(
+            f"CHURN_AS_OF={pinned.isoformat()} is not a labelled period of this data with a "
+            f"{window_days}-day window; labelled periods: {labelled[0].isoformat()} .. "
+            f"{labelled[-1].isoformat()} ({len(labelled)}); nothing was loaded"
+        )
+    return labelled
+
+
 @dataclass(frozen=True)
 class TrainingPeriods:
     """Which labelled periods a model trains on and which one it is judged on.

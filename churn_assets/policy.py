@@ -81,6 +81,24 @@ class Policy:
         0.0,
         1.0,
     )
+    # --- deliveries (checked before a load replaces anything) ---
+    warn_customer_drop: float = _rule(
+        0.05,
+        "CHURN_WARN_CUSTOMER_DROP",
+        "share of the previous load's customers a delivery may lose before the "
+        "customer_count_change check warns (WARN; the delivery is loaded)",
+        0.0,
+        1.0,
+    )
+    max_customer_drop: float = _rule(
+        0.2,
+        "CHURN_MAX_CUSTOMER_DROP",
+        "share of the previous load's customers a delivery may lose before it is refused, "
+        "with nothing loaded (a cut-off export, not churn: churned customers stay in the "
+        "customer file; 1 never refuses)",
+        0.0,
+        1.0,
+    )
     # --- time: cohorts, backtest, realized performance ---
     training_periods: int = _rule(
         6,
@@ -238,6 +256,11 @@ class Policy:
             raise PolicyError(
                 f"CHURN_MIN_LABEL_RATE ({self.min_label_rate}) must be below "
                 f"CHURN_MAX_LABEL_RATE ({self.max_label_rate})"
+            )
+        if self.warn_customer_drop > self.max_customer_drop:
+            raise PolicyError(
+                f"CHURN_WARN_CUSTOMER_DROP ({self.warn_customer_drop}) must not be above "
+                f"CHURN_MAX_CUSTOMER_DROP ({self.max_customer_drop})"
             )
         if self.risk_medium_from >= self.risk_high_from:
             raise PolicyError(

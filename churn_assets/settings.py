@@ -18,7 +18,7 @@ from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from churn_assets.periods import Period
+from churn_assets.periods import Period, longest_period, period_end
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
@@ -114,11 +114,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     home = Path(env.get("CHURN_HOME") or ".churn").expanduser().resolve()
     raw_dir = Path(env.get("CHURN_RAW_DIR") or home / "raw").expanduser().resolve()
+    period = _parse_period(env)
     return Settings(
         home=home,
         raw_dir=raw_dir,
-        period=_parse_period(env),
-        as_of=_parse_date(env, "CHURN_AS_OF"),
+        period=period,
+        as_of=_parse_period_end(env, "CHURN_AS_OF", period),
         window_days=_parse_int(env, "CHURN_WINDOW_DAYS", DEFAULT_WINDOW_DAYS, minimum=1),
         warehouse_url=env.get("CHURN_WAREHOUSE_URL") or None,
         dbt_target=env.get("DBT_TARGET") or "local",
@@ -150,6 +151,20 @@ def _parse_date(env: Mapping[str, str], name: str) -> date | None:
         return date.fromisoformat(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not an ISO date (YYYY-MM-DD)") from None
+
+
+def _parse_period_end(env: Mapping[str, str], name: str, period: Period) -> date | None:
+    """A date that must be a period end: anything else would be found out only after the
+    whole history was reloaded and rebuilt, by a training step that cannot use it."""
+    day = _parse_date(env, name)
+    if day is None or period_end(day, period) == day:
+        return day
+    after = period_end(day, period)
+    before = period_end(after - longest_period(period), period)
+    raise SettingsError(
+        f"{name}={day.isoformat()} is not a {period} end (CHURN_PERIOD={period}): the "
+        f"nearest are {before.isoformat()} and {after.isoformat()}"
+    )
 
 
 def _parse_int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:

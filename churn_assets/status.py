@@ -110,7 +110,7 @@ def describe_model(model: dict[str, Any] | None) -> str:
     parts = [
         f"version {model['version']}",
         f"AUC {metrics['auc']:.3f}" if metrics["auc"] is not None else "AUC n/a",
-        f"out of time on {model['holdout_as_of']}" if model.get("holdout_as_of") else "",
+        f"out of time on {model['holdout_as_of']}" if model.get("holdout_as_of") else "in time",
         f"oracle AUC {oracle:.3f}" if oracle is not None else "oracle n/a",
         f"PR AUC {metrics['pr_auc']:.3f}" if metrics["pr_auc"] is not None else "",
         f"Brier {metrics['brier']:.3f}" if metrics["brier"] is not None else "",

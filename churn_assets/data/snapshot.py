@@ -9,7 +9,9 @@ from datetime import date
 import pandas as pd
 import psycopg2.extensions
 
+from churn_assets.periods import PeriodError
 from churn_assets.schema import (
+    CHURN_LABELS_TABLE,
     CURRENT_FEATURES_TABLE,
     CUSTOMER_FEATURES_TABLE,
     SNAPSHOT_DTYPES,
@@ -54,9 +56,39 @@ def count_rows(conn: psycopg2.extensions.connection, periods: Sequence[date]) ->
         return int(cur.fetchone()[0])
 
 
-def labelled_periods(conn: psycopg2.extensions.connection) -> list[date]:
-    """The periods with labels in the training snapshot, oldest first."""
+class LabelDefinitionError(PeriodError):
+    """Labels in the warehouse were built under another definition than this run's."""
+
+
+def labelled_periods(conn: psycopg2.extensions.connection, window_days: int) -> list[date]:
+    """The periods with labels in the training snapshot, oldest first, once every label
+    has been checked against this run's definition (its window): labels built with
+    another window must never be stacked with, or judged against, this one's.
+
+    Raises :class:`LabelDefinitionError` naming the rows, periods and windows found.
+    """
     with conn.cursor() as cur:
+        cur.execute(
+            f"""
+            select window_days, count(*), count(distinct as_of), min(as_of), max(as_of)
+            from {CHURN_LABELS_TABLE} where window_days <> %s
+            group by window_days order by window_days
+            """,
+            (window_days,),
+        )
+        other = cur.fetchall()
+        if other:
+            found = "; ".join(
+                f"{rows:,} rows of {n} period(s) {first.isoformat()} .. {last.isoformat()} "
+                f"with a {window}-day window"
+                for window, rows, n, first, last in other
+            )
+            raise LabelDefinitionError(
+                f"{CHURN_LABELS_TABLE} holds labels of another definition than this run's "
+                f"{window_days}-day window (CHURN_WINDOW_DAYS): {found}. Rebuild every period "
+                "with this window (churn run, or churn backfill) before training; nothing "
+                "was trained"
+            )
         cur.execute(f"select distinct as_of from {TRAINING_SNAPSHOT_TABLE} order by as_of")
         return [row[0] for row in cur.fetchall()]
 

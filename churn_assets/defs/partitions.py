@@ -7,6 +7,7 @@ the periods of every load it makes; a partition key is the period end (``2025-12
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -55,12 +56,21 @@ def register_periods(instance: dg.DagsterInstance, keys: list[str]) -> None:
 
 
 def periods_in_files(raw_dir: Path, period: Period) -> list[str] | None:
-    """The periods of the orders file, read from its ``ordered_at`` column only; ``None``
-    when it cannot be read (a run's ingest step then reports the contract violation).
+    """The periods of the orders file; ``None`` when it cannot be read (a run's ingest step
+    then reports the contract violation).
 
     For launching a run over periods before the ingest step has registered them (the
     benchmarks build every period of a fresh data set in one run).
     """
+    span = order_span_in_files(raw_dir)
+    if span is None:
+        return None
+    return [calendar.as_key(e) for e in calendar.period_ends(*span, period)]
+
+
+def order_span_in_files(raw_dir: Path) -> tuple[date, date] | None:
+    """The first and last order date of the orders file, read from its ``ordered_at``
+    column only; ``None`` when it cannot be read or has no orders."""
     import pyarrow.compute as pc
 
     from churn_assets.data.contract import find_table_file
@@ -84,4 +94,4 @@ def periods_in_files(raw_dir: Path, period: Period) -> list[str] | None:
         return None
     if first is None or last is None:
         return None
-    return [calendar.as_key(e) for e in calendar.period_ends(first.date(), last.date(), period)]
+    return first.date(), last.date()

@@ -123,11 +123,8 @@ def run_summary(*results: dg.ExecuteInProcessResult) -> Iterator[str]:
             f"  training:  {dataset['dagster/row_count']:,} rows (label rate "
             f"{dataset['label_rate']:.1%}); {dataset['periods']}"
         )
-    if model and "in_time_auc" in model:
-        yield (
-            f"  AUC:       {model['roc_auc']:.3f} out of time (holdout {model['holdout_as_of']}), "
-            f"{model['in_time_auc']:.3f} in time"
-        )
+    if model and "roc_auc" in model:
+        yield f"  AUC:       {auc_line(model)}"
     backtest = built.get("backtest")
     if backtest:
         yield f"  backtest:  {backtest['periods_evaluated']} period(s), mean AUC " + (
@@ -137,6 +134,20 @@ def run_summary(*results: dg.ExecuteInProcessResult) -> Iterator[str]:
     yield (
         '  query in SQL:  psql "$(churn warehouse-url)"'
         " -c 'select * from marts.training_snapshot limit 5'"
+    )
+
+
+def auc_line(model: Mapping[str, Any]) -> str:
+    """What ``churn_model``'s AUC measured, from its metadata: out of time on a named later
+    period, or in time only (a history too short for an out-of-time holdout)."""
+    if model.get("evaluation") == "out of time":
+        return (
+            f"{model['roc_auc']:.3f} out of time (holdout {model['holdout_as_of']}), "
+            f"{model['in_time_auc']:.3f} in time"
+        )
+    return (
+        f"{model['roc_auc']:.3f} in time only (a random holdout of the training period: the "
+        "history is too short for an out-of-time holdout)"
     )
 
 

@@ -114,3 +114,15 @@
         {%- do return(relation) -%}
     {%- endif -%}
 {%- endmacro %}
+
+{#-
+    Pre-hook of the per-period marts that hold labels: empty the run's periods before they
+    are rebuilt. delete+insert alone deletes only the periods present in the new result, so
+    a period that a longer label window no longer labels would keep the labels built under
+    the shorter one. Inside the model's transaction: readers see the old rows or the new.
+-#}
+{% macro clear_run_periods() -%}
+    {%- if is_incremental() -%}
+        delete from {{ this }} where {{ in_run_periods() }}
+    {%- endif -%}
+{%- endmacro %}

@@ -1,6 +1,7 @@
 """Raw customers and orders: files in ``CHURN_RAW_DIR`` -> the warehouse's ``raw`` schema."""
 
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -9,12 +10,20 @@ import pandas as pd
 
 from churn_assets import periods
 from churn_assets.data.contract import RawTables, read_raw_tables
-from churn_assets.data.loader import RAW_SCHEMA, LoadResult, load_raw_tables, retire_periods
+from churn_assets.data.delivery import DeliveryRefused, check_customer_count
+from churn_assets.data.loader import (
+    RAW_SCHEMA,
+    LoadResult,
+    latest_load,
+    load_raw_tables,
+    retire_periods,
+)
 from churn_assets.defs.partitions import sync_periods
-from churn_assets.defs.resources import WarehouseResource
+from churn_assets.defs.resources import ChurnPolicy, WarehouseResource
 from churn_assets.settings import Settings, load_settings
 
 _KINDS = {"postgres", "pandas"}
+CUSTOMER_COUNT_CHECK = "customer_count_change"
 
 
 class RawDataConfig(dg.Config):
@@ -47,34 +56,85 @@ class RawDataConfig(dg.Config):
     ],
     # Both tables load in one transaction: orders reference customers, so they move together.
     can_subset=False,
+    check_specs=[
+        dg.AssetCheckSpec(
+            CUSTOMER_COUNT_CHECK,
+            asset="raw_customers",
+            description="The delivery's customers against the previous load's: a drop above "
+            "CHURN_WARN_CUSTOMER_DROP warns; above CHURN_MAX_CUSTOMER_DROP the delivery is "
+            "refused before anything is loaded.",
+        )
+    ],
 )
 def raw_tables(
-    context: dg.AssetExecutionContext, config: RawDataConfig, warehouse: WarehouseResource
-) -> Iterator[dg.MaterializeResult]:
-    """Validates the raw files against the contract, then replaces both raw tables atomically
-    and registers the data's periods as the partitions of the per-period assets."""
+    context: dg.AssetExecutionContext,
+    config: RawDataConfig,
+    warehouse: WarehouseResource,
+    policy: ChurnPolicy,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Validates the raw files (the contract, whole periods, the customer count against the
+    previous load), then replaces both raw tables atomically and registers the data's
+    periods as the partitions of the per-period assets. Every refusal comes before the
+    first write: a refused delivery leaves the raw tables and everything built as they were."""
     settings = load_settings()
     raw_dir = Path(config.raw_dir) if config.raw_dir else settings.raw_dir
     tables = read_raw_tables(raw_dir)  # raises before anything is written
+    ends, last = _whole_periods(tables, settings)
+    rules = policy.policy()
     with warehouse.connect() as conn:
+        previous = latest_load(conn)
+        try:
+            change = check_customer_count(
+                previous["customers_rows"] if previous else None,
+                len(tables.customers),
+                rules,
+            )
+        except DeliveryRefused as exc:
+            raise dg.Failure(description=f"{raw_dir}: {exc}") from exc
         result = load_raw_tables(conn, tables, context.run.run_id)
     context.log.info(f"loaded {result.row_counts} from {raw_dir} (raw.loads #{result.load_id})")
-    calendar = _register_periods(context, warehouse, tables, settings)
+    calendar = _register_periods(context, warehouse, ends, last, settings)
     yield from _results(tables, result, calendar)
+    yield dg.AssetCheckResult(
+        check_name=CUSTOMER_COUNT_CHECK,
+        asset_key="raw_customers",
+        passed=not change.warns,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=change.describe(),
+        metadata={
+            "previous_customers": change.previous if change.previous is not None else "none",
+            "delivered_customers": change.delivered,
+            "drop_share": dg.MetadataValue.float(change.drop_share),
+            "warn_above": dg.MetadataValue.float(change.warn_share),
+            "refuse_above": dg.MetadataValue.float(rules.max_customer_drop),
+        },
+    )
+
+
+def _whole_periods(tables: RawTables, settings: Settings) -> tuple[list[date], date]:
+    """The delivery's period ends and last order date; refuses one without a whole period
+    (it would retire every period built so far)."""
+    days = tables.orders["ordered_at"].dt.normalize()
+    if days.empty:
+        raise dg.Failure(
+            description=f"{tables.orders_file}: no orders, so no period to build; nothing "
+            "was loaded and nothing already built was changed"
+        )
+    first, last = days.min().date(), days.max().date()
+    try:
+        return periods.whole_periods(first, last, settings.period), last
+    except periods.PeriodError as exc:
+        raise dg.Failure(description=f"{tables.orders_file}: {exc}") from exc
 
 
 def _register_periods(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
-    tables: RawTables,
+    ends: list[date],
+    last: date,
     settings: Settings,
 ) -> dict[str, Any]:
     """The data's periods become the ``periods`` partitions; periods it lost are retired."""
-    days = tables.orders["ordered_at"].dt.normalize()
-    if days.empty:
-        return {"periods": 0}
-    first, last = days.min().date(), days.max().date()
-    ends = periods.period_ends(first, last, settings.period)
     keys = [periods.as_key(end) for end in ends]
     retired = sync_periods(context.instance, keys)
     if retired:

@@ -68,7 +68,7 @@ def training_dataset(
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         try:
             chosen = periods.choose_training_periods(
-                labelled_periods(conn),
+                labelled_periods(conn, settings.window_days),
                 count=policy.policy().training_periods,
                 window_days=settings.window_days,
                 pinned=settings.as_of,
@@ -224,6 +224,9 @@ def churn_model(
         "best_epoch": outcome.best_epoch,
         "data_as_of": outcome.data_as_of,
         "holdout_as_of": trained.holdout_as_of or "none (in-time holdout only)",
+        # What roc_auc measured, in words every summary reuses: never "out of time" for an
+        # in-time figure (a history too short for a later, unseen period).
+        "evaluation": "out of time" if trained.holdout_as_of else "in time",
         "training_periods": ", ".join(trained.training_periods),
         "in_time_auc": dg.MetadataValue.float(outcome.metrics["in_time_auc"]),
         "holdout_rows": int(outcome.metrics["n"]),
@@ -455,8 +458,12 @@ def backtest(
     rules = policy.policy()
     window_days = load_settings().window_days
     with warehouse.connect() as conn:
+        try:
+            labelled = labelled_periods(conn, window_days)
+        except periods.PeriodError as exc:
+            raise dg.Failure(description=str(exc)) from exc
         needed = periods.backtest_periods(
-            labelled_periods(conn),
+            labelled,
             evaluate=rules.backtest_periods,
             count=rules.training_periods,
             window_days=window_days,

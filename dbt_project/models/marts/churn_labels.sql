@@ -9,6 +9,7 @@
         unique_key='as_of',
         on_schema_change='fail',
         indexes=[{'columns': ['as_of']}],
+        pre_hook="{{ clear_run_periods() }}",
     )
 }}
 
