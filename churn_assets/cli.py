@@ -408,7 +408,9 @@ def status(as_json: bool) -> None:
     "promotion": null or {"decision", "reason", "compared_with"}}. "realized" lists
     {"model_version", "as_of", "rows", "auc", "brier"} per scored period whose labels matured
     (null when the warehouse cannot be reached). "shadow" is the online scorer's shadow
-    comparison, computed now from its prediction log: {"rows" (shadow results in all),
+    comparison, computed now from its prediction log (the rows of the last
+    CHURN_PREDICTION_LOG_RETENTION_DAYS days, aggregated by Postgres): {"rows" (shadow
+    results in all),
     "pairs": [{"champion_version", "challenger_version", "rows", "band_agreement",
     "mean_abs_diff", "rank_correlation", "first_scored_at", "last_scored_at"}] (newest pair
     last), "summary" (the newest pair in words)} (null when the warehouse cannot be reached).

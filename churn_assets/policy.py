@@ -242,6 +242,16 @@ class Policy:
         0.0,
         1.0,
     )
+    # --- the online scorer's prediction log ---
+    prediction_log_retention_days: int = _rule(
+        180,
+        "CHURN_PREDICTION_LOG_RETENTION_DAYS",
+        "days the online prediction log keeps a prediction (the scorer deletes older rows "
+        "hourly); at least the label window plus a period (CHURN_WINDOW_DAYS + 31 for "
+        "months), or predictions go before their labels mature and cannot be judged",
+        1,
+        math.inf,
+    )
 
     def __post_init__(self) -> None:
         for rule in dataclasses.fields(self):

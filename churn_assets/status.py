@@ -82,20 +82,22 @@ def realized(settings: Settings) -> list[dict[str, Any]] | None:
 
 
 def shadow(settings: Settings) -> dict[str, Any] | None:
-    """The shadow comparison from the online prediction log; None if unreachable."""
-    from churn_assets.data.online_predictions import read_shadow_results
-    from churn_assets.ml.shadow import compare_shadow, describe
+    """The shadow comparison from the online prediction log; None if unreachable. Postgres
+    aggregates it per pair in one scan (~1 s at a million rows, where reading every row
+    into pandas took ~4 s: benchmarks/RESULTS.md)."""
+    from churn_assets.data.online_predictions import read_shadow_groups
+    from churn_assets.ml.shadow import describe, pairs_from_groups
 
     if _nothing_loaded(settings):
         return {"rows": 0, "pairs": [], "summary": describe([])}
     try:
         with warehouse.connect(warehouse.url_for(settings)) as conn:
-            results = read_shadow_results(conn)
+            groups = read_shadow_groups(conn)
     except (psycopg2.Error, warehouse.WarehouseError):
         return None
-    pairs = compare_shadow(results)
+    pairs = pairs_from_groups(groups)
     return {
-        "rows": len(results),
+        "rows": sum(pair.rows for pair in pairs),
         "pairs": [pair.as_dict() for pair in pairs],
         "summary": describe(pairs),
     }

@@ -5,14 +5,18 @@ scores every request with both models and logs both results (``scoring.online_pr
 see :mod:`churn_assets.data.online_predictions`). Before anyone promotes the challenger, the
 question is how differently it would have served *live traffic*: how often the two put a
 customer in the same risk band, how far their probabilities are apart, and whether they
-rank customers alike. This module answers it per (champion, challenger) pair from rows
-already oriented as champion and challenger
-(:func:`churn_assets.data.online_predictions.read_shadow_results` reads them so).
+rank customers alike. This module answers it per (champion, challenger) pair, from rows
+already oriented as champion and challenger (:func:`compare_shadow`, on the frame
+:func:`churn_assets.data.online_predictions.read_shadow_results` reads) or from the same
+rows aggregated per pair by Postgres (:func:`pairs_from_groups`, on
+:func:`~churn_assets.data.online_predictions.read_shadow_groups`: what ``churn status`` and
+the ``shadow_comparison`` asset read, one scan of the log instead of every row in Python).
+Both give the same pairs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from churn_assets.data.online_predictions import SHADOW_COLUMNS
+from churn_assets.data.online_predictions import SHADOW_COLUMNS, ShadowGroup
 
 _PAIR = ["champion_version", "challenger_version"]
 NO_SHADOW_YET = (
@@ -91,18 +95,39 @@ def compare_shadow(shadow: pd.DataFrame) -> list[ShadowPair]:
         challenger_version=shadow["challenger_version"].astype(str),
         scored_at=pd.to_datetime(shadow["scored_at"], utc=True),
     )
-    pairs = [
+    return _sorted(
         _pair(str(champion), str(challenger), group)
         for (champion, challenger), group in frame.groupby(_PAIR, sort=False)
-    ]
-    pairs.sort(
+    )
+
+
+def pairs_from_groups(groups: Iterable[ShadowGroup]) -> list[ShadowPair]:
+    """:func:`compare_shadow` of the rows behind ``groups`` (one per pair, aggregated by
+    :func:`~churn_assets.data.online_predictions.read_shadow_groups`): the same pairs, in the
+    same order."""
+    return _sorted(
+        _judged(
+            group.champion_version,
+            group.challenger_version,
+            group.champion_probability,
+            group.challenger_probability,
+            group.same_band,
+            group.first_scored_at,
+            group.last_scored_at,
+        )
+        for group in groups
+    )
+
+
+def _sorted(pairs: Iterable[ShadowPair]) -> list[ShadowPair]:
+    return sorted(
+        pairs,
         key=lambda p: (
             p.last_scored_at,
             _version_key(p.champion_version),
             _version_key(p.challenger_version),
-        )
+        ),
     )
-    return pairs
 
 
 def describe(pairs: Sequence[ShadowPair]) -> str:
@@ -123,34 +148,70 @@ def describe(pairs: Sequence[ShadowPair]) -> str:
 
 
 def _pair(champion: str, challenger: str, group: pd.DataFrame) -> ShadowPair:
-    champion_p = group["champion_probability"].to_numpy(dtype=np.float64)
-    challenger_p = group["challenger_probability"].to_numpy(dtype=np.float64)
     same_band = group["champion_band"].to_numpy() == group["challenger_band"].to_numpy()
+    return _judged(
+        champion,
+        challenger,
+        group["champion_probability"].to_numpy(dtype=np.float64),
+        group["challenger_probability"].to_numpy(dtype=np.float64),
+        int(same_band.sum()),
+        group["scored_at"].min().to_pydatetime(),
+        group["scored_at"].max().to_pydatetime(),
+    )
+
+
+def _judged(
+    champion: str,
+    challenger: str,
+    champion_p: npt.NDArray[np.float64],
+    challenger_p: npt.NDArray[np.float64],
+    same_band: int,
+    first_scored_at: datetime,
+    last_scored_at: datetime,
+) -> ShadowPair:
+    """The one place a pair's numbers are worked out, whichever way its rows were read."""
+    rows = len(champion_p)
     return ShadowPair(
         champion_version=champion,
         challenger_version=challenger,
-        rows=len(group),
-        band_agreement=float(same_band.mean()),
+        rows=rows,
+        band_agreement=same_band / rows,
         mean_abs_diff=float(np.abs(champion_p - challenger_p).mean()),
         rank_correlation=spearman(champion_p, challenger_p),
-        first_scored_at=group["scored_at"].min().to_pydatetime(),
-        last_scored_at=group["scored_at"].max().to_pydatetime(),
+        first_scored_at=first_scored_at,
+        last_scored_at=last_scored_at,
     )
 
 
 def spearman(x: npt.ArrayLike, y: npt.ArrayLike) -> float | None:
     """Spearman's rank correlation: Pearson's on the ranks, ties sharing their average rank.
 
-    None when undefined: fewer than 2 values, or a side whose values are all equal (its
-    ranks do not vary, and the correlation divides by their spread).
+    None when undefined: fewer than 2 values, a missing (NaN) value, or a side whose values
+    are all equal (its ranks do not vary, and the correlation divides by their spread).
     """
     xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if xs.size < 2:
+    if xs.size < 2 or np.isnan(xs).any() or np.isnan(ys).any():
         return None
     # Average ranks always average (n + 1) / 2: centre them on it.
-    rx = pd.Series(xs).rank(method="average").to_numpy() - (xs.size + 1) / 2
-    ry = pd.Series(ys).rank(method="average").to_numpy() - (ys.size + 1) / 2
+    rx = average_ranks(xs) - (xs.size + 1) / 2
+    ry = average_ranks(ys) - (ys.size + 1) / 2
     spread = float(np.sqrt((rx**2).sum() * (ry**2).sum()))
     if spread == 0.0:
         return None
     return float((rx * ry).sum() / spread)
+
+
+def average_ranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """1-based ranks, tied values sharing the average of their ranks (pandas'
+    ``rank(method="average")``, twice as fast at a million values: one argsort). No NaN."""
+    order = np.argsort(values)
+    ordered = values[order]
+    starts_tie = np.empty(ordered.size, dtype=bool)
+    starts_tie[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts_tie[1:])
+    starts = np.flatnonzero(starts_tie)
+    ends = np.append(starts[1:], ordered.size)  # exclusive
+    ranks = np.empty(ordered.size, dtype=np.float64)
+    # A tie over sorted positions start..end-1 holds ranks start+1..end: their mean.
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks

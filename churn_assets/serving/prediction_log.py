@@ -18,6 +18,15 @@ in the writer held the GIL ~5 ms at a time, and polling the queue every 50 ms wo
 times a second; together they made most of the p99 of ``/predict`` (benchmarks/RESULTS.md).
 A line costs a request ~4 us, the same every time; the writer now wakes once per batch and
 holds the GIL well under a millisecond.
+
+The writer also keeps the log to its retention (``retention_days``: the policy rule
+``prediction_log_retention_days``): at most once per ``prune_every_seconds`` (an hour) it
+starts a pass that deletes the rows scored before now minus the retention, one
+``prune_batch_rows`` DELETE (a ~5 ms transaction) per wake of the writer, between its
+COPYs, until none is left; so a first pass over an old, big log never holds the writer up
+and the buffer never waits long. Why a DELETE and not partitions: see
+:mod:`churn_assets.data.online_predictions`. A scorer that runs prunes without any Dagster
+daemon; a log nobody writes to does not grow.
 """
 
 from __future__ import annotations
@@ -26,13 +35,19 @@ import collections
 import io
 import logging
 import threading
-from datetime import datetime
+import time
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
 import psycopg2
 import psycopg2.extensions
 
-from churn_assets.data.online_predictions import COLUMNS, create_table
+from churn_assets.data.online_predictions import (
+    COLUMNS,
+    PRUNE_BATCH_ROWS,
+    create_table,
+    prune_batch,
+)
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 from churn_assets.serving.metrics import ServingMetrics
 
@@ -44,6 +59,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CAPACITY = 20_000  # ~10 s of a busy scorer's single requests
 BATCH_ROWS = 500
 FLUSH_SECONDS = 0.5  # about the longest a buffered prediction waits for its batch
+PRUNE_EVERY_SECONDS = 3600.0  # how often a retention pass starts (the first at start-up)
 
 
 class LoggedPrediction(NamedTuple):
@@ -133,7 +149,11 @@ class PredictionLog:
         batch_rows: int = BATCH_ROWS,
         flush_seconds: float = FLUSH_SECONDS,
         shadow: ShadowScorer | None = None,
+        retention_days: float | None = None,
+        prune_every_seconds: float = PRUNE_EVERY_SECONDS,
+        prune_batch_rows: int = PRUNE_BATCH_ROWS,
     ) -> None:
+        """``retention_days`` None keeps every row (nothing is deleted)."""
         self._url = url
         self._dropped = metrics.prediction_log_dropped
         # A deque, not a queue.Queue: append and popleft are atomic without a lock, and the
@@ -147,6 +167,12 @@ class PredictionLog:
         self._stopping = threading.Event()
         self._conn: psycopg2.extensions.connection | None = None
         self._thread: threading.Thread | None = None
+        self._retention = None if retention_days is None else timedelta(days=retention_days)
+        self._prune_every = prune_every_seconds
+        self._prune_rows = prune_batch_rows
+        self._next_pass = 0.0  # time.monotonic() from which the next pass may start
+        self._cutoff: datetime | None = None  # while a pass runs: delete rows before it
+        self._pruned = 0  # rows the running pass deleted so far
 
     def start(self) -> None:
         """Start the writer (the table is created by its first connection)."""
@@ -192,6 +218,7 @@ class PredictionLog:
                 self._copy(self._lines(batch))
             if stopping:
                 break
+            self._prune_step()
         if self._conn is not None:
             self._conn.close()
 
@@ -201,23 +228,61 @@ class PredictionLog:
         tails = _shadow_tails(len(batch), scores)
         return [buffered.head + tail for buffered, tail in zip(batch, tails, strict=True)]
 
+    def _connection(self) -> psycopg2.extensions.connection:
+        if self._conn is None or self._conn.closed:
+            # A commit need not wait for its WAL flush: a warehouse crash may lose the
+            # last fraction of a second of log rows, never their consistency.
+            self._conn = psycopg2.connect(
+                self._url, connect_timeout=10, options="-c synchronous_commit=off"
+            )
+            with self._conn:
+                create_table(self._conn)
+        return self._conn
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
     def _copy(self, lines: list[str]) -> None:
         if not lines:
             return
         try:
-            if self._conn is None or self._conn.closed:
-                # A commit need not wait for its WAL flush: a warehouse crash may lose the
-                # last fraction of a second of log rows, never their consistency.
-                self._conn = psycopg2.connect(
-                    self._url, connect_timeout=10, options="-c synchronous_commit=off"
-                )
-                with self._conn:
-                    create_table(self._conn)
-            with self._conn, self._conn.cursor() as cur:
+            conn = self._connection()
+            with conn, conn.cursor() as cur:
                 cur.copy_expert(_COPY, io.StringIO("".join(lines)))
         except psycopg2.Error as exc:
             self._dropped.inc(len(lines))
             log.warning("prediction log: %d rows not written: %s", len(lines), exc)
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
+            self._disconnect()
+
+    def _prune_step(self) -> None:
+        """One DELETE of the retention's pass, if a pass runs or is due (module docstring)."""
+        if self._retention is None:
+            return
+        if self._cutoff is None:
+            now = time.monotonic()
+            if now < self._next_pass:
+                return
+            self._next_pass = now + self._prune_every
+            self._cutoff = datetime.now(UTC) - self._retention
+            self._pruned = 0
+        try:
+            conn = self._connection()
+            with conn:
+                deleted = prune_batch(conn, self._cutoff, self._prune_rows)
+        except psycopg2.Error as exc:
+            # The rows stay until the next pass; the log itself is unharmed.
+            log.warning("prediction log: rows before %s not deleted: %s", self._cutoff, exc)
+            self._disconnect()
+            self._cutoff = None
+            return
+        self._pruned += deleted
+        if deleted < self._prune_rows:  # nothing older left: the pass is over
+            if self._pruned:
+                log.info(
+                    "prediction log: deleted %d rows scored before %s (retention)",
+                    self._pruned,
+                    self._cutoff.isoformat(timespec="seconds"),
+                )
+            self._cutoff = None

@@ -31,8 +31,9 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from churn_assets import warehouse
+from churn_assets.data.online_predictions import check_retention
 from churn_assets.ml.bands import RiskBands
-from churn_assets.policy import load_policy
+from churn_assets.policy import PolicyError, load_policy
 from churn_assets.schema import CHALLENGER_ALIAS
 from churn_assets.serving.app import create_app
 from churn_assets.serving.challenger import ShadowScorer
@@ -93,6 +94,12 @@ def build_service(
     poller loads the first champion (what a container wants, instead of a restart loop).
     """
     settings = load_settings()
+    policy = load_policy()
+    retention_days = policy.prediction_log_retention_days
+    try:  # before anything loads: a retention that deletes unjudged predictions is refused
+        check_retention(retention_days, settings.window_days, settings.period)
+    except PolicyError as exc:
+        raise ServingError(str(exc)) from exc
     metrics = ServingMetrics()  # first: the copy's first load is already a refresh to count
     source = _load_feature_copy(settings, poll_seconds, metrics)
     try:
@@ -123,8 +130,10 @@ def build_service(
     challenger.refresh()
     # The embedded server already runs (the feature copy started it): this only names it.
     url = warehouse.url_for(settings)
-    bands = RiskBands.from_policy(load_policy())
-    prediction_log = PredictionLog(url, metrics, shadow=ShadowScorer(bands, metrics))
+    bands = RiskBands.from_policy(policy)
+    prediction_log = PredictionLog(
+        url, metrics, shadow=ShadowScorer(bands, metrics), retention_days=retention_days
+    )
     app = create_app(
         holder,
         source,

@@ -5,20 +5,26 @@ and canary rows), read back as champion and challenger, compared in process and 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from psycopg2.extras import execute_values
 
 from churn_assets import warehouse
 from churn_assets.cli import main
-from churn_assets.data.online_predictions import COLUMNS, create_table
+from churn_assets.data.online_predictions import (
+    COLUMNS,
+    create_table,
+    read_shadow_groups,
+    read_shadow_results,
+)
 from churn_assets.defs.resources import ExternalPostgresWarehouse
 from churn_assets.defs.serving.assets import shadow_comparison
-from churn_assets.ml.shadow import NO_SHADOW_YET
+from churn_assets.ml.shadow import NO_SHADOW_YET, compare_shadow, pairs_from_groups
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 
 pytestmark = pytest.mark.integration
@@ -26,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 def _logged(
     request_id: str,
-    minute: int,
+    minute: int | datetime,
     served_by: str,
     answered: tuple[str, float, str],
     shadow: tuple[str, float, str] | None,
@@ -35,10 +41,11 @@ def _logged(
     and of the shadow model."""
     version, probability, band = answered
     shadow_version, shadow_probability, shadow_band = shadow or (None, None, None)
+    at = minute if isinstance(minute, datetime) else datetime(2026, 2, 1, 12, minute, tzinfo=UTC)
     return (
         request_id,
-        datetime(2026, 2, 1, 12, minute, tzinfo=UTC),
-        f"C{minute:07d}",
+        at,
+        f"C{request_id}",
         "0" * 64,
         "2026-01-31",
         "churn-model",
@@ -153,3 +160,91 @@ def test_status_shadow_is_null_when_the_warehouse_is_unreachable(
     result = CliRunner().invoke(main, ["status", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["shadow"] is None
+
+
+def _band(probability: float) -> str:
+    return "high" if probability >= 0.6 else "medium" if probability >= 0.3 else "low"
+
+
+def _many_rows(seed: int = 7) -> list[tuple[Any, ...]]:
+    """Three hundred requests over three (champion, challenger) pairs, champion and canary
+    rows mixed, probabilities on a coarse grid (ties on both sides), plus a pair with one
+    request, a pair whose challenger gave everyone the same probability, and requests
+    without a second model."""
+    rng = np.random.default_rng(seed)
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    rows = []
+    for i in range(300):
+        at = start + timedelta(seconds=int(rng.integers(0, 86_400 * 30)), microseconds=i)
+        pair = ("4", "5") if i < 150 else ("5", "10")
+        champion_p = round(float(rng.random()), 1)
+        challenger_p = round(min(1.0, max(0.0, champion_p + float(rng.normal(0, 0.2)))), 2)
+        if i % 3 == 0:  # a canary row: the challenger answered, the champion shadowed
+            answered = (pair[1], challenger_p, _band(challenger_p))
+            shadow: tuple[str, float, str] | None = (pair[0], champion_p, _band(champion_p))
+            served_by = "canary"
+        else:
+            answered = (pair[0], champion_p, _band(champion_p))
+            shadow = (pair[1], challenger_p, _band(challenger_p))
+            served_by = "champion"
+        if i % 10 == 9:
+            shadow = None  # no second model for this one
+        rows.append(_logged(f"m{i}", at, served_by, answered, shadow))
+    rows.append(_logged("single", start, "champion", ("2", 0.4, "medium"), ("3", 0.7, "high")))
+    for i in range(5):  # challenger v7 answers 0.5 whatever the champion says
+        at = start + timedelta(days=40, minutes=i)
+        rows.append(
+            _logged(f"flat{i}", at, "champion", ("6", i / 10, _band(i / 10)), ("7", 0.5, "medium"))
+        )
+    return rows
+
+
+def test_the_pairs_aggregated_by_postgres_equal_the_pairs_of_the_row_by_row_frame(
+    fresh_database_url: str,
+) -> None:
+    """What `churn status` and the asset now read (one aggregating query) against what they
+    read before (every row into pandas), on the same log."""
+    with warehouse.connect(fresh_database_url) as conn, conn.cursor() as cur:
+        create_table(conn)
+        insert = f"insert into {ONLINE_PREDICTIONS_TABLE} ({', '.join(COLUMNS)}) values %s"
+        execute_values(cur, insert, _many_rows())
+    with warehouse.connect(fresh_database_url) as conn:
+        before = compare_shadow(read_shadow_results(conn))
+        after = pairs_from_groups(read_shadow_groups(conn))
+    assert [(p.champion_version, p.challenger_version) for p in after] == [
+        ("2", "3"),
+        ("4", "5"),
+        ("5", "10"),
+        ("6", "7"),
+    ]
+    assert [(p.champion_version, p.challenger_version) for p in before] == [
+        (p.champion_version, p.challenger_version) for p in after
+    ]
+    for old, new in zip(before, after, strict=True):
+        assert new.rows == old.rows
+        assert new.band_agreement == old.band_agreement
+        assert new.mean_abs_diff == pytest.approx(old.mean_abs_diff, rel=1e-12)
+        if old.rank_correlation is None:
+            assert new.rank_correlation is None
+        else:
+            assert new.rank_correlation == pytest.approx(old.rank_correlation, rel=1e-12)
+        assert (new.first_scored_at, new.last_scored_at) == (
+            old.first_scored_at,
+            old.last_scored_at,
+        )
+        assert new.as_dict().keys() == old.as_dict().keys()
+        assert new.as_dict()["last_scored_at"] == old.as_dict()["last_scored_at"]
+    # The cases the data was made for: a lone request and a constant side have no ranking.
+    assert after[0].rows == 1 and after[0].rank_correlation is None
+    assert after[-1].rows == 5 and after[-1].rank_correlation is None
+    assert sum(p.rows for p in after) == 1 + 270 + 5
+
+
+def test_shadow_groups_of_a_warehouse_without_the_log_are_empty_and_create_nothing(
+    fresh_database_url: str,
+) -> None:
+    with warehouse.connect(fresh_database_url) as conn:
+        assert read_shadow_groups(conn) == []
+        with conn.cursor() as cur:
+            cur.execute("select to_regclass(%s)", (ONLINE_PREDICTIONS_TABLE,))
+            assert cur.fetchone()[0] is None

@@ -5,11 +5,20 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from churn_assets.data.online_predictions import SHADOW_COLUMNS
-from churn_assets.ml.shadow import NO_SHADOW_YET, ShadowPair, compare_shadow, describe, spearman
+from churn_assets.data.online_predictions import SHADOW_COLUMNS, ShadowGroup
+from churn_assets.ml.shadow import (
+    NO_SHADOW_YET,
+    ShadowPair,
+    average_ranks,
+    compare_shadow,
+    describe,
+    pairs_from_groups,
+    spearman,
+)
 
 
 def _at(minute: int) -> datetime:
@@ -136,3 +145,35 @@ def test_describe_names_the_newest_pair_or_why_there_is_none() -> None:
     assert describe(compare_shadow(TIED)).endswith(
         "same risk band on 75.0%, mean |probability difference| 0.1250, Spearman 0.833"
     )
+
+
+@pytest.mark.parametrize("decimals", [1, 2, 6])  # many ties, some, hardly any
+def test_average_ranks_are_pandas_average_ranks(decimals: int) -> None:
+    values = np.round(np.random.default_rng(decimals).random(2_000), decimals)
+    expected = pd.Series(values).rank(method="average").to_numpy()
+    np.testing.assert_array_equal(average_ranks(values), expected)
+
+
+def test_spearman_with_a_missing_value_is_none() -> None:
+    assert spearman([0.1, float("nan"), 0.7], [0.2, 0.3, 0.9]) is None
+
+
+def test_pairs_from_groups_judge_a_pair_as_compare_shadow_does() -> None:
+    """The aggregated form of TIED (rows in another order: the order is unspecified)."""
+    group = ShadowGroup(
+        champion_version="1",
+        challenger_version="2",
+        same_band=3,
+        first_scored_at=_at(1),
+        last_scored_at=_at(4),
+        champion_probability=np.array([0.8, 0.4, 0.1, 0.4]),
+        challenger_probability=np.array([0.9, 0.5, 0.2, 0.2]),
+    )
+    one_row = ShadowGroup("3", "4", 0, _at(7), _at(7), np.array([0.3]), np.array([0.65]))
+    pairs = pairs_from_groups([one_row, group])
+    expected = compare_shadow(TIED) + compare_shadow(
+        _rows("3", "4", [(0.3, 0.65)], [("medium", "high")], [7])
+    )
+    assert len(pairs) == len(expected) == 2
+    for got, want in zip(pairs, expected, strict=True):
+        assert got.as_dict() == pytest.approx(want.as_dict())

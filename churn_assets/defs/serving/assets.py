@@ -11,9 +11,9 @@ from typing import Any
 
 import dagster as dg
 
-from churn_assets.data.online_predictions import read_shadow_results
+from churn_assets.data.online_predictions import read_shadow_groups
 from churn_assets.defs.resources import WarehouseResource
-from churn_assets.ml.shadow import compare_shadow, describe
+from churn_assets.ml.shadow import describe, pairs_from_groups
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 
 GROUP = "serving"
@@ -27,7 +27,8 @@ online_predictions = dg.AssetSpec(
     "POST /predict/batch, batch_item its index): the model that "
     "answered (served_by: champion, or canary for the challenger's share), its probability "
     "and risk band, the features' as_of when asked by customer id, and the other model's "
-    "result (shadow_*) while the challenger differs from the champion.",
+    "result (shadow_*) while the challenger differs from the champion. Kept for "
+    "CHURN_PREDICTION_LOG_RETENTION_DAYS: the scorer deletes older rows.",
     metadata={"dagster/table_name": ONLINE_PREDICTIONS_TABLE},
 )
 
@@ -54,12 +55,11 @@ def shadow_comparison(
     band, the mean absolute difference of their probabilities and the Spearman rank
     correlation. On demand; `churn status` computes it live."""
     with warehouse.connect() as conn:
-        shadow = read_shadow_results(conn)
-    pairs = compare_shadow(shadow)
+        pairs = pairs_from_groups(read_shadow_groups(conn))
     summary = describe(pairs)
     context.log.info(summary)
     metadata: dict[str, Any] = {
-        "rows": len(shadow),
+        "rows": sum(pair.rows for pair in pairs),
         "summary": summary,
         "pairs": dg.MetadataValue.table(
             [dg.TableRecord(pair.as_dict()) for pair in pairs], schema=_PAIR_SCHEMA
