@@ -580,9 +580,16 @@ def _warm_up(settings: Settings) -> None:
 
 
 def _instance(settings: Settings) -> DagsterInstance:
+    """The persistent instance the commands launch runs in, after marking failed the runs a
+    killed `churn` left STARTED (no daemon watches in-process runs; lib/orphaned_runs.py)."""
     from dagster import DagsterInstance
 
-    return DagsterInstance.from_config(str(_ensure_dagster_home(settings)))
+    from churn_assets.lib.orphaned_runs import fail_orphaned_runs
+
+    instance = DagsterInstance.from_config(str(_ensure_dagster_home(settings)))
+    for line in fail_orphaned_runs(instance):
+        click.echo(line, err=True)
+    return instance
 
 
 def _report(result: ExecuteInProcessResult, settings: Settings) -> None:

@@ -174,6 +174,51 @@ class WarehouseBusy(WarehouseError):
     """Another run holds the warehouse write lock and did not release it in time."""
 
 
+class WarehouseLockLost(WarehouseError):
+    """The session that held the write lock is gone: the server restarted or cut it."""
+
+
+@dataclass(frozen=True, eq=False)
+class HeldWriteLock:
+    """The write lock as its holder sees it (what :func:`write_lock` yields).
+
+    A run asks it before an irreversible step that follows a long computation (a registry
+    write): the server drops the lock with the session, so a warehouse that restarted
+    mid-run, or a session that was terminated, leaves the run computing with no lock held,
+    and another run may already be rewriting the data it used.
+    """
+
+    conn: psycopg2.extensions.connection
+    backend_pid: int
+
+    def still_held(self) -> bool:
+        """Whether the lock's own connection still answers and ``pg_locks`` shows its
+        backend holding the lock. Never raises: a broken connection is a lost lock."""
+        if self.conn.closed:
+            return False
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(
+                    "select 1 from pg_locks where locktype = 'advisory' and granted"
+                    " and pid = %s and classid = %s and objid = %s and objsubid = 2"
+                    " and database = (select oid from pg_database"
+                    " where datname = current_database())",
+                    (self.backend_pid, *_LOCK_KEY),
+                )
+                return cur.fetchone() is not None
+        except psycopg2.Error:
+            return False
+
+    def ensure_held(self, consequence: str) -> None:
+        """Raise :class:`WarehouseLockLost` (one line ending with ``consequence``, e.g.
+        "nothing registered") unless :meth:`still_held`."""
+        if not self.still_held():
+            raise WarehouseLockLost(
+                "lost the warehouse write lock (the warehouse restarted or the session was "
+                f"cut): {consequence}"
+            )
+
+
 @dataclass(frozen=True)
 class LockHolder:
     """Who holds the write lock: the name it registered and since when it has held it."""
@@ -211,7 +256,7 @@ def write_lock(
     holder: str,
     timeout_seconds: float,
     on_wait: Callable[[LockHolder | None], None] = lambda _: None,
-) -> Iterator[None]:
+) -> Iterator[HeldWriteLock]:
     """Hold the warehouse write lock for the duration of the block.
 
     A Postgres session-level advisory lock on a connection of its own: it is released when
@@ -219,7 +264,8 @@ def write_lock(
     to clean up after a crash). ``holder`` (e.g. ``run <run id>``) is stored as the
     connection's ``application_name``, so a waiting writer can say who it waits for.
     Waits up to ``timeout_seconds`` (0: do not wait), calling ``on_wait`` once with the
-    current holder, then raises :class:`WarehouseBusy` naming it.
+    current holder, then raises :class:`WarehouseBusy` naming it. Yields a
+    :class:`HeldWriteLock`, which tells whether the lock is still held.
     """
     # application_name is cut at 63 bytes by the server: keep the run id whole.
     name = (_LOCK_APP_PREFIX + holder)[:63]
@@ -249,7 +295,7 @@ def write_lock(
                 waited = True
             time.sleep(min(_LOCK_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
         try:
-            yield
+            yield HeldWriteLock(conn, conn.get_backend_pid())
         finally:
             with contextlib.suppress(psycopg2.Error), conn.cursor() as cur:
                 cur.execute("select pg_advisory_unlock(%s, %s)", _LOCK_KEY)

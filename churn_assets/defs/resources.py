@@ -6,16 +6,17 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import dagster as dg
 import psycopg2.extensions
-from dagster_dbt import DbtCliResource
+from dagster_dbt import DbtCliInvocation, DbtCliResource
 from dagster_dbt.compat import DBT_PYTHON_VERSION
 from packaging.version import Version
-from pydantic import Field, create_model
+from pydantic import Field, PrivateAttr, create_model
 
 from churn_assets import warehouse
+from churn_assets.lib import child_processes
 from churn_assets.lib.dbt import churn_dbt_project
 from churn_assets.policy import Policy, load_policy, rules
 from churn_assets.schema import EXPERIMENT_NAME, REGISTERED_MODEL_NAME
@@ -39,6 +40,8 @@ class WarehouseResource(dg.ConfigurableResource):
     """
 
     lock_timeout_seconds: int = DEFAULT_LOCK_TIMEOUT_SECONDS
+    # The lock this run holds (None outside a run); each run gets its own copy of the resource.
+    _write_lock: warehouse.HeldWriteLock | None = PrivateAttr(default=None)
 
     def url(self) -> str:
         raise NotImplementedError
@@ -59,10 +62,26 @@ class WarehouseResource(dg.ConfigurableResource):
                     f"being written by {current or 'another session'}"
                 )
 
-        with warehouse.write_lock(self.url(), holder, self.lock_timeout_seconds, waiting):
+        with warehouse.write_lock(self.url(), holder, self.lock_timeout_seconds, waiting) as lock:
             if log is not None:
                 log.info("holding the warehouse write lock until this run ends")
-            yield self
+            self._write_lock = lock
+            try:
+                yield self
+            finally:
+                self._write_lock = None
+
+    def ensure_write_lock(self, consequence: str) -> None:
+        """Raise :class:`churn_assets.warehouse.WarehouseLockLost`, one line ending with
+        ``consequence`` ("nothing registered"), unless this run still holds the write lock.
+
+        Call it right before an irreversible step that follows a long computation (a
+        registry write): a warehouse that restarted during training took the lock with it,
+        and another run may be rewriting the data the model was trained on. Outside a run no
+        lock was taken, and there is nothing to check.
+        """
+        if self._write_lock is not None:
+            self._write_lock.ensure_held(consequence)
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[psycopg2.extensions.connection]:
@@ -211,7 +230,8 @@ def mlflow_resource() -> MlflowResource:
 
 
 class DbtCli(DbtCliResource):
-    """dagster-dbt's dbt resource, without two fixed costs of every dbt command.
+    """dagster-dbt's dbt resource, without two fixed costs of every dbt command, and with a
+    ``dbt`` that dies with the run that started it (:meth:`cli`).
 
     - The version: each run gets a fresh resource, and its first dbt step asked the ``dbt``
       executable for its version (to tell dbt-core from the Fusion engine): ~1.4 s of dbt's
@@ -233,6 +253,12 @@ class DbtCli(DbtCliResource):
 
     def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> None:  # type: ignore[override]
         return None
+
+    def cli(self, args: Sequence[str], **kwargs: Any) -> DbtCliInvocation:
+        """dagster-dbt's ``cli``, with a ``dbt`` that dies with this process: a run killed
+        with SIGKILL leaves no dbt writing (``lib/child_processes.py``; Linux only)."""
+        child_processes.install()
+        return super().cli(args, **kwargs)
 
 
 @dg.definitions

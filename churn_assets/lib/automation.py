@@ -32,6 +32,7 @@ from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 from dagster_shared.serdes import deserialize_value, serialize_value
 
 from churn_assets.defs.automation import AUTOMATION_SENSORS, automation_sensor
+from churn_assets.lib.orphaned_runs import launcher_tags
 
 _CURSOR_PREFIX = "churn/in_process/"
 # INFO, not DEBUG: step and dbt progress without every engine event.
@@ -162,7 +163,7 @@ def _sensor_tick(
         job_name = request.job_name or sensor.job_name
         assert job_name is not None, f"{sensor.name} requested a run without a job"
         log(f"{sensor.name}: {job_name} ({request.run_key or 'no run key'})")
-        tags = {**request.tags, SENSOR_NAME_TAG: sensor.name}
+        tags = {**request.tags, SENSOR_NAME_TAG: sensor.name, **launcher_tags()}
         if request.run_key:
             tags[RUN_KEY_TAG] = request.run_key
         job = defs.resolve_job_def(job_name)
@@ -206,7 +207,7 @@ def _automation_tick(
             run_config=_QUIET,
             instance=instance,
             asset_selection=list(keys),
-            tags={SENSOR_NAME_TAG: name, **_partition_tags(partitions)},
+            tags={SENSOR_NAME_TAG: name, **_partition_tags(partitions), **launcher_tags()},
             raise_on_error=False,
         )
         launched.append(Launch(name, names + scope, result))
@@ -295,7 +296,10 @@ def run_job(
     run_config: dict[str, Any] | None = None,
     partition_key: str | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Launch one job in process (a person's launch: ``churn run``'s load, ``churn backfill``)."""
+    """Launch one job in process (a person's launch: ``churn run``'s load, ``churn backfill``).
+
+    Every in-process launch here carries :func:`~churn_assets.lib.orphaned_runs.launcher_tags`,
+    so a run this process leaves unfinished (killed) is marked failed by the next command."""
     from churn_assets.definitions import defs
 
     return (
@@ -305,7 +309,7 @@ def run_job(
             run_config=_with_quiet_logs(run_config),
             instance=instance,
             raise_on_error=False,
-            tags=tags,
+            tags={**(tags or {}), **launcher_tags()},
             partition_key=partition_key,
         )
     )

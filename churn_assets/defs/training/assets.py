@@ -306,10 +306,14 @@ def _plots_markdown(model_dir: Path) -> str:
 
 @dg.asset(group_name=GROUP, kinds={"onnx"}, automation_condition=GATED_EAGER)
 def churn_model_onnx(
-    context: dg.AssetExecutionContext, churn_model: TrainedModel, mlflow: MlflowResource
+    context: dg.AssetExecutionContext,
+    churn_model: TrainedModel,
+    mlflow: MlflowResource,
+    warehouse: WarehouseResource,
 ) -> dg.Output[ExportedModel]:
     """The model exported to ONNX (dynamic batch axis, raw feature inputs), checked by
-    ``onnx.checker`` and compared with torch on the holdout; runs only after the AUC gate."""
+    ``onnx.checker`` and compared with torch on the holdout; runs only after the AUC gate.
+    Logged to the registry only while the run still holds the warehouse write lock."""
     from churn_assets.ml import tracking
     from churn_assets.ml.export import export_onnx, parity_max_abs_diff, sha256_file
     from churn_assets.ml.features import to_model_inputs
@@ -322,6 +326,8 @@ def churn_model_onnx(
     holdout = pd.read_parquet(model_dir / HOLDOUT_FILE)
     parity = parity_max_abs_diff(model, onnx_path, to_model_inputs(holdout))
     sha256 = sha256_file(onnx_path)
+    # Training took minutes: a warehouse that restarted meanwhile took the run's lock along.
+    warehouse.ensure_write_lock("nothing exported to the registry, nothing registered")
     model_uri = None
     if churn_model.mlflow_run_id:
         model_uri = tracking.log_onnx_artifact(
@@ -348,9 +354,11 @@ def churn_model_version(
     churn_model_onnx: ExportedModel,
     mlflow: MlflowResource,
     policy: ChurnPolicy,
+    warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     """A version of the registered model ``churn-model`` in MLflow, created only for a model
-    that passed the AUC and parity gates, tagged with its lineage and gate results."""
+    that passed the AUC and parity gates, tagged with its lineage and gate results, and only
+    while the run still holds the warehouse write lock."""
     from churn_assets.ml import tracking
     from churn_assets.ml.gates import auc_gate, parity_gate
 
@@ -387,6 +395,8 @@ def churn_model_version(
         return dg.MaterializeResult(metadata={"registry": f"skipped: {exc}", **card})
     from mlflow.tracking import MlflowClient
 
+    # The first registry write: never for a run that lost the warehouse (and its lock).
+    warehouse.ensure_write_lock("nothing registered")
     # Same artifact path as the training-time card, which it replaces on the run.
     MlflowClient(mlflow.tracking_uri).log_artifact(trained.mlflow_run_id, str(card_path))
     card_uri = f"runs:/{trained.mlflow_run_id}/{CARD_FILE}"
