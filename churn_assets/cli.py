@@ -234,7 +234,7 @@ def backfill(start: datetime | None, end: datetime | None) -> None:
             )
         click.echo(f"backfill: {len(keys)} period(s) {keys[0]} .. {keys[-1]} in one run")
         result = run_job(instance, "history_job", tags=period_range_tags(keys))
-        _report(result, settings)
+        _report(result, settings, instance)
         for line in period_summary(result):
             click.echo(f"  {line}")
 
@@ -331,12 +331,12 @@ def _launch_and_settle(settings: Settings) -> None:
         prime(instance)  # the automation must see this run's updates as news
         if span is None:
             # Unreadable files: the ingest step names every contract violation.
-            _raise_if_failed(run_job(instance, "ingest_job"))
+            _raise_if_failed(run_job(instance, "ingest_job"), instance)
             raise click.ClickException(f"the orders in {settings.raw_dir} have no order dates")
         keys = [periods.as_key(end) for end in periods.period_ends(*span, settings.period)]
         register_periods(instance, keys)
         pipeline = run_job(instance, "churn_pipeline", tags=period_range_tags(keys))
-        _raise_if_failed(pipeline)
+        _raise_if_failed(pipeline, instance)
         # This command loaded CHURN_RAW_DIR itself; re-loading whatever another process
         # loaded since would undo its work under it (two `churn run`s on one home).
         launches = settle(
@@ -592,17 +592,26 @@ def _instance(settings: Settings) -> DagsterInstance:
     return instance
 
 
-def _report(result: ExecuteInProcessResult, settings: Settings) -> None:
+def _report(result: ExecuteInProcessResult, settings: Settings, instance: DagsterInstance) -> None:
     """This run's own outcome: its failed gates and root cause as the last lines, or what
     it loaded, built and registered (from its events, not from the shared warehouse)."""
-    _raise_if_failed(result)
+    _raise_if_failed(result, instance)
     _summarise([result], settings)
 
 
-def _raise_if_failed(result: ExecuteInProcessResult) -> None:
+def _raise_if_failed(
+    result: ExecuteInProcessResult, instance: DagsterInstance | None = None
+) -> None:
+    """The failed run's gates and root cause as the command's last lines, after its alert
+    (when ``instance`` is given: the run a person launched, which no sensor tick will see
+    before the command exits; the runs ``settle`` launched were seen by its ticks)."""
     from churn_assets.lib import report
 
     if not result.success:
+        if instance is not None:
+            from churn_assets.defs.alerts.sensors import alert_run_failed_in_process
+
+            alert_run_failed_in_process(instance, result)
         for line in report.gate_failures(result):
             click.echo(line, err=True)
         raise click.ClickException(report.failure_message(result))

@@ -13,6 +13,8 @@ from click.testing import CliRunner, Result
 
 from churn_assets import warehouse
 from churn_assets.cli import main
+from churn_assets.policy import rules
+from tests.webhook import Receiver, serve_receiver
 
 _ENV_TO_CLEAR = (
     "CHURN_RAW_DIR",
@@ -78,7 +80,8 @@ def embedded_url(churn_home: Path) -> str:
 @pytest.fixture(autouse=True)
 def churn_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, churn_home: Path) -> Path:
     """Every test starts from default settings with the session's CHURN_HOME."""
-    for name in _ENV_TO_CLEAR:
+    # Every policy rule too: a developer's shell must not move a threshold under the suite.
+    for name in (*_ENV_TO_CLEAR, *(rule.env for rule in rules())):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CHURN_HOME", str(churn_home))
     monkeypatch.setenv("CHURN_RAW_DIR", str(tmp_path / "raw"))
@@ -121,3 +124,10 @@ def new_database(embedded_url: str) -> Iterator[Callable[[], str]]:
 def fresh_database_url(new_database: Callable[[], str]) -> str:
     """A new, empty database on the session server."""
     return new_database()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on 127.0.0.1 recording what it is sent (tests/webhook.py)."""
+    with serve_receiver() as state:
+        yield state

@@ -3,13 +3,9 @@ fails a sensor tick. No warehouse: a temporary Dagster instance and tiny jobs.""
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import dagster as dg
@@ -20,6 +16,7 @@ from churn_assets import alerts
 from churn_assets.defs.alerts import sensors
 from churn_assets.defs.alerts.sensors import (
     ALERTS_OFF,
+    alert_run_failed_in_process,
     gate_failure_alert_sensor,
     run_failure_alert_sensor,
     watched_checks,
@@ -27,6 +24,7 @@ from churn_assets.defs.alerts.sensors import (
 from churn_assets.defs.monitoring.sensors import DRIFT_GATE
 from churn_assets.settings import SettingsError, load_settings
 from churn_assets.urls import basic_auth
+from tests.webhook import Receiver
 
 UI = "http://dagster.example:3000"
 GX_CHECK = dg.AssetCheckKey(dg.AssetKey("training_dataset"), "training_data_quality")
@@ -34,59 +32,6 @@ GX_FAILURE = (
     "expect_column_mean_to_be_between on churned: observed 0.7 >= max 0.6; "
     "set CHURN_MAX_LABEL_RATE to move it"
 )
-
-
-@dataclass
-class Receiver:
-    """A webhook on 127.0.0.1: records each JSON body (and ``Authorization`` header), answers
-    from ``replies`` (then 200); a ``None`` reply never answers (the client times out).
-    With ``required_auth`` set, a request without that header gets a 401 (and is not
-    recorded), as a webhook behind basic auth answers."""
-
-    url: str = ""
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    replies: list[int | None] = field(default_factory=list)
-    release: threading.Event = field(default_factory=threading.Event)
-    authorizations: list[str | None] = field(default_factory=list)
-    required_auth: str | None = None
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            assert self.headers["Content-Type"] == "application/json"
-            state.authorizations.append(self.headers.get("Authorization"))
-            if state.required_auth and self.headers.get("Authorization") != state.required_auth:
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Basic realm="alerts"')
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            state.requests.append(json.loads(body))
-            reply = state.replies.pop(0) if state.replies else 200
-            if reply is None:
-                state.release.wait(10)  # hang until the test ends
-                return
-            self.send_response(reply)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/s3cret"
-    yield state
-    state.release.set()
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture(autouse=True)
@@ -206,6 +151,33 @@ def test_a_failed_run_sends_exactly_one_message(
     again = _tick(run_failure_alert_sensor, instance, tick.cursor)
     assert len(alerts_on.requests) == 1  # the next tick sends nothing new
     assert again.cursor == tick.cursor
+
+
+def test_a_run_failed_in_process_is_alerted_at_once_and_not_again_by_a_tick(
+    instance: dg.DagsterInstance, alerts_on: Receiver
+) -> None:
+    """`churn run` without a daemon: the command sends the alert before it exits, and the
+    sensor's own tick later (the daemon's, or the next command's) does not repeat it."""
+    start = _tick(run_failure_alert_sensor, instance, None)
+    result = nightly_job.execute_in_process(instance=instance, raise_on_error=False)
+
+    alert_run_failed_in_process(instance, result)
+
+    (message,) = alerts_on.requests
+    assert message["run_id"] == result.run_id
+    assert message["summary"].endswith(
+        "failed in load_warehouse: ValueError: the warehouse is gone"
+    )
+    _tick(run_failure_alert_sensor, instance, start.cursor)
+    assert len(alerts_on.requests) == 1
+
+
+def test_a_run_failed_in_process_with_alerts_off_sends_nothing(
+    instance: dg.DagsterInstance, receiver: Receiver
+) -> None:
+    result = nightly_job.execute_in_process(instance=instance, raise_on_error=False)
+    alert_run_failed_in_process(instance, result)
+    assert receiver.requests == []
 
 
 def test_a_receiver_answering_500_once_gets_the_retry(

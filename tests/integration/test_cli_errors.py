@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from churn_assets import warehouse
 from churn_assets.cli import main
+from tests.webhook import Receiver
 
 pytestmark = pytest.mark.integration
 
@@ -24,13 +25,20 @@ def _write_bad_raw_files(raw_dir: Path) -> None:
     (raw_dir / "orders.csv").write_text(
         "order_id,customer_id,ordered_at,amount,item_count,category\n"
         "o1,c1,2024-01-05,-4.5,1,books\n"
-        "o2,c9,2024-01-06,3,1,books\n"
+        "o2,c9,2024-06-06,3,1,books\n"
     )
 
 
-def test_run_ends_with_every_contract_violation(churn_env: Path, embedded_url: str) -> None:
+def test_run_ends_with_every_contract_violation(
+    churn_env: Path, embedded_url: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _write_bad_raw_files(churn_env)
+    monkeypatch.setenv("CHURN_ALERT_WEBHOOK_URL", receiver.url)
     result = CliRunner().invoke(main, ["run"])
+    # No daemon ticks the alert sensor: the command itself alerted before it exited.
+    (alert,) = receiver.requests
+    assert alert["kind"] == "run_failure" and alert["job"] == "churn_pipeline"
+    assert alert["run_id"] in result.output
     assert result.exit_code == 1
     last = result.output.rstrip().splitlines()[-4:]
     assert last[0].startswith("Error: run ") and "failed at step raw_tables" in last[0]
@@ -43,7 +51,7 @@ def test_run_ends_with_every_contract_violation(churn_env: Path, embedded_url: s
 def test_run_while_another_run_writes_names_that_run(
     churn_env: Path, embedded_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _write_bad_raw_files(churn_env)  # never read: the run stops before its first step
+    _write_bad_raw_files(churn_env)  # only the dates are read: the run stops before a step
     monkeypatch.setenv("CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS", "0")
     with warehouse.write_lock(embedded_url, "run 1234-abcd (churn_pipeline)", 0):
         result = CliRunner().invoke(main, ["run"])

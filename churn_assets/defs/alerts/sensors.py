@@ -28,6 +28,10 @@ from churn_assets.settings import load_settings
 
 ALERTS_OFF = "alerts are off: CHURN_ALERT_WEBHOOK_URL is not set"
 
+ALERT_SENT_TAG = "churn/alert_sent"
+"""Set on a run once its failure alert was delivered: a run ``churn run`` alerted in process
+is not alerted again by a later tick (the daemon's, or the next ``churn run``'s)."""
+
 # Watched besides every blocking check: the two gates of the retraining loop. They are WARN
 # checks (scoring goes on when they fail), so the "blocking" rule alone would miss them.
 LOOP_GATES = (DRIFT_GATE, REALIZED_CHECK)
@@ -77,6 +81,10 @@ def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> dg.SkipReas
     settings = load_settings()
     if settings.alert_webhook_url is None:
         return dg.SkipReason(f"{ALERTS_OFF}; run {run.run_id} of {run.job_name} not alerted")
+    stored = context.instance.get_run_by_id(run.run_id)  # tags added after it ended
+    if stored is not None and ALERT_SENT_TAG in stored.tags:
+        context.log.info(f"run {run.run_id} was alerted when it failed (in process)")
+        return None
     message = run_failure_message(context, settings.ui_url)
     now = time.monotonic()
     if now < _RECEIVER.down_until:
@@ -84,11 +92,31 @@ def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> dg.SkipReas
             f"alert dropped, the receiver failed < {PAUSE_SECONDS:.0f} s ago: {message['summary']}"
         )
     elif post_alert(settings.alert_webhook_url, message):
+        context.instance.add_run_tags(run.run_id, {ALERT_SENT_TAG: "true"})
         context.log.info(f"alert sent: {message['summary']}")
     else:
         _RECEIVER.down_until = now + PAUSE_SECONDS
         context.log.warning(f"alert not delivered: {message['summary']}")
     return None
+
+
+def alert_run_failed_in_process(
+    instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult
+) -> None:
+    """Send now what :func:`run_failure_alert_sensor` sends for a failed run, for a run that
+    ``churn run`` executed in process: without a daemon nobody ticks the sensor, and the
+    command is about to exit. The sensor itself is invoked, so the message, the "alerts are
+    off" skip and the delivery rules stay one definition; a delivered alert tags the run
+    (:data:`ALERT_SENT_TAG`), so the sensor's own tick later skips it."""
+    if result.success:
+        return
+    context = dg.build_run_status_sensor_context(
+        sensor_name=run_failure_alert_sensor.name,
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+    ).for_run_failure()
+    run_failure_alert_sensor(context)
 
 
 def run_failure_message(context: dg.RunFailureSensorContext, ui_url: str) -> AlertMessage:
