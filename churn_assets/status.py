@@ -83,8 +83,8 @@ def realized(settings: Settings) -> list[dict[str, Any]] | None:
 
 def shadow(settings: Settings) -> dict[str, Any] | None:
     """The shadow comparison from the online prediction log; None if unreachable. Postgres
-    aggregates it per pair in one scan (~1 s at a million rows, where reading every row
-    into pandas took ~4 s: benchmarks/RESULTS.md)."""
+    aggregates it per pair in one scan (0.8 s at a million rows, where reading every row
+    into pandas took 3.7 s: benchmarks/RESULTS.md)."""
     from churn_assets.data.online_predictions import read_shadow_groups
     from churn_assets.ml.shadow import describe, pairs_from_groups
 

@@ -19,8 +19,8 @@ never retries a batch), and a unique index on random uuids cost Postgres more th
 of the insert (~3 of ~5 ms per 500 rows at 360,000 rows), CPU the scorer's host may share.
 The analyst model's dbt test checks the key. Index it if you look requests up by id. The one
 index is on ``scored_at``, for the retention: the scorer's clock only moves forward, so each
-insert lands on the rightmost leaf page (no measurable cost per 500-row COPY at 1.3M rows,
-benchmarks/RESULTS.md).
+insert lands on the rightmost leaf page (a 500-row COPY into a 1M-row log took 1.5-1.8 ms
+with or without it, benchmarks/RESULTS.md).
 
 Retention: rows older than ``CHURN_PREDICTION_LOG_RETENTION_DAYS`` (policy rule
 ``prediction_log_retention_days``) are deleted by the scorer's log writer, a batch of
@@ -50,8 +50,9 @@ Why a batched DELETE and not a table partitioned by day (where dropping a day is
   bound to the table's identity rather than its name, would keep reading the renamed table
   until the next analytics run. Here an existing log only gains the ``scored_at`` index
   (built in ~0.6 s at 1M rows) and keeps every row.
-* The cost is small at this scale: 5,000-row batches took ~5 ms each at 1M rows (a day's
-  8,300 rows in 7 ms, benchmarks/RESULTS.md). Deleted rows leave dead tuples for
+* The cost is small at this scale: at 1M rows, deleting the 250,000 older than 180 days took
+  0.38 s in 5,000-row batches (~8 ms each), a pass with nothing to delete 15 ms
+  (benchmarks/RESULTS.md). Deleted rows leave dead tuples for
   (auto)vacuum; the file does not shrink, but its free space is reused, so the table stays
   at about the retention's worth of rows (plus autovacuum's slack) instead of growing.
 
@@ -98,7 +99,7 @@ COLUMNS = (
 LEGACY_UNIQUE_INDEX = "online_predictions_request_item"
 # The index the retention's DELETE finds old rows by (see the module docstring).
 SCORED_AT_INDEX = "online_predictions_scored_at"
-# Rows one DELETE of the retention removes: one short transaction (~5 ms at 1M rows).
+# Rows one DELETE of the retention removes: one short transaction (~8 ms at 1M rows).
 PRUNE_BATCH_ROWS = 5_000
 
 CREATE_TABLE = f"""
@@ -221,7 +222,7 @@ def read_shadow_results(conn: psycopg2.extensions.connection) -> pd.DataFrame:
     the table yet: reading creates nothing.
 
     Row by row, for analysis and as the reference of :func:`read_shadow_groups`, which the
-    platform reads instead: at a million rows this took ~4 s (benchmarks/RESULTS.md)."""
+    platform reads instead: at a million rows this took 3.5 s (benchmarks/RESULTS.md)."""
     select = ", ".join(f"{sql} as {column}" for column, sql in _SHADOW_SELECT.items())
     with conn.cursor() as cur:
         cur.execute("select to_regclass(%s)", (ONLINE_PREDICTIONS_TABLE,))

@@ -22,7 +22,7 @@ holds the GIL well under a millisecond.
 The writer also keeps the log to its retention (``retention_days``: the policy rule
 ``prediction_log_retention_days``): at most once per ``prune_every_seconds`` (an hour) it
 starts a pass that deletes the rows scored before now minus the retention, one
-``prune_batch_rows`` DELETE (a ~5 ms transaction) per wake of the writer, between its
+``prune_batch_rows`` DELETE (a ~8 ms transaction) per wake of the writer, between its
 COPYs, until none is left; so a first pass over an old, big log never holds the writer up
 and the buffer never waits long. Why a DELETE and not partitions: see
 :mod:`churn_assets.data.online_predictions`. A scorer that runs prunes without any Dagster
