@@ -51,6 +51,18 @@ class _OneLineErrors(click.Group):
             ) from exc
         except WarehouseError as exc:
             raise click.ClickException(str(exc)) from exc
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # already what the command means to say
+        except Exception as exc:
+            # A full disk surfaces anywhere, e.g. as SQLite's "disk I/O error" from Dagster's
+            # own storage under CHURN_HOME: one line naming it, not a traceback from there.
+            from churn_assets.lib.report import disk_full_line
+
+            full = disk_full_line(str(exc), load_settings().home)
+            if full is None:
+                raise
+            first = next(iter(str(exc).strip().splitlines()), type(exc).__name__)
+            raise click.ClickException(f"{first}\n{full}") from exc
 
 
 @click.group(cls=_OneLineErrors)
@@ -614,7 +626,7 @@ def _raise_if_failed(
             alert_run_failed_in_process(instance, result)
         for line in report.gate_failures(result):
             click.echo(line, err=True)
-        raise click.ClickException(report.failure_message(result))
+        raise click.ClickException(report.failure_message(result, load_settings().home))
 
 
 def _describe_registered(settings: Settings, version: str) -> str:

@@ -189,6 +189,31 @@ def keep_parse_state(invocation_target: Path, state_dir: Path) -> None:
     os.replace(staged, state_dir / PARTIAL_PARSE_FILE)
 
 
+def dbt_failure_lines(run_results: Mapping[str, Any] | None, error: str | None) -> list[str]:
+    """Why a dbt invocation failed, one line per cause, the one to act on last.
+
+    Each node that errored (not a failed data test: those are checks, described from their
+    stored rows) gives ``<node>: <its message on one line>``; without run results (dbt
+    could not even write them) dbt's own error text stands in. Buried in dbt's output, a
+    full disk's "No space left on device" read as "dbt build failed".
+    """
+    lines = [
+        f"{str(result.get('unique_id', '?')).split('.')[-1]}: {_one_line(result['message'])}"
+        for result in (run_results or {}).get("results", [])
+        if result.get("status") == "error" and str(result.get("message") or "").strip()
+    ]
+    if not lines and error:
+        lines = [line.strip() for line in error.splitlines() if line.strip()][-3:]
+    return lines
+
+
+def _one_line(message: str, limit: int = 400) -> str:
+    """dbt's multi-line node message ("Database Error in model x (path)", then the
+    database's own words) as one line, cut to ``limit`` characters."""
+    text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
 @contextlib.contextmanager
 def environ(values: Mapping[str, str]) -> Iterator[None]:
     """Temporarily sets environment variables (profiles.yml reads the warehouse from them)."""

@@ -7,13 +7,21 @@ for the write lock), and its numbers must not be reported under this run's id.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster._utils.error import SerializableErrorInfo
 
 _FAILURE_EVENTS = ("STEP_FAILURE", "RESOURCE_INIT_FAILURE", "RUN_FAILURE")
+
+DISK_FULL = "No space left on device"
+"""What the OS (ENOSPC) says when a disk is full, and Postgres and dbt quote it."""
+LOW_DISK_BYTES = 64 * 2**20
+"""Less free space than this under CHURN_HOME, after a failure, is taken as its cause: the
+run's own storage (SQLite's "disk I/O error") may not say ENOSPC."""
 
 
 def gate_failures(result: dg.ExecuteInProcessResult) -> list[str]:
@@ -45,9 +53,10 @@ def _failed_checks(
     return lines
 
 
-def failure_message(result: dg.ExecuteInProcessResult) -> str:
+def failure_message(result: dg.ExecuteInProcessResult, home: Path | None = None) -> str:
     """Why the run failed, ending with the root cause's own words (e.g. every contract
-    violation), so it can be the last thing a command prints."""
+    violation), so it can be the last thing a command prints; a full disk (said, or seen
+    under ``home``) ends it in plain words."""
     for event in result.all_events:
         if event.event_type_value not in _FAILURE_EVENTS:
             continue
@@ -56,8 +65,23 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
             continue
         where = f" at step {event.step_key}" if event.step_key else ""
         cause = root_cause(error)
+        full = disk_full_line(cause, home)
+        cause += f"\n{full}" if full else ""
         return f"run {result.run_id} failed{where}; the steps after it did not run:\n{cause}"
     return f"run {result.run_id} failed (see the run's event log)"
+
+
+def disk_full_line(cause: str, home: Path | None) -> str | None:
+    """One line saying the disk is full, when the cause says so (wherever it surfaced:
+    Postgres, dbt, a file we wrote) or ``home`` has less than :data:`LOW_DISK_BYTES` free."""
+    free = shutil.disk_usage(home).free if home is not None and home.exists() else None
+    if DISK_FULL not in cause and (free is None or free >= LOW_DISK_BYTES):
+        return None
+    where = f" ({home} has {free / 2**20:.1f} MB free)" if free is not None else ""
+    return (
+        f"the disk is full{where}: free space where the warehouse keeps its data and under "
+        "CHURN_HOME, then run again"
+    )
 
 
 def root_cause(error: SerializableErrorInfo) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 import psycopg2
-from dagster_dbt import DbtCliResource, dbt_assets
+from dagster_dbt import DbtCliInvocation, DbtCliResource, dbt_assets
 from psycopg2 import sql
 
 from churn_assets.data.online_predictions import create_table
@@ -29,11 +29,13 @@ from churn_assets.lib.dbt import (
     churn_dbt_project,
     dbt_build_args,
     dbt_build_env,
+    dbt_failure_lines,
     environ,
     keep_parse_state,
     parse_state_dir,
 )
 from churn_assets.settings import load_settings
+from churn_assets.warehouse import WarehouseError
 
 _PREVIEW_ROWS = 10
 # Singular tests that store their failing rows with a human-readable `failure` column.
@@ -158,25 +160,40 @@ def _build(
                 yield _with_snapshot_metadata(event, warehouse, period_ends)
             else:
                 yield _with_row_count(event, invocation.manifest, warehouse)
-    keep_parse_state(invocation.target_path, state_dir)
+    try:
+        keep_parse_state(invocation.target_path, state_dir)
+    except OSError as exc:  # only a cache: a full disk must not hide dbt's own outcome
+        context.log.warning(f"dbt's parse state was not kept: {exc}")
     if not invocation.is_successful():
         raise dg.Failure(
-            description=_failure_description(warehouse),
+            description=_failure_description(warehouse, _dbt_errors(invocation)),
             metadata={"dbt_log": dg.MetadataValue.path(str(invocation.target_path / "dbt.log"))},
         )
 
 
-def _failure_description(warehouse: WarehouseResource) -> str:
-    """Why dbt failed, in words: the singular tests store a readable ``failure`` column."""
+def _dbt_errors(invocation: DbtCliInvocation) -> list[str]:
+    """:func:`dbt_failure_lines` of a finished invocation."""
+    try:
+        run_results: dict[str, Any] | None = invocation.get_artifact("run_results.json")
+    except Exception:  # not written (dbt stopped before, or the disk is full)
+        run_results = None
+    error = invocation.get_error()
+    return dbt_failure_lines(run_results, str(error) if error else None)
+
+
+def _failure_description(warehouse: WarehouseResource, errors: list[str]) -> str:
+    """Why dbt failed, in words: the singular tests' readable ``failure`` column, then the
+    nodes that errored (last: the cause a command prints as its last line)."""
     reasons: list[str] = []
     for test in _READABLE_TESTS:
         try:
             with warehouse.connect() as conn, conn.cursor() as cur:
                 cur.execute(f"select failure, count(*) over () from test_failures.{test} limit 3")
                 rows = cur.fetchall()
-        except psycopg2.Error:
-            continue  # the test did not run or has never failed: nothing stored
+        except (psycopg2.Error, WarehouseError):
+            continue  # the test did not run or never failed, or the warehouse is gone
         reasons.extend(f"{test} ({count} row(s)): {failure}" for failure, count in rows)
+    reasons.extend(errors)
     detail = "\n".join(reasons) if reasons else "see the failed checks and the dbt log"
     return f"dbt build failed; nothing downstream was rebuilt.\n{detail}"
 
