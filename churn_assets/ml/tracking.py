@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -178,10 +179,28 @@ def log_training_run(
         for path in log.artifacts:
             client.log_artifact(run_id, str(path))
     except Exception:
-        client.set_terminated(run_id, status="FAILED")
+        _end_run_quietly(client, run_id, "FAILED")
         raise
-    client.set_terminated(run_id, status="FINISHED")
+    _end_run_quietly(client, run_id, "FINISHED")
     return run_id
+
+
+_SUPPRESS_URL = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+
+
+def _end_run_quietly(client: MlflowClient, run_id: str, status: str) -> None:
+    """End the run without MLflow's "View run ... at: <tracking URI>" line on stdout: it
+    prints the URI as given, a password in it included. The run's link is in the asset's
+    metadata, masked (``MlflowResource.run_link``)."""
+    previous = os.environ.get(_SUPPRESS_URL)
+    os.environ[_SUPPRESS_URL] = "true"
+    try:
+        client.set_terminated(run_id, status=status)
+    finally:
+        if previous is None:
+            os.environ.pop(_SUPPRESS_URL, None)
+        else:
+            os.environ[_SUPPRESS_URL] = previous
 
 
 def log_onnx_artifact(tracking_uri: str, run_id: str, onnx_path: Path) -> str:

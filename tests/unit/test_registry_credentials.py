@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -166,3 +167,20 @@ def test_the_scorers_refresh_errors_mask_the_registry_uri() -> None:
         "RuntimeError: API request to http://alice:***@mlflow.example/api/2.0/mlflow/x "
         "failed with exception boom"
     )
+
+
+def test_ending_a_training_run_does_not_let_mlflow_print_the_tracking_uri(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MLflow prints "View run ... at: <tracking URI>" when a run ends, a password in the
+    URI included (seen in a `churn run` log), unless told not to by its own variable."""
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
+    seen: list[str | None] = []
+
+    class Client:
+        def set_terminated(self, run_id: str, status: str) -> None:
+            seen.append(os.environ.get("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"))
+
+    tracking._end_run_quietly(Client(), "r1", "FINISHED")  # type: ignore[arg-type]
+    assert seen == ["true"]
+    assert "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT" not in os.environ  # restored
