@@ -11,7 +11,8 @@ uvicorn with uvloop/httptools when installed, loopback) plus two baseline routes
 ``GET /baseline`` (a trivial async endpoint: HTTP + FastAPI + client floor) and
 ``POST /baseline/validate`` (parses and validates the same body as ``/predict``, scores
 nothing). An ASGI wrapper reports
-the application's own time per request in a ``Server-Timing`` header.
+the application's own time per request in a ``Server-Timing`` header. Its connections have
+``serve()``'s default header deadline (``churn serve --header-timeout``).
 
 The client is this process: ``--threads`` threads, one keep-alive connection each,
 sending ``--requests`` requests per scenario back to back after ``--warmup`` untimed ones.
@@ -27,6 +28,9 @@ times, since its young collections, ~0.19 ms once every ~25 requests, landed in 
 With ``--wrk SECONDS`` (and ``wrk`` on the PATH: ``apt-get install wrk``), the by-id
 scenario is also run by wrk, a client in C, over one keep-alive connection for that long:
 a check that the figures are the server's and not this Python client's.
+With ``--idle-sockets N``, a third process holds N connections to the server for the whole
+run that never complete a request (half send nothing, half a partial request line and
+headers), re-opening each one the server closes, as a client that keeps them up would.
 Finally the steps inside one ``/predict`` are timed in process, without HTTP.
 
     churn demo                          # once, if CHURN_HOME holds no demo yet
@@ -34,6 +38,8 @@ Finally the steps inside one ``/predict`` are timed in process, without HTTP.
     python benchmarks/serving.py --threads 4 --requests 5000 --access-log
     python benchmarks/serving.py --threads 1 --scenario "POST /predict with customer_id"
     python benchmarks/serving.py --threads 1 --wrk 10
+    python benchmarks/serving.py --threads 1 --scenario "POST /predict with customer_id" \\
+        --idle-sockets 2000
 """
 
 from __future__ import annotations
@@ -44,7 +50,10 @@ import http.client
 import json
 import os
 import platform
+import resource
+import selectors
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -76,6 +85,7 @@ def run_server(access_log: bool) -> None:
     """Child: serve what ``serve()`` serves, print the URL, run until stdin closes."""
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+    from churn_assets.serving.connections import raise_open_file_limit
     from churn_assets.serving.server import (
         BackgroundServer,
         build_service,
@@ -114,6 +124,7 @@ def run_server(access_log: bool) -> None:
 
             await self.inner(scope, receive, timed_send)
 
+    raise_open_file_limit()  # as serve() does
     service.start()  # both pollers, as serve() does
     freeze_startup_objects()  # as serve() does
     config: dict[str, Any] = {"access_log": access_log}
@@ -128,6 +139,55 @@ def run_server(access_log: bool) -> None:
             sys.stdin.read()  # the parent closes our stdin to stop us
     finally:
         service.close()
+
+
+# --- idle connections (another child process) -----------------------------------------
+
+# What half of the held connections send: a request line and headers, never finished.
+PARTIAL_REQUEST = b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: appl"
+
+
+def hold_sockets(url: str, count: int) -> None:
+    """Child: hold ``count`` connections that never finish a request (even ones send
+    nothing, odd ones ``PARTIAL_REQUEST``), re-open each one the server closes, print
+    "ready" once all are open and, when stdin closes, how many the server closed.
+
+    A process of its own, so re-opening never takes the timing client's GIL."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < count + 64:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 64), hard))
+    host, port = url.removeprefix("http://").split(":")
+    selector = selectors.DefaultSelector()
+
+    def open_one(n: int) -> None:
+        sock = socket.create_connection((host, int(port)))
+        if n % 2:
+            sock.sendall(PARTIAL_REQUEST)
+        selector.register(sock, selectors.EVENT_READ, n)
+
+    for n in range(count):
+        open_one(n)
+    print("ready", flush=True)
+    stop = threading.Event()
+
+    def wait_for_stdin_to_close() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=wait_for_stdin_to_close, daemon=True).start()
+    closed = failed = 0
+    while not stop.is_set():
+        for key, _ in selector.select(0.2):
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            selector.unregister(sock)
+            sock.close()  # readable: EOF (the server closed it) or an answer, never expected
+            closed += 1
+            try:
+                open_one(key.data)
+            except OSError:
+                failed += 1
+    print(f"{closed} {failed}", flush=True)
 
 
 # --- client (this process) --------------------------------------------------------------
@@ -382,8 +442,20 @@ def main() -> None:
         metavar="SECONDS",
         help="also run the by-id scenario with wrk for this long (needs wrk on the PATH)",
     )
+    parser.add_argument(
+        "--idle-sockets",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hold N connections that never finish a request during the whole run (half "
+        "idle, half a partial request), re-opening those the server closes",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--hold-sockets", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.hold_sockets:
+        hold_sockets(args.hold_sockets, args.idle_sockets)
+        return
     if args.wrk and shutil.which("wrk") is None:
         parser.error("--wrk needs wrk on the PATH (Debian: apt-get install wrk)")
     if args.child:
@@ -398,11 +470,21 @@ def main() -> None:
     bodies: dict[str, list[Any]] = {"none": [None], "features": features, "customer_id": ids}
     cmd = [sys.executable, __file__, "--child"] + (["--access-log"] if args.access_log else [])
     server = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder: subprocess.Popen[str] | None = None
+    held = "no idle sockets held"
     try:
         assert server.stdout is not None
         url = server.stdout.readline().strip()
         if not url.startswith("http://127.0.0.1:"):
             raise SystemExit("the server did not start (see its output above)")
+        if args.idle_sockets:
+            hold = [sys.executable, __file__, "--hold-sockets", url]
+            hold += ["--idle-sockets", str(args.idle_sockets)]
+            pipes: dict[str, Any] = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}
+            holder = subprocess.Popen(hold, text=True, **pipes)
+            assert holder.stdout is not None
+            if holder.stdout.readline().strip() != "ready":
+                raise SystemExit("could not open the idle sockets (see the output above)")
         load_before = os.getloadavg()[0]
         rows = []
         for n_threads in args.threads:
@@ -424,7 +506,15 @@ def main() -> None:
                 rows.append((name, n_threads, result))
         wrk_output = run_wrk(url, ids, args.wrk) if args.wrk else None
         load_after = os.getloadavg()[0]
+        if holder is not None:
+            closed, failed = holder.communicate(timeout=30)[0].split()
+            held = (
+                f"{args.idle_sockets:,} idle sockets held (half with a partial request), "
+                f"{int(closed):,} closed by the server and re-opened ({failed} failed)"
+            )
     finally:
+        if holder is not None and holder.poll() is None:
+            holder.kill()
         if server.stdin is not None:
             server.stdin.close()
         try:
@@ -445,7 +535,7 @@ def main() -> None:
         f"{args.requests:,} timed requests per row after {args.warmup} warm-up; client "
         f"{args.client}; access log "
         f"{'on' if args.access_log else 'off'}; client GC "
-        f"{'on' if args.client_gc else 'paused while timing'}; 1-min load average "
+        f"{'on' if args.client_gc else 'paused while timing'}; {held}; 1-min load average "
         f"{load_before:.2f} -> {load_after:.2f}"
     )
     print()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from churn_assets.limits import DEFAULT_HEADER_TIMEOUT_SECONDS
 from churn_assets.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -457,8 +458,24 @@ def status(as_json: bool) -> None:
     is_flag=True,
     help="Start even when nothing is promoted yet (/health answers 503 until then).",
 )
+@click.option(
+    "--header-timeout",
+    default=DEFAULT_HEADER_TIMEOUT_SECONDS,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Close a connection that has not sent a complete request line and headers this "
+    "long after it opened or after its last response (an idle or half-sent connection "
+    "would hold a socket for good; uvicorn's own keep-alive timeout, 5 s, only covers "
+    "silence after a response).",
+)
 def serve(
-    host: str, port: int, api_key_env: str, poll_seconds: float, wait_for_champion: bool
+    host: str,
+    port: int,
+    api_key_env: str,
+    poll_seconds: float,
+    wait_for_champion: bool,
+    header_timeout: float,
 ) -> None:
     """Serve the champion over HTTP (POST /predict, /predict/batch, GET /health, /model);
     follows the MLflow `champion` alias, and answers requests by id from an in-memory copy
@@ -473,6 +490,7 @@ def serve(
             api_key=os.environ.get(api_key_env) or None,
             poll_seconds=poll_seconds,
             wait_for_champion=wait_for_champion,
+            header_timeout=header_timeout,
         )
     except ServingError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -1,6 +1,6 @@
 """Limits on what the platform accepts from outside, shared by the raw-data contract
 (``data/contract.py``) and the scoring API (``serving/schemas.py``), so a customer id the
-warehouse can hold is also one the API will look up.
+warehouse can hold is also one the API will look up; and the scorer's connection deadline.
 
 Each limit is far above any real value and far below what breaks a downstream type, so a
 value beyond it is a data error (a sentinel, a unit mix-up, a column shifted by one), not a
@@ -42,3 +42,10 @@ MIN_DATE = date(1900, 1, 1)
 # Files are stamped in the shop's local time but checked against UTC; a day covers every
 # time zone (UTC-12 to UTC+14), so a file written "today" anywhere is never in the future.
 FUTURE_TOLERANCE = timedelta(days=1)
+
+# Seconds a connection to the scorer may take to send a complete request line and headers,
+# counted from when it opens and from each response on it; then it is closed (a client that
+# sends nothing, or half a header, would otherwise hold a socket for good). A real client
+# sends its headers (< 1 KiB) at once; 10 s still covers three lost packets (TCP resends
+# after 1 + 2 + 4 s). The default of `churn serve --header-timeout`.
+DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0

@@ -3,14 +3,18 @@
 The CLI command ``churn serve`` calls::
 
     serve(host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          poll_seconds: float = 5.0, *, access_log: bool = True) -> None
+          poll_seconds: float = 5.0, *, access_log: bool = True,
+          wait_for_champion: bool = False,
+          header_timeout: float = DEFAULT_HEADER_TIMEOUT_SECONDS) -> None
 
 It reads the settings (MLflow tracking URI, warehouse URL or the embedded Postgres, the
 canary share), loads the online copy of ``marts.current_features``, the current
 ``champion`` of ``churn-model`` and its ``challenger`` if any (raising
 :class:`ServingError` when the warehouse cannot be reached or there is no champion to load:
 the CLI turns it into a one-line error), starts the pollers that follow the aliases and
-the feature table, and runs uvicorn until interrupted. It binds loopback by default:
+the feature table, and runs uvicorn until interrupted, closing connections that send no
+complete request headers within ``header_timeout`` seconds (as :class:`BackgroundServer`
+does; see :mod:`churn_assets.serving.connections`). It binds loopback by default:
 exposing the API is a deliberate ``host="0.0.0.0"``, best with an ``api_key``.
 :func:`build_service` is the same stack without uvicorn (the benchmark serves it itself).
 """
@@ -32,11 +36,13 @@ from starlette.types import ASGIApp
 
 from churn_assets import warehouse
 from churn_assets.data.online_predictions import check_retention
+from churn_assets.limits import DEFAULT_HEADER_TIMEOUT_SECONDS
 from churn_assets.ml.bands import RiskBands
 from churn_assets.policy import PolicyError, load_policy
 from churn_assets.schema import CHALLENGER_ALIAS
 from churn_assets.serving.app import create_app
 from churn_assets.serving.challenger import ShadowScorer
+from churn_assets.serving.connections import header_timeout_protocol, raise_open_file_limit
 from churn_assets.serving.features import OnlineFeatureSource
 from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.model_store import DEFAULT_POLL_SECONDS, ChampionHolder
@@ -187,15 +193,23 @@ def serve(
     *,
     access_log: bool = True,
     wait_for_champion: bool = False,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT_SECONDS,
 ) -> None:
     """Serve the champion over HTTP until interrupted (Ctrl-C / SIGTERM)."""
+    try:  # a bad value fails before anything is loaded
+        http = header_timeout_protocol(header_timeout)
+    except ValueError as exc:
+        raise ServingError(str(exc)) from exc
+    raise_open_file_limit()  # each held connection is a file descriptor
     service = build_service(api_key, poll_seconds, wait_for_champion=wait_for_champion)
     if api_key is None and not _is_loopback(host):
         log.warning("serving on %s without an API key: anyone who can reach it can score", host)
     service.start()
     freeze_startup_objects()
     try:
-        uvicorn.run(service.app, host=host, port=port, access_log=access_log, log_level="info")
+        uvicorn.run(
+            service.app, host=host, port=port, http=http, access_log=access_log, log_level="info"
+        )
     finally:
         service.close()
 
@@ -225,6 +239,7 @@ class BackgroundServer:
 
     ``port=0`` lets the OS pick a free port (read it from :attr:`url`). uvicorn only
     installs signal handlers in the main thread, so running it in another one is safe.
+    Connections get ``serve()``'s header deadline unless ``config`` names another ``http``.
     """
 
     def __init__(
@@ -233,10 +248,12 @@ class BackgroundServer:
         host: str = "127.0.0.1",
         port: int = 0,
         startup_timeout: float = 30.0,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT_SECONDS,
         **config: Any,
     ) -> None:
         config.setdefault("log_level", "warning")
         config.setdefault("access_log", False)
+        config.setdefault("http", header_timeout_protocol(header_timeout))
         self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **config))
         self._thread = threading.Thread(target=self._server.run, name="uvicorn", daemon=True)
         self._startup_timeout = startup_timeout
@@ -253,6 +270,11 @@ class BackgroundServer:
         host, port = self._server.servers[0].sockets[0].getsockname()[:2]
         self.url = f"http://{host}:{port}"
         return self
+
+    @property
+    def open_connections(self) -> int:
+        """HTTP connections the server holds now (accepted and not yet closed)."""
+        return len(self._server.server_state.connections)
 
     def __exit__(
         self,

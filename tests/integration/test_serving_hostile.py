@@ -8,9 +8,16 @@ meanwhile (timings belong in benchmarks/).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
 import json
+import os
+import resource
+import selectors
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,11 +26,13 @@ import pandas as pd
 import psycopg2
 import pytest
 from click.testing import CliRunner
+from starlette.types import Receive, Scope, Send
 
 from churn_assets.cli import main
 from churn_assets.limits import MAX_ID_LENGTH
 from churn_assets.ml.features import CATEGORICAL_FEATURE, NUMERIC_FEATURES
 from churn_assets.serving.app import create_app
+from churn_assets.serving.connections import PROTOCOLS, HttpParser, header_timeout_protocol
 from churn_assets.serving.features import FEATURE_TABLE, WarehouseFeatureSource
 from churn_assets.serving.guards import (
     MAX_BATCH_BODY_BYTES,
@@ -34,7 +43,7 @@ from churn_assets.serving.guards import (
 from churn_assets.serving.model_store import ChampionHolder
 from churn_assets.serving.schemas import MAX_BATCH_ITEMS
 from churn_assets.serving.server import BackgroundServer
-from tests.integration.serving_support import WAIT_SECONDS, payload
+from tests.integration.serving_support import WAIT_SECONDS, payload, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -456,3 +465,268 @@ def test_serve_with_an_unreachable_warehouse_fails_in_one_line_saying_what_to_do
     assert f"127.0.0.1:{port}/wh" in line
     assert "Start it, or set CHURN_WAREHOUSE_URL to a running Postgres" in line
     assert "s3cret" not in result.output
+
+
+# --- connections that never finish a request ---------------------------------------
+
+HELD = 2_000
+# What every other held connection sends: a request line and half its headers.
+PARTIAL_REQUEST = b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: appl"
+
+
+@pytest.fixture
+def open_files() -> Iterator[None]:
+    """Room for both ends of ``HELD`` connections: the server runs in this process too."""
+    needed = 2 * HELD + 1_024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(
+                f"holding {HELD:,} connections needs {needed:,} open files; the hard limit "
+                f"is {hard:,} (raise it, e.g. ulimit -Hn {needed})"
+            )
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _hold(url: str, count: int) -> list[socket.socket]:
+    """``count`` connections that never finish a request: even ones send nothing, odd ones
+    ``PARTIAL_REQUEST``. Stops early, without error, when this process runs out of fds."""
+    host, port = url.removeprefix("http://").split(":")
+    held: list[socket.socket] = []
+    try:
+        for n in range(count):
+            sock = socket.create_connection((host, int(port)), timeout=WAIT_SECONDS)
+            held.append(sock)
+            if n % 2:
+                sock.sendall(PARTIAL_REQUEST)
+    except OSError as exc:
+        if exc.errno != errno.EMFILE:
+            _close(held)
+            raise
+    return held
+
+
+def _close(held: list[socket.socket]) -> None:
+    for sock in held:
+        sock.close()
+
+
+def _still_open(held: list[socket.socket]) -> list[socket.socket]:
+    """The connections the server has not closed yet (nothing to read, no EOF)."""
+    with selectors.DefaultSelector() as selector:  # epoll: select() stops at fd 1024
+        for sock in held:
+            selector.register(sock, selectors.EVENT_READ)
+        ended = {key.fileobj for key, _ in selector.select(timeout=0)}
+    return [sock for sock in held if sock not in ended]
+
+
+def _wait_until_closed_by_the_server(
+    held: list[socket.socket], selector: selectors.BaseSelector | None = None
+) -> None:
+    """Wait (up to ``WAIT_SECONDS``) for EOF, or a reset, on every connection in ``held``;
+    none may have been answered. ``selector``: one made while fds were still to be had."""
+    with selector or selectors.DefaultSelector() as selector:
+        for sock in held:
+            selector.register(sock, selectors.EVENT_READ)
+        waiting = len(held)
+        deadline = time.monotonic() + WAIT_SECONDS
+        while waiting:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{waiting:,} of {len(held):,} connections that never finished a request "
+                    f"are still open after {WAIT_SECONDS:.0f} s"
+                )
+            for key, _ in selector.select(timeout=0.1):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                # a reset: closed with our bytes unread, or reset before it was accepted
+                with contextlib.suppress(ConnectionResetError):
+                    assert sock.recv(1024) == b"", "the server answered half a request"
+                selector.unregister(sock)
+                waiting -= 1
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    """Read one whole response with a Content-Length from ``sock``; its status line."""
+    with sock.makefile("rb") as response:
+        status = response.readline()
+        length = next(
+            int(line.split(b":")[1])
+            for line in iter(response.readline, b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        response.read(length)
+    return status
+
+
+def _no_keep_alive(url: str, timeout: float = WAIT_SECONDS) -> httpx.Client:
+    """A client that opens a new connection per request, as a fresh visitor does."""
+    limits = httpx.Limits(max_keepalive_connections=0)
+    return httpx.Client(base_url=url, timeout=timeout, limits=limits)
+
+
+@pytest.mark.usefixtures("open_files")
+def test_by_id_requests_answer_while_2000_connections_hold_back_their_request(
+    holder: ChampionHolder, embedded_url: str, rows: pd.DataFrame
+) -> None:
+    # Issue 24: 1,900 idle or half-sent connections pushed the by-id p99 from 3.9 to 34.7 ms
+    # (benchmarks/RESULTS.md). Whatever the latency, they must not stop the service: every
+    # request by id, each on a new connection, is answered while all 2,000 are held (the
+    # header timeout is set far beyond this test, so none is closed meanwhile).
+    ids = list(rows["customer_id"].iloc[:50])
+    source = WarehouseFeatureSource(embedded_url)
+    app = create_app(holder, source, None)
+    held: list[socket.socket] = []
+    try:
+        with BackgroundServer(app, header_timeout=10 * WAIT_SECONDS) as running:
+            held = _hold(running.url, HELD)
+            assert len(held) == HELD
+            wait_until(lambda: running.open_connections >= HELD, "the server to accept them")
+            with _no_keep_alive(running.url) as client:
+                statuses = [
+                    client.post("/predict", json={"customer_id": c}).status_code for c in ids
+                ]
+            assert statuses == [200] * len(ids)
+            assert running.open_connections >= HELD
+            assert len(_still_open(held)) == HELD
+    finally:
+        _close(held)
+        source.close()
+
+
+@pytest.mark.usefixtures("open_files")
+def test_connections_that_send_no_complete_request_are_closed_after_the_header_timeout(
+    holder: ChampionHolder, embedded_url: str, rows: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 24: uvicorn's keep-alive timeout covers only silence after a response; a
+    # connection that sent nothing, or half a header, or one byte of its next request,
+    # stayed open for good. A request whose headers were complete is never cut, however
+    # long its answer takes: a batch is held in its JSON parse past the timeout here.
+    ids = list(rows["customer_id"].iloc[:10])
+    real_loads = json.loads
+    parsing, release = threading.Event(), threading.Event()
+
+    def held_loads(s: str | bytes | bytearray, *args: Any, **kwargs: Any) -> Any:
+        text = s.decode("utf-8", "replace") if isinstance(s, bytes | bytearray) else s
+        if not release.is_set() and not parsing.is_set() and '"items"' in text:
+            parsing.set()
+            release.wait(WAIT_SECONDS * 2)
+        return real_loads(s, *args, **kwargs)
+
+    source = WarehouseFeatureSource(embedded_url)
+    app = create_app(holder, source, None)
+    held: list[socket.socket] = []
+    answers: dict[str, httpx.Response] = {}
+    try:
+        with BackgroundServer(app, header_timeout=1.0) as running:
+
+            def send_batch() -> None:
+                with _no_keep_alive(running.url, timeout=WAIT_SECONDS * 3) as other:
+                    items = [{"customer_id": c} for c in ids]
+                    answers["batch"] = other.post("/predict/batch", json={"items": items})
+
+            monkeypatch.setattr(json, "loads", held_loads)
+            sender = threading.Thread(target=send_batch)
+            sender.start()
+            try:
+                assert parsing.wait(WAIT_SECONDS), "the batch never reached the JSON parser"
+                # one finished request, then one byte of the next, on a kept-alive connection
+                host, port = running.url.removeprefix("http://").split(":")
+                dribbler = socket.create_connection((host, int(port)), timeout=WAIT_SECONDS)
+                held.append(dribbler)
+                dribbler.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                assert _read_response(dribbler).startswith(b"HTTP/1.1 200")
+                dribbler.sendall(b"G")
+                held += _hold(running.url, HELD)
+                assert len(held) == HELD + 1
+                _wait_until_closed_by_the_server(held)
+                batch_still_waiting = not release.is_set() and sender.is_alive()
+            finally:
+                release.set()
+                sender.join(WAIT_SECONDS * 2)
+            assert batch_still_waiting  # its connection outlived the held ones
+            assert answers["batch"].status_code == 200, answers["batch"].text[:500]
+            assert answers["batch"].json()["count"] == len(ids)
+            with _no_keep_alive(running.url) as client:
+                after = client.post("/predict", json={"customer_id": ids[0]})
+            assert after.status_code == 200, after.text
+    finally:
+        _close(held)
+        source.close()
+
+
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+def test_header_timeout_closes_what_sends_no_complete_request_with_either_parser(
+    parser: HttpParser,
+) -> None:
+    # uvicorn picks httptools when installed, else h11: the deadline must hold with both,
+    # and never cut a request whose headers arrived, however long its answer takes.
+    if parser not in PROTOCOLS:
+        pytest.skip(f"{parser} is not installed")
+    release = threading.Event()
+
+    async def slow_app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        while scope["path"] == "/slow" and not release.is_set():
+            await asyncio.sleep(0.01)
+        headers = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    http = header_timeout_protocol(1.0, parser)
+    with BackgroundServer(slow_app, http=http) as running:
+        host, port = running.url.removeprefix("http://").split(":")
+
+        def request(path: str) -> socket.socket:
+            sock = socket.create_connection((host, int(port)), timeout=WAIT_SECONDS)
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            return sock
+
+        slow = request("/slow")
+        dribbler = request("/")
+        held = _hold(running.url, 20)
+        try:
+            assert _read_response(dribbler).startswith(b"HTTP/1.1 200")
+            dribbler.sendall(b"G")  # one byte of the next request, then nothing
+            _wait_until_closed_by_the_server([*held, dribbler])
+            release.set()
+            assert _read_response(slow).startswith(b"HTTP/1.1 200")
+        finally:
+            release.set()
+            _close([slow, dribbler, *held])
+
+
+def test_scorer_out_of_file_descriptors_keeps_running_and_serves_once_idle_ones_time_out(
+    holder: ChampionHolder, embedded_url: str, rows: pd.DataFrame
+) -> None:
+    # Issue 24: 2,000 held sockets and the server's own need more than a common soft limit
+    # of 1,024 open files. Out of fds, the server cannot accept (uvloop resets what waits),
+    # but it must not crash, and the header timeout then frees its fds by itself.
+    customer_id = rows["customer_id"].iloc[0]
+    source = WarehouseFeatureSource(embedded_url)
+    app = create_app(holder, source, None)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held: list[socket.socket] = []
+    try:
+        with BackgroundServer(app, header_timeout=1.0) as running:
+            with _no_keep_alive(running.url) as client:  # the lookup's pooled connection
+                assert client.post("/predict", json={"customer_id": customer_id}).is_success
+            selector = selectors.DefaultSelector()  # epoll needs an fd of its own
+            in_use = len(os.listdir("/proc/self/fd"))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 500, hard))
+            try:
+                held = _hold(running.url, HELD)  # ends when this process has no fd left
+                assert len(held) < HELD
+                _wait_until_closed_by_the_server(held, selector)
+                _close(held)
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            with _no_keep_alive(running.url) as client:
+                after = client.post("/predict", json={"customer_id": customer_id})
+            assert after.status_code == 200, after.text
+    finally:
+        _close(held)
+        source.close()
