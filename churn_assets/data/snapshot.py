@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import date
+from typing import Any
 
 import pandas as pd
 import psycopg2.extensions
@@ -68,15 +69,18 @@ def labelled_periods(conn: psycopg2.extensions.connection, window_days: int) -> 
     Raises :class:`LabelDefinitionError` naming the rows, periods and windows found.
     """
     with conn.cursor() as cur:
-        cur.execute(
-            f"""
-            select window_days, count(*), count(distinct as_of), min(as_of), max(as_of)
-            from {CHURN_LABELS_TABLE} where window_days <> %s
-            group by window_days order by window_days
-            """,
-            (window_days,),
-        )
-        other = cur.fetchall()
+        other: list[tuple[Any, ...]] = []
+        cur.execute("select to_regclass(%s)", (CHURN_LABELS_TABLE,))
+        if cur.fetchone()[0] is not None:  # else a snapshot built elsewhere: nothing to check
+            cur.execute(
+                f"""
+                select window_days, count(*), count(distinct as_of), min(as_of), max(as_of)
+                from {CHURN_LABELS_TABLE} where window_days <> %s
+                group by window_days order by window_days
+                """,
+                (window_days,),
+            )
+            other = cur.fetchall()
         if other:
             found = "; ".join(
                 f"{rows:,} rows of {n} period(s) {first.isoformat()} .. {last.isoformat()} "
