@@ -53,12 +53,18 @@ class _Deadline:
             transport.close()
 
 
-class H11HeaderTimeout(H11Protocol):
-    """uvicorn's h11 protocol with a deadline for each request's headers."""
+class _HeadersDue(asyncio.Protocol):
+    """The deadline, for a uvicorn HTTP protocol listed after it among the bases: armed when
+    a connection opens and whenever it waits for its next request; the parser-specific
+    subclass cancels it once a request's headers are complete."""
 
     header_timeout: ClassVar[float] = DEFAULT_HEADER_TIMEOUT_SECONDS
+    # Set by the uvicorn protocol this is mixed into.
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    timeout_keep_alive_task: asyncio.TimerHandle | None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._deadline = _Deadline(self.loop, self.header_timeout)
         self._deadline.arm(transport)
@@ -67,15 +73,19 @@ class H11HeaderTimeout(H11Protocol):
         self._deadline.cancel()
         super().connection_lost(exc)
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]  # the uvicorn protocol's
+        if self.timeout_keep_alive_task is not None:  # waiting for the next request
+            self._deadline.arm(self.transport)
+
+
+class H11HeaderTimeout(_HeadersDue, H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request's headers."""
+
     def handle_events(self) -> None:
         super().handle_events()
         if self.conn.their_state is not h11.IDLE:  # a request's headers were parsed
             self._deadline.cancel()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self.timeout_keep_alive_task is not None:  # waiting for the next request
-            self._deadline.arm(self.transport)
 
 
 PROTOCOLS: dict[str, type[asyncio.Protocol]] = {"h11": H11HeaderTimeout}
@@ -83,28 +93,12 @@ PROTOCOLS: dict[str, type[asyncio.Protocol]] = {"h11": H11HeaderTimeout}
 if importlib.util.find_spec("httptools") is not None:  # uvicorn's choice when installed
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    class HttpToolsHeaderTimeout(HttpToolsProtocol):
+    class HttpToolsHeaderTimeout(_HeadersDue, HttpToolsProtocol):
         """uvicorn's httptools protocol with a deadline for each request's headers."""
-
-        header_timeout: ClassVar[float] = DEFAULT_HEADER_TIMEOUT_SECONDS
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._deadline = _Deadline(self.loop, self.header_timeout)
-            self._deadline.arm(transport)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._deadline.cancel()
-            super().connection_lost(exc)
 
         def on_headers_complete(self) -> None:
             self._deadline.cancel()
             super().on_headers_complete()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if self.timeout_keep_alive_task is not None:  # waiting for the next request
-                self._deadline.arm(self.transport)
 
     PROTOCOLS["httptools"] = HttpToolsHeaderTimeout
 
