@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -205,6 +206,45 @@ def policy_resource() -> ChurnPolicy:
     return ChurnPolicy(**load_policy().as_dict())
 
 
+class LabelDefinition(dg.ConfigurableResource):
+    """What a label is, for every step of a run alike: the dbt step builds the labels with it,
+    and the training dataset and the backtest choose their cohorts and holdout with it. One
+    source, so a launchpad override of one run moves them together (with two, the labels
+    and the choice of cohorts disagreed).
+
+    Attributes:
+        window_days: A customer churned at a period end ``p`` when they ordered nothing in
+            ``(p, p + window_days]`` (``CHURN_WINDOW_DAYS``).
+        holdout_as_of: The out-of-time holdout period, a labelled period end (``CHURN_AS_OF``);
+            empty: the newest labelled period.
+    """
+
+    window_days: int = Field(ge=1, description="label window in days (CHURN_WINDOW_DAYS)")
+    holdout_as_of: str = Field(
+        default="",
+        description="pins the out-of-time holdout period, a period end YYYY-MM-DD "
+        "(CHURN_AS_OF); empty: the newest labelled period",
+    )
+
+    def pinned(self) -> date | None:
+        """The pinned holdout period, or None."""
+        if not self.holdout_as_of.strip():
+            return None
+        try:
+            return date.fromisoformat(self.holdout_as_of.strip())
+        except ValueError:
+            raise dg.Failure(
+                f"labels.holdout_as_of={self.holdout_as_of!r} is not an ISO date (YYYY-MM-DD)"
+            ) from None
+
+
+def labels_resource() -> LabelDefinition:
+    """The deployment's label definition: ``CHURN_WINDOW_DAYS`` and ``CHURN_AS_OF``."""
+    settings = load_settings()
+    pinned = settings.as_of.isoformat() if settings.as_of else ""
+    return LabelDefinition(window_days=settings.window_days, holdout_as_of=pinned)
+
+
 def warehouse_resource() -> WarehouseResource:
     """Embedded unless ``CHURN_WAREHOUSE_URL`` is set (a switch fixed per deployment)."""
     settings = load_settings()
@@ -276,6 +316,7 @@ def defs() -> dg.Definitions:
             "dbt": DbtCli(project_dir=churn_dbt_project()),  # type: ignore[arg-type]
             "mlflow": mlflow_resource(),
             "policy": policy_resource(),
+            "labels": labels_resource(),
             # Asset values (the training DataFrame, model handles) persist under CHURN_HOME,
             # so a later run can materialise one asset from an earlier run's upstream,
             # whether that run came from the UI or from `churn run`.

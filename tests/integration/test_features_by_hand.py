@@ -29,7 +29,7 @@ from churn_assets import warehouse
 from churn_assets.defs.dbt.assets import churn_dbt_models, current_dbt_models, period_dbt_models
 from churn_assets.defs.ingest.assets import raw_tables
 from churn_assets.defs.partitions import registered_periods
-from churn_assets.defs.resources import ChurnPolicy, ExternalPostgresWarehouse
+from churn_assets.defs.resources import ChurnPolicy, ExternalPostgresWarehouse, labels_resource
 from churn_assets.lib.dbt import churn_dbt_project
 
 pytestmark = pytest.mark.integration
@@ -141,6 +141,7 @@ def _resources(url: str) -> dict[str, Any]:
         "warehouse": ExternalPostgresWarehouse(connection_url=url),
         "dbt": DbtCliResource(project_dir=churn_dbt_project()),
         "policy": ChurnPolicy(),
+        "labels": labels_resource(),
     }
 
 

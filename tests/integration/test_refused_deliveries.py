@@ -14,6 +14,7 @@ from __future__ import annotations
 import subprocess
 import uuid
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -226,3 +227,36 @@ def test_a_longer_window_leaves_no_label_of_the_old_one(
             labelled_periods(conn, 120)
     assert labels == [("2025-08-31", 120)]
     assert snapshot_rows == 0
+
+
+def test_one_runs_label_window_reaches_the_labels_and_the_cohorts_alike(
+    demo_copy: str,
+) -> None:
+    """The window is one resource (``labels``): overridden for one run, the dbt step labels
+    with it and the training dataset chooses its holdout and cohorts with it. (The dbt step
+    had a launchpad window of its own, the training steps read CHURN_WINDOW_DAYS.)"""
+    from churn_assets.definitions import defs
+    from churn_assets.defs.dbt.assets import period_dbt_models
+    from churn_assets.defs.resources import LabelDefinition
+    from churn_assets.defs.training.assets import training_dataset
+    from churn_assets.lib.automation import period_range_tags
+
+    resources = {**defs().resources, "labels": LabelDefinition(window_days=120)}
+    with dg.DagsterInstance.from_config(str(load_settings().dagster_home)) as instance:
+        keys = registered_periods(instance)
+        result = dg.materialize(
+            [period_dbt_models, training_dataset],
+            instance=instance,
+            resources=resources,
+            tags=period_range_tags(keys),
+        )
+    assert result.success
+    with warehouse.connect(demo_copy) as conn, conn.cursor() as cur:
+        cur.execute("select distinct window_days from marts.churn_labels")
+        windows = {row[0] for row in cur.fetchall()}
+    dataset = result.output_for_node("training_dataset")
+    holdout = date.fromisoformat(dataset.attrs["holdout_as_of"])
+    cohorts = sorted({d for d in dataset["as_of"]} - {holdout})
+    assert windows == {120}
+    assert holdout == date(2025, 8, 31)  # the newest whose 120 days closed by 2025-12-29
+    assert cohorts and all(p + timedelta(days=120) <= holdout for p in cohorts)

@@ -19,6 +19,7 @@ from churn_assets import warehouse
 from churn_assets.defs.resources import (
     ExternalPostgresWarehouse,
     MlflowResource,
+    labels_resource,
     policy_resource,
 )
 from churn_assets.defs.training.assets import (
@@ -60,6 +61,7 @@ def _materialize(
                 tracking_uri=tracking_uri, artifact_location=(tmp_path / "artifacts").as_uri()
             ),
             "policy": policy_resource(),
+            "labels": labels_resource(),
         },
         raise_on_error=False,
     )

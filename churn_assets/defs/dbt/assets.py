@@ -19,7 +19,7 @@ from psycopg2 import sql
 
 from churn_assets.data.online_predictions import create_table
 from churn_assets.defs.partitions import PERIODS, run_period_keys
-from churn_assets.defs.resources import WarehouseResource
+from churn_assets.defs.resources import LabelDefinition, WarehouseResource
 from churn_assets.lib.dbt import (
     ANALYTICS_SELECT,
     CURRENT_SELECT,
@@ -34,7 +34,6 @@ from churn_assets.lib.dbt import (
     keep_parse_state,
     parse_state_dir,
 )
-from churn_assets.settings import load_settings
 from churn_assets.warehouse import WarehouseError
 
 _PREVIEW_ROWS = 10
@@ -46,16 +45,15 @@ _READABLE_TESTS = (
 
 
 class DbtBuildConfig(dg.Config):
-    """Run options for a dbt step.
+    """Run options for a dbt step (the label window is the ``labels`` resource's, shared
+    with the training steps).
 
     Attributes:
         full_refresh: Rebuild incremental models from scratch (every other period's rows go;
             use it with a backfill of every period).
-        window_days: Label window in days; 0 means ``CHURN_WINDOW_DAYS`` (default 90).
     """
 
     full_refresh: bool = False
-    window_days: int = 0
 
 
 @dbt_assets(
@@ -69,9 +67,10 @@ def churn_dbt_models(
     config: DbtBuildConfig,
     dbt: DbtCliResource,
     warehouse: WarehouseResource,
+    labels: LabelDefinition,
 ) -> Iterator[Any]:
     """Staging views over the raw tables and the reference seeds."""
-    yield from _build(context, config, dbt, warehouse)
+    yield from _build(context, config, dbt, warehouse, labels)
 
 
 @dbt_assets(
@@ -90,9 +89,10 @@ def period_dbt_models(
     config: DbtBuildConfig,
     dbt: DbtCliResource,
     warehouse: WarehouseResource,
+    labels: LabelDefinition,
 ) -> Iterator[Any]:
     """Features, labels and the training snapshot of the run's periods (partitions)."""
-    yield from _build(context, config, dbt, warehouse, run_period_keys(context))
+    yield from _build(context, config, dbt, warehouse, labels, run_period_keys(context))
 
 
 @dbt_assets(
@@ -107,9 +107,10 @@ def current_dbt_models(
     config: DbtBuildConfig,
     dbt: DbtCliResource,
     warehouse: WarehouseResource,
+    labels: LabelDefinition,
 ) -> Iterator[Any]:
     """The newest period's features (what the scorer and the drift monitor read)."""
-    yield from _build(context, config, dbt, warehouse)
+    yield from _build(context, config, dbt, warehouse, labels)
 
 
 @dbt_assets(
@@ -124,6 +125,7 @@ def analytics_dbt_models(
     config: DbtBuildConfig,
     dbt: DbtCliResource,
     warehouse: WarehouseResource,
+    labels: LabelDefinition,
 ) -> Iterator[Any]:
     """Analyst tables over the batch scores, their realized performance and the online
     prediction log."""
@@ -131,7 +133,7 @@ def analytics_dbt_models(
     # here too, so the step builds on a warehouse no scorer has written to yet.
     with warehouse.connect() as conn:
         create_table(conn)
-    yield from _build(context, config, dbt, warehouse)
+    yield from _build(context, config, dbt, warehouse, labels)
 
 
 def _build(
@@ -139,13 +141,10 @@ def _build(
     config: DbtBuildConfig,
     dbt: DbtCliResource,
     warehouse: WarehouseResource,
+    labels: LabelDefinition,
     period_ends: list[str] | None = None,
 ) -> Iterator[Any]:
-    settings = load_settings()
-    args = dbt_build_args(
-        window_days=config.window_days or settings.window_days,
-        full_refresh=config.full_refresh,
-    )
+    args = dbt_build_args(window_days=labels.window_days, full_refresh=config.full_refresh)
     if period_ends:
         context.log.info(
             f"building {len(period_ends)} period(s): {period_ends[0]} .. {period_ends[-1]}"

@@ -28,7 +28,12 @@ from churn_assets.data.snapshot import (
     read_training_snapshot,
 )
 from churn_assets.defs.automation import AFTER_A_NEW_MODEL, FIRST_TRAINING, GATED_EAGER
-from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
+from churn_assets.defs.resources import (
+    ChurnPolicy,
+    LabelDefinition,
+    MlflowResource,
+    WarehouseResource,
+)
 from churn_assets.ml.artifacts import (
     CARD_FILE,
     HOLDOUT_FILE,
@@ -55,23 +60,26 @@ GROUP = "training"
     automation_condition=FIRST_TRAINING,
 )
 def training_dataset(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, policy: ChurnPolicy
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    policy: ChurnPolicy,
+    labels: LabelDefinition,
 ) -> dg.Output[pd.DataFrame]:
     """The training cohorts and the out-of-time holdout period, stacked from the dbt training
     snapshot as a typed DataFrame (one row per period and customer), with the raw load it was
-    built from. The holdout is the newest labelled period (``CHURN_AS_OF`` pins another);
+    built from. The holdout is the newest labelled period (``labels.holdout_as_of`` pins another);
     the cohorts are the newest ``CHURN_TRAINING_PERIODS`` periods whose label windows closed
-    by it. The Great Expectations check on it blocks training when the data is wrong."""
-    settings = load_settings()
+    by it, all with the ``labels`` resource's window (the one the dbt step labelled with).
+    The Great Expectations check on it blocks training when the data is wrong."""
     with warehouse.connect() as conn:
         # One snapshot of the database for every read: periods, rows and their load.
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         try:
             chosen = periods.choose_training_periods(
-                labelled_periods(conn, settings.window_days),
+                labelled_periods(conn, labels.window_days),
                 count=policy.policy().training_periods,
-                window_days=settings.window_days,
-                pinned=settings.as_of,
+                window_days=labels.window_days,
+                pinned=labels.pinned(),
             )
         except periods.PeriodError as exc:
             raise dg.Failure(description=str(exc)) from exc
@@ -457,6 +465,7 @@ def backtest(
     warehouse: WarehouseResource,
     mlflow: MlflowResource,
     policy: ChurnPolicy,
+    labels: LabelDefinition,
 ) -> dg.MaterializeResult:
     """Would this model have worked before? For each of the newest CHURN_BACKTEST_PERIODS
     labelled periods, a model trained (same recipe) on the periods whose labels closed
@@ -466,7 +475,7 @@ def backtest(
     from churn_assets.ml.backtest import as_json, backtest_frame, backtest_png, run_backtest
 
     rules = policy.policy()
-    window_days = load_settings().window_days
+    window_days = labels.window_days
     with warehouse.connect() as conn:
         try:
             labelled = labelled_periods(conn, window_days)
