@@ -19,7 +19,7 @@ from churn_assets.data.loader import (
     retire_periods,
 )
 from churn_assets.defs.partitions import sync_periods
-from churn_assets.defs.resources import ChurnPolicy, WarehouseResource
+from churn_assets.defs.resources import ChurnPolicy, LabelDefinition, WarehouseResource
 from churn_assets.settings import Settings, load_settings
 
 _KINDS = {"postgres", "pandas"}
@@ -71,6 +71,7 @@ def raw_tables(
     config: RawDataConfig,
     warehouse: WarehouseResource,
     policy: ChurnPolicy,
+    labels: LabelDefinition,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Validates the raw files (the contract, whole periods, the customer count against the
     previous load), then replaces both raw tables atomically and registers the data's
@@ -93,7 +94,7 @@ def raw_tables(
             raise dg.Failure(description=f"{raw_dir}: {exc}") from exc
         result = load_raw_tables(conn, tables, context.run.run_id)
     context.log.info(f"loaded {result.row_counts} from {raw_dir} (raw.loads #{result.load_id})")
-    calendar = _register_periods(context, warehouse, ends, last, settings)
+    calendar = _register_periods(context, warehouse, ends, last, settings, labels.window_days)
     yield from _results(tables, result, calendar)
     yield dg.AssetCheckResult(
         check_name=CUSTOMER_COUNT_CHECK,
@@ -133,6 +134,7 @@ def _register_periods(
     ends: list[date],
     last: date,
     settings: Settings,
+    window_days: int,
 ) -> dict[str, Any]:
     """The data's periods become the ``periods`` partitions; periods it lost are retired."""
     keys = [periods.as_key(end) for end in ends]
@@ -141,7 +143,7 @@ def _register_periods(
         with warehouse.connect() as conn:
             rows = retire_periods(conn, retired)
         context.log.info(f"retired {len(retired)} period(s) the data no longer has ({rows} rows)")
-    labelled = periods.labelled_periods(ends, last, settings.window_days)
+    labelled = periods.labelled_periods(ends, last, window_days)
     return {
         "periods": len(keys),
         "period": settings.period.value,
