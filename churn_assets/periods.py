@@ -134,13 +134,19 @@ def trainable_periods(
             f"({ends[0].isoformat()}) needs a window of at most {longest} days; nothing was "
             "loaded"
         )
+    check_pinned(labelled, pinned, window_days)
+    return labelled
+
+
+def check_pinned(labelled: Sequence[date], pinned: date | None, window_days: int) -> None:
+    """Refuse a pinned holdout (``CHURN_AS_OF``) that is not one of the ``labelled`` periods
+    (sorted, at least one), naming the ones there are."""
     if pinned is not None and pinned not in labelled:
         raise PeriodError(
-            f"CHURN_AS_OF={pinned.isoformat()} is not a labelled period of this data with a "
-            f"{window_days}-day window; labelled periods: {labelled[0].isoformat()} .. "
-            f"{labelled[-1].isoformat()} ({len(labelled)}); nothing was loaded"
+            f"CHURN_AS_OF={pinned.isoformat()} is not a labelled period with a {window_days}-day "
+            f"window; labelled periods: {labelled[0].isoformat()} .. "
+            f"{labelled[-1].isoformat()} ({len(labelled)})"
         )
-    return labelled
 
 
 @dataclass(frozen=True)
@@ -172,11 +178,7 @@ def choose_training_periods(
             "no period has a closed label window yet: a period p is labelled once the data "
             f"reaches p + {window_days} days (CHURN_WINDOW_DAYS); load a longer history"
         )
-    if pinned is not None and pinned not in labelled:
-        raise PeriodError(
-            f"CHURN_AS_OF={pinned.isoformat()} is not a labelled period; labelled periods: "
-            f"{labelled[0].isoformat()} .. {labelled[-1].isoformat()} ({len(labelled)})"
-        )
+    check_pinned(labelled, pinned, window_days)
     holdout = pinned or labelled[-1]
     cohorts = training_cohorts(labelled, holdout, count, window_days)
     if not cohorts:

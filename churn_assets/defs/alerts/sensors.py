@@ -81,8 +81,8 @@ def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> dg.SkipReas
     settings = load_settings()
     if settings.alert_webhook_url is None:
         return dg.SkipReason(f"{ALERTS_OFF}; run {run.run_id} of {run.job_name} not alerted")
-    stored = context.instance.get_run_by_id(run.run_id)  # tags added after it ended
-    if stored is not None and ALERT_SENT_TAG in stored.tags:
+    # The sensor's tick reads each run's record afresh, tags added after it ended included.
+    if ALERT_SENT_TAG in run.tags:
         context.log.info(f"run {run.run_id} was alerted when it failed (in process)")
         return None
     message = run_failure_message(context, settings.ui_url)
