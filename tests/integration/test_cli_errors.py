@@ -14,18 +14,17 @@ from click.testing import CliRunner
 
 from churn_assets import warehouse
 from churn_assets.cli import main
+from tests.raw_files import write_csv_delivery
 from tests.webhook import Receiver
 
 pytestmark = pytest.mark.integration
 
 
 def _write_bad_raw_files(raw_dir: Path) -> None:
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    (raw_dir / "customers.csv").write_text("customer_id,signup_at,email\nc1,2024-01-01,a@b.io\n")
-    (raw_dir / "orders.csv").write_text(
-        "order_id,customer_id,ordered_at,amount,item_count,category\n"
-        "o1,c1,2024-01-05,-4.5,1,books\n"
-        "o2,c9,2024-06-06,3,1,books\n"
+    write_csv_delivery(
+        raw_dir,
+        ["c1,2024-01-01,a@b.io"],
+        ["o1,c1,2024-01-05,-4.5,1,books", "o2,c9,2024-06-06,3,1,books"],
     )
 
 

@@ -32,6 +32,7 @@ from churn_assets.lib import report
 from churn_assets.lib.automation import run_job
 from churn_assets.schema import CURRENT_FEATURES_TABLE, PERIOD_TABLES
 from churn_assets.settings import load_settings
+from tests.raw_files import write_csv_delivery
 
 pytestmark = pytest.mark.integration
 
@@ -100,12 +101,10 @@ def _fingerprint(url: str) -> dict[str, str]:
 
 
 def _one_day_delivery(raw_dir: Path) -> None:
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    (raw_dir / "customers.csv").write_text("customer_id,signup_at,email\nc1,,a@b.io\nc2,,\n")
-    (raw_dir / "orders.csv").write_text(
-        "order_id,customer_id,ordered_at,amount,item_count,category\n"
-        "o1,c1,2025-06-15 10:00:00,12.5,1,books\n"
-        "o2,c2,2025-06-15 11:00:00,3,2,toys\n"
+    write_csv_delivery(
+        raw_dir,
+        ["c1,,a@b.io", "c2,,"],
+        ["o1,c1,2025-06-15 10:00:00,12.5,1,books", "o2,c2,2025-06-15 11:00:00,3,2,toys"],
     )
 
 

@@ -23,6 +23,7 @@ from churn_assets.periods import Period, PeriodError
 from churn_assets.policy import Policy, PolicyError
 from churn_assets.settings import SettingsError, load_settings
 from churn_assets.status import describe_model
+from tests.raw_files import write_csv_delivery
 
 
 @pytest.fixture
@@ -34,12 +35,10 @@ def empty_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def _two_months_of_orders(raw_dir: Path) -> None:
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    (raw_dir / "customers.csv").write_text("customer_id,signup_at,email\nc1,2025-01-01,a@b.io\n")
-    (raw_dir / "orders.csv").write_text(
-        "order_id,customer_id,ordered_at,amount,item_count,category\n"
-        "o1,c1,2025-01-05,12.5,1,books\n"
-        "o2,c1,2025-03-02,3,2,toys\n"
+    write_csv_delivery(
+        raw_dir,
+        ["c1,2025-01-01,a@b.io"],
+        ["o1,c1,2025-01-05,12.5,1,books", "o2,c1,2025-03-02,3,2,toys"],
     )
 
 
