@@ -23,7 +23,10 @@ from churn_assets.periods import Period, longest_period, period_end
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 
+DEFAULT_HOME = ".churn"
 DEFAULT_WINDOW_DAYS = 90
+DEFAULT_DBT_TARGET = "local"
+DEFAULT_SENSOR_INTERVAL_SECONDS = 30
 # A full 1M-customer run takes a few minutes; a second run waits that long, not forever.
 DEFAULT_LOCK_TIMEOUT_SECONDS = 900
 # Where `dagster dev` / `churn dev` serve the UI: alert links point there unless told otherwise.
@@ -36,36 +39,8 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    """Resolved platform settings.
-
-    Attributes:
-        home: State directory (``CHURN_HOME``, default ``./.churn``): embedded Postgres data,
-            Dagster instance, MLflow store, generated data.
-        raw_dir: Directory holding ``customers`` and ``orders`` as CSV or Parquet
-            (``CHURN_RAW_DIR``, default ``<home>/raw``).
-        period: The period the platform lives on (``CHURN_PERIOD``: ``month``, the default,
-            or ``week``): one partition per period end, see :mod:`churn_assets.periods`.
-        as_of: Pins the out-of-time holdout period (``CHURN_AS_OF``, a period end, ISO
-            date). ``None`` uses the newest period whose label window has closed.
-        window_days: Label window in days (``CHURN_WINDOW_DAYS``, default 90).
-        warehouse_url: External Postgres URL (``CHURN_WAREHOUSE_URL``). ``None`` starts the
-            embedded server under ``<home>/pg``.
-        dbt_target: dbt profile target (``DBT_TARGET``, default ``local``).
-        mlflow_tracking_uri: MLflow tracking URI (``MLFLOW_TRACKING_URI``); ``None`` means a
-            local SQLite store under ``<home>/mlflow``.
-        sensor_interval_seconds: How often the promotion and retraining sensors look
-            (``CHURN_SENSOR_INTERVAL_SECONDS``, default 30; read when the code loads).
-        warehouse_lock_timeout_seconds: How long a run waits for another run that is
-            writing the warehouse (``CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS``, default 900;
-            0 fails at once, naming the run that holds it).
-        alert_webhook_url: Where alerts about failed runs and failed gates are POSTed as JSON
-            (``CHURN_ALERT_WEBHOOK_URL``, http or https). ``None`` switches alerts off.
-        ui_url: Base URL of the Dagster UI that alert links point into (``CHURN_UI_URL``,
-            default ``http://127.0.0.1:3000``, no trailing slash).
-        canary_percent: Share of customers (by id) the scorer serves with the registry's
-            ``challenger`` while it differs from the champion (``CHURN_CANARY_PERCENT``,
-            0 to 100, default 0: the challenger only scores in the shadow).
-    """
+    """Resolved platform settings: each field's variable, default and meaning is in
+    :data:`SETTINGS` below, from which ``docs/settings.md`` is generated."""
 
     home: Path
     raw_dir: Path
@@ -109,10 +84,137 @@ class Settings:
         return (self.mlflow_dir / "artifacts").as_uri()
 
 
+# When a setting is read decides what a change to it needs. One read when the code loads
+# takes effect once `churn dev` or the code server restarts (a `churn` command loads the
+# code afresh each time); the others at their next run, sensor tick or start.
+WHEN_CODE_LOADS = "when the code loads"
+PER_RUN_OR_TICK = "per run or sensor tick"
+PER_SENSOR_TICK = "per sensor tick"
+WHEN_SCORER_STARTS = "when `churn serve` starts"
+
+
+@dataclass(frozen=True)
+class SettingDoc:
+    """One setting as a person sets it: the :class:`Settings` field it fills, its variable,
+    its default and meaning as the docs show them, and when it is read."""
+
+    field: str
+    env: str
+    default: str
+    meaning: str
+    read: str
+
+
+# The one description of every setting: docs/settings.md is rendered from it
+# (churn_assets/settings_doc.py), and tests/unit/test_settings_doc.py holds it against
+# Settings and against the variables load_settings reads, so neither can drift from it.
+SETTINGS: tuple[SettingDoc, ...] = (
+    SettingDoc(
+        "home",
+        "CHURN_HOME",
+        f"`./{DEFAULT_HOME}`",
+        "state directory: embedded Postgres (`pg/`), Dagster instance (`dagster/`), MLflow "
+        "store (`mlflow/`), generated data (`raw/`)",
+        WHEN_CODE_LOADS,
+    ),
+    SettingDoc(
+        "raw_dir",
+        "CHURN_RAW_DIR",
+        "`$CHURN_HOME/raw`",
+        "directory holding `customers` and `orders` as CSV or Parquet",
+        PER_RUN_OR_TICK,
+    ),
+    SettingDoc(
+        "period",
+        "CHURN_PERIOD",
+        f"`{Period.MONTH.value}`",
+        "the period of the partitions: `month` (month ends) or `week` (ISO weeks, ending Sunday)",
+        WHEN_CODE_LOADS,
+    ),
+    SettingDoc(
+        "as_of",
+        "CHURN_AS_OF",
+        "unset: the newest labelled period",
+        "pins the out-of-time holdout period (a period end, YYYY-MM-DD); the `labels` "
+        "resource's default, which a run can override",
+        WHEN_CODE_LOADS,
+    ),
+    SettingDoc(
+        "window_days",
+        "CHURN_WINDOW_DAYS",
+        f"`{DEFAULT_WINDOW_DAYS}`",
+        "label window in days: churned = no order in (`as_of`, `as_of` + window]; a period "
+        "is labelled once it has closed; the `labels` resource's default, which a run can "
+        "override",
+        WHEN_CODE_LOADS,
+    ),
+    SettingDoc(
+        "warehouse_url",
+        "CHURN_WAREHOUSE_URL",
+        "unset: the embedded server under `$CHURN_HOME/pg`",
+        "external Postgres URL; Dagster passes it as an `EnvVar`, never shown in the UI",
+        f"{WHEN_CODE_LOADS} (embedded or external); the URL itself per run",
+    ),
+    SettingDoc(
+        "dbt_target",
+        "DBT_TARGET",
+        f"`{DEFAULT_DBT_TARGET}`",
+        "dbt target in `dbt_project/profiles.yml` (`local`, `ci`, `prod`)",
+        WHEN_CODE_LOADS,
+    ),
+    SettingDoc(
+        "mlflow_tracking_uri",
+        "MLFLOW_TRACKING_URI",
+        "unset: SQLite under `$CHURN_HOME/mlflow`",
+        "MLflow tracking server and model registry",
+        WHEN_CODE_LOADS,
+    ),
+    SettingDoc(
+        "sensor_interval_seconds",
+        "CHURN_SENSOR_INTERVAL_SECONDS",
+        f"`{DEFAULT_SENSOR_INTERVAL_SECONDS}`",
+        "how often the daemon's sensors look (raw files, automation, promotion, retraining, "
+        "alerts)",
+        WHEN_CODE_LOADS,
+    ),
+    SettingDoc(
+        "warehouse_lock_timeout_seconds",
+        "CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS",
+        f"`{DEFAULT_LOCK_TIMEOUT_SECONDS}`",
+        "how long a run waits for another run that is writing the warehouse (0: fail at "
+        "once, naming the run that holds it)",
+        WHEN_CODE_LOADS,
+    ),
+    SettingDoc(
+        "alert_webhook_url",
+        "CHURN_ALERT_WEBHOOK_URL",
+        "unset: alerts off",
+        "http(s) URL that failed runs and failed gates are POSTed to as JSON",
+        PER_SENSOR_TICK,
+    ),
+    SettingDoc(
+        "ui_url",
+        "CHURN_UI_URL",
+        f"`{DEFAULT_UI_URL}`",
+        "base URL of the Dagster UI that alert links point into (no trailing slash)",
+        PER_SENSOR_TICK,
+    ),
+    SettingDoc(
+        "canary_percent",
+        "CHURN_CANARY_PERCENT",
+        "`0`",
+        "share of customers (0 to 100, by id) the scorer answers with the registry's "
+        "`challenger` while it differs from the champion; 0: the challenger only scores in "
+        "the shadow",
+        WHEN_SCORER_STARTS,
+    ),
+)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Reads the settings from ``environ`` (default: the process environment)."""
     env = os.environ if environ is None else environ
-    home = Path(env.get("CHURN_HOME") or ".churn").expanduser().resolve()
+    home = Path(env.get("CHURN_HOME") or DEFAULT_HOME).expanduser().resolve()
     raw_dir = Path(env.get("CHURN_RAW_DIR") or home / "raw").expanduser().resolve()
     period = _parse_period(env)
     return Settings(
@@ -122,9 +224,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         as_of=_parse_period_end(env, "CHURN_AS_OF", period),
         window_days=_parse_int(env, "CHURN_WINDOW_DAYS", DEFAULT_WINDOW_DAYS, minimum=1),
         warehouse_url=env.get("CHURN_WAREHOUSE_URL") or None,
-        dbt_target=env.get("DBT_TARGET") or "local",
+        dbt_target=env.get("DBT_TARGET") or DEFAULT_DBT_TARGET,
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
-        sensor_interval_seconds=_parse_int(env, "CHURN_SENSOR_INTERVAL_SECONDS", 30, minimum=1),
+        sensor_interval_seconds=_parse_int(
+            env, "CHURN_SENSOR_INTERVAL_SECONDS", DEFAULT_SENSOR_INTERVAL_SECONDS, minimum=1
+        ),
         warehouse_lock_timeout_seconds=_parse_int(
             env, "CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS", DEFAULT_LOCK_TIMEOUT_SECONDS, minimum=0
         ),

@@ -72,10 +72,3 @@ def test_no_policy_variable_is_read_anywhere_else_in_the_package() -> None:
         text = path.read_text()
         for rule in rules():
             assert f'"{rule.env}"' not in text, f"{path} reads {rule.env} itself"
-
-
-def test_the_readme_lists_every_rule_with_its_default() -> None:
-    readme = (PACKAGE.parent / "README.md").read_text()
-    for rule in rules():
-        shown = f"{rule.default:g}" if rule.kind is float else str(rule.default)
-        assert f"| `{rule.env}` | `{shown}` |" in readme, rule.env
