@@ -1,4 +1,8 @@
-"""dbt glue shared by the Dagster areas: the project, the translator, CLI-arg builders."""
+"""dbt glue shared by the Dagster areas: the project, the step selections, CLI-arg builders.
+
+The translator (keys, groups, automation conditions) is ``defs/dbt/translator.py``: it picks
+automation conditions, and ``lib/`` never imports ``defs/``.
+"""
 
 from __future__ import annotations
 
@@ -13,23 +17,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtProject
+from dagster_dbt import DbtProject
 
 from churn_assets.settings import DBT_PROJECT_DIR, load_settings
 
-# dbt source table -> the Dagster asset that loads it, so the UI draws one lineage graph
-# from the raw files to the features.
-SOURCE_ASSET_KEYS: Mapping[tuple[str, str], dg.AssetKey] = {
-    ("raw", "customers"): dg.AssetKey("raw_customers"),
-    ("raw", "orders"): dg.AssetKey("raw_orders"),
-    ("scoring", "churn_scores"): dg.AssetKey("churn_scores"),
-    ("scoring", "realized_performance"): dg.AssetKey("realized_performance"),
-    # Written by the online scorer; an external asset in defs/serving/.
-    ("scoring", "online_predictions"): dg.AssetKey("online_predictions"),
-}
-# dbt folder (fqn[1]) -> Dagster group; everything else lands in "features".
-_GROUPS_BY_FOLDER = {"staging": "staging", "marts": "features", "analytics": "analytics"}
 # The analyst views read the batch scores, which the Dagster step `churn_scores` writes
 # after the features: they are a separate dbt step so the graph has no cycle.
 ANALYTICS_SELECT = "path:models/analytics"
@@ -74,61 +65,6 @@ def _put_interpreter_bin_on_path() -> None:
     path = os.environ.get("PATH", "")
     if (Path(bin_dir) / "dbt").exists() and bin_dir not in path.split(os.pathsep):
         os.environ["PATH"] = os.pathsep.join([bin_dir, path]) if path else bin_dir
-
-
-class ChurnDbtTranslator(DagsterDbtTranslator):
-    """Maps dbt sources onto the ingest assets and dbt folders onto Dagster groups."""
-
-    def get_asset_spec(
-        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
-    ) -> dg.AssetSpec:
-        spec = super().get_asset_spec(manifest, unique_id, project)
-        props = self.get_resource_props(manifest, unique_id)
-        if props["resource_type"] == "source":
-            key = SOURCE_ASSET_KEYS.get((props["source_name"], props["name"]))
-            return spec.replace_attributes(key=key) if key else spec
-        # Keys are bare model names: the schema (staging/marts) is a storage detail that
-        # dagster-dbt would otherwise prefix, and it is in the table-name metadata anyway.
-        return spec.replace_attributes(
-            key=dg.AssetKey(props["name"]),
-            group_name=_group_name(props),
-            automation_condition=_automation_condition(props),
-        )
-
-    def get_asset_check_spec(
-        self,
-        asset_spec: dg.AssetSpec,
-        manifest: Mapping[str, Any],
-        unique_id: str,
-        project: DbtProject | None,
-    ) -> dg.AssetCheckSpec | None:
-        # dbt tests run inside `dbt build` with their model: requested with it.
-        from churn_assets.defs.automation import with_its_asset
-
-        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
-        return spec._replace(automation_condition=with_its_asset(spec.asset_key)) if spec else None
-
-
-def _automation_condition(props: Mapping[str, Any]) -> dg.AutomationCondition:
-    # Seeds have no upstream; the analyst tables read the scored periods only; everything
-    # else follows its upstream (see churn_assets.defs.automation).
-    from churn_assets.defs import automation
-
-    if props["resource_type"] == "seed":
-        return automation.WHEN_MISSING
-    if _group_name(props) == "analytics":
-        return automation.EAGER_OVER_SCORED_PERIODS
-    if props["name"] in PERIOD_MODELS:
-        return automation.EVERY_PERIOD_EAGER
-    return automation.GATED_EAGER
-
-
-def _group_name(props: Mapping[str, Any]) -> str:
-    fqn = props.get("fqn", [])
-    if props["resource_type"] == "seed":
-        return "staging"
-    folder = fqn[1] if len(fqn) > 2 else ""
-    return _GROUPS_BY_FOLDER.get(folder, "features")
 
 
 # The periods a dbt invocation builds (dbt_project/macros/periods.sql reads it).

@@ -18,6 +18,7 @@ from dagster_dbt import DbtCliInvocation, DbtCliResource, dbt_assets
 from psycopg2 import sql
 
 from churn_assets.data.online_predictions import create_table
+from churn_assets.defs.dbt.translator import ChurnDbtTranslator
 from churn_assets.defs.partitions import PERIODS, run_period_keys
 from churn_assets.defs.resources import LabelDefinition, WarehouseResource
 from churn_assets.lib.dbt import (
@@ -25,7 +26,6 @@ from churn_assets.lib.dbt import (
     CURRENT_SELECT,
     PERIOD_MODELS,
     PERIOD_SELECT,
-    ChurnDbtTranslator,
     churn_dbt_project,
     dbt_build_args,
     dbt_build_env,
