@@ -47,9 +47,9 @@ def pytest_configure(config: pytest.Config) -> None:
     project.preparer.prepare(project)
 
 
-# The longest modules, started first (``make test`` keeps this order: --no-loadscope-reorder):
-# each of two xdist workers begins with one of them and the rest fills in around them.
-_LONGEST_FIRST = ("integration/test_daemon.py", "integration/test_drift_story.py")
+# The longest module, started first (``make test`` keeps this order: --no-loadscope-reorder):
+# one xdist worker begins with it and the rest fills in around it.
+_LONGEST_FIRST = ("integration/test_drift_story.py",)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
