@@ -1,5 +1,5 @@
-"""docs/settings.md is generated from the code, and the settings' descriptions match what
-load_settings does."""
+"""docs/settings.md is generated from the code, the settings' descriptions match what
+load_settings does, and every relative link in the README and docs/ leads somewhere."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from churn_assets.settings import (
 from churn_assets.settings_doc import REGENERATE, render, shown_default
 
 ROOT = Path(__file__).resolve().parents[2]
+PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
 
 # A value each variable accepts that differs from its default (the test of "each variable
 # moves its own field"); a new setting needs a line here.
@@ -113,3 +114,41 @@ def test_the_sensor_interval_is_marked_as_read_when_the_code_loads() -> None:
     # restart, and the page must say so.
     read = {doc.env: doc.read for doc in SETTINGS}
     assert read["CHURN_SENSOR_INTERVAL_SECONDS"] == WHEN_CODE_LOADS
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, code and bold marks and punctuation dropped
+    (underscores and hyphens kept), spaces to hyphens."""
+    text = re.sub(r"[`*]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
+    return {_slug(h) for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.MULTILINE)}
+
+
+def _relative_links(page: Path) -> list[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    return [t for t in targets if not re.match(r"[a-z]+:", t)]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.relative_to(ROOT).as_posix())
+def test_relative_links_lead_to_an_existing_file_and_heading(page: Path) -> None:
+    for link in _relative_links(page):
+        path, _, anchor = link.partition("#")
+        target = (page.parent / path).resolve() if path else page
+        assert target.exists(), f"{page.name}: {link} points to a missing file"
+        if anchor and target.suffix == ".md":
+            assert anchor in _anchors(target), f"{page.name}: {link} has no such heading"
+
+
+def test_the_readme_links_every_docs_page() -> None:
+    linked = {
+        (ROOT / link.partition("#")[0]).resolve()
+        for link in _relative_links(ROOT / "README.md")
+        if link.startswith("docs/")
+    }
+    missing = [p.name for p in PAGES if p.parent.name == "docs" and p.resolve() not in linked]
+    assert not missing, f"README.md does not link {missing}"
