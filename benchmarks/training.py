@@ -52,8 +52,8 @@ def run_one(n_customers: int, seed: int) -> dict[str, Any]:
     from sklearn.preprocessing import StandardScaler
 
     from churn_assets.data.generator import GeneratorConfig, generate
-    from churn_assets.ml.evaluate import evaluate, oracle_auc
     from churn_assets.ml.features import ID, labels, split_holdout, to_model_inputs
+    from churn_assets.ml.metrics import evaluate, oracle_auc
     from churn_assets.ml.model import predict_proba
     from churn_assets.ml.train import TrainConfig, train
     from tests.unit._features import training_snapshot

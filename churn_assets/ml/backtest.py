@@ -25,8 +25,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn import metrics as skm
 
-from churn_assets.ml.evaluate import _png
 from churn_assets.ml.features import ID, labels, to_model_inputs
+from churn_assets.ml.metrics import figure_png
 from churn_assets.ml.model import predict_proba
 from churn_assets.ml.pipeline import AS_OF, period_keyed
 from churn_assets.ml.reference import fit_reference
@@ -182,4 +182,4 @@ def backtest_png(rows: Sequence[BacktestRow]) -> bytes:
     ax.set(xlabel="evaluated period (as_of)", ylabel="ROC AUC", title="Backtest (out of time)")
     ax.set_ylim(0.0, 1.0)
     ax.legend(loc="lower right", fontsize=7)
-    return _png(fig)
+    return figure_png(fig)

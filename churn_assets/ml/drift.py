@@ -19,13 +19,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
-from churn_assets.ml.evaluate import _png
 from churn_assets.ml.features import (
     CATEGORICAL_FEATURE,
     EMAIL_DOMAIN_CLASSES,
     FEATURE_DESCRIPTIONS,
     NUMERIC_FEATURES,
 )
+from churn_assets.ml.metrics import figure_png
 from churn_assets.policy import Policy
 
 # Floor for a bin's share before taking logs. An empty bin would make PSI infinite; 1e-4 is
@@ -382,7 +382,7 @@ def histograms_png(reference: pd.DataFrame, current: pd.DataFrame) -> bytes:
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     axes[0].legend(fontsize=7)
-    return _png(fig)
+    return figure_png(fig)
 
 
 _CSS = """

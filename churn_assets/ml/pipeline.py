@@ -20,19 +20,17 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from churn_assets.ml.artifacts import CARD_FACTS_FILE, CARD_FILE, HOLDOUT_FILE, REFERENCE_FILE
-from churn_assets.ml.evaluate import (
-    CardFacts,
-    calibration_png,
-    calibration_summary,
-    card_facts,
-    evaluate,
-    oracle_auc,
-    render_card,
-    roc_curve_png,
-)
 from churn_assets.ml.features import ID, LABEL, labels, split_holdout, to_model_inputs
 from churn_assets.ml.gates import auc_gate, parity_gate
+from churn_assets.ml.metrics import (
+    calibration_png,
+    calibration_summary,
+    evaluate,
+    oracle_auc,
+    roc_curve_png,
+)
 from churn_assets.ml.model import count_parameters, predict_proba, save_model
+from churn_assets.ml.model_card import CardFacts, card_facts, render_card
 from churn_assets.ml.reference import compare_with_reference
 from churn_assets.ml.train import TrainConfig, train
 from churn_assets.policy import Policy

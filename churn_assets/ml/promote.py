@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn import metrics as skm
 
-from churn_assets.ml.evaluate import Metrics, evaluate
+from churn_assets.ml.metrics import Metrics, evaluate
 from churn_assets.policy import Policy
 from churn_assets.schema import PROMOTION_TAG_PREFIX
 

@@ -36,7 +36,6 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from churn_assets.ml.evaluate import Gate
 from churn_assets.ml.features import (
     EMAIL_DOMAIN_CLASSES,
     NUMERIC_FEATURES,
@@ -47,7 +46,6 @@ from churn_assets.ml.features import (
 from churn_assets.ml.model import LOG1P_FEATURES
 from churn_assets.ml.promote import paired_bootstrap_auc_diff
 
-REFERENCE_GATE = "MLP AUC - reference AUC"
 # Enough for lbfgs on ~11 standardised columns; the default 100 can stop short on 100k rows.
 _MAX_ITER = 1000
 
@@ -155,13 +153,3 @@ def compare_with_reference(
         diff_interval=interval,
         confidence=confidence,
     )
-
-
-def reference_gate(mlp_auc: float, reference_auc: float | None, tolerance: float) -> Gate:
-    """Passes unless the MLP's AUC trails the reference's by more than ``tolerance``.
-
-    Observed is ``mlp_auc - reference_auc`` (negative: the MLP is worse); a WARN, never a
-    block: on a few hundred holdout rows a small difference can be noise either way.
-    """
-    observed = None if reference_auc is None else mlp_auc - reference_auc
-    return Gate(REFERENCE_GATE, -tolerance, ">=", observed)

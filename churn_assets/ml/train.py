@@ -25,8 +25,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from churn_assets.ml.evaluate import best_f1_threshold
 from churn_assets.ml.features import labels, split_holdout, to_model_inputs
+from churn_assets.ml.metrics import best_f1_threshold
 from churn_assets.ml.model import ChurnMLP, ModelSpec, predict_proba
 
 

@@ -11,8 +11,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from churn_assets.ml.artifacts import CARD_FACTS_FILE, CARD_FILE, HOLDOUT_FILE, REFERENCE_FILE
-from churn_assets.ml.evaluate import CardFacts, render_card
 from churn_assets.ml.features import ID, LABEL, split_holdout
+from churn_assets.ml.model_card import CardFacts, render_card
 from churn_assets.ml.pipeline import TrainingOutcome, split_rows, train_and_evaluate
 from churn_assets.policy import Policy
 from tests.unit._periods import period_frame, stacked

@@ -28,7 +28,6 @@ from churn_assets.ml.reference import (
     compare_with_reference,
     design_matrix,
     fit_reference,
-    reference_gate,
 )
 from churn_assets.policy import Policy
 
@@ -135,18 +134,6 @@ def test_fit_reference_needs_both_classes() -> None:
     frame[LABEL] = 0
     with pytest.raises(ValueError, match="churners and stayers"):
         fit_reference(frame, seed=0)
-
-
-def test_reference_gate_warns_only_beyond_the_tolerance() -> None:
-    within = reference_gate(0.800, 0.805, tolerance=0.01)
-    assert within.passed is True
-    assert within.observed == pytest.approx(-0.005)
-    trailing = reference_gate(0.800, 0.820, tolerance=0.01)
-    assert trailing.passed is False
-    assert trailing.observed == pytest.approx(-0.02)
-    assert trailing.threshold == -0.01
-    assert reference_gate(0.85, 0.80, tolerance=0.0).passed is True
-    assert reference_gate(0.80, None, tolerance=0.01).passed is None
 
 
 def test_training_writes_reference_auc_and_the_registered_card_shows_parity(

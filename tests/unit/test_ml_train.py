@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from churn_assets.ml.evaluate import evaluate, oracle_auc
 from churn_assets.ml.features import ID, LABEL, labels, to_model_inputs
+from churn_assets.ml.metrics import evaluate, oracle_auc
 from churn_assets.ml.model import ChurnMLP, predict_proba
 from churn_assets.ml.train import TrainConfig, TrainResult, train
 from tests.unit._features import default_run

@@ -44,7 +44,7 @@ from churn_assets.ml.artifacts import (
 from churn_assets.policy import env_name
 from churn_assets.settings import load_settings
 
-# torch, sklearn and mlflow (``churn_assets.ml.tracking``, ``ml.gates``, ``ml.pipeline``) are
+# torch, sklearn and mlflow (``churn_assets.ml.tracking``, ``ml.pipeline``) are
 # imported in the asset bodies: every run process loads this module, and a run that does not
 # train (ingest, dbt, scoring) should not pay seconds for them.
 if TYPE_CHECKING:

@@ -1,7 +1,6 @@
 """The gates: blocking asset checks, so a failure stops everything downstream in the run."""
 
 import json
-from typing import TYPE_CHECKING
 
 import dagster as dg
 import pandas as pd
@@ -11,12 +10,11 @@ from churn_assets.defs.automation import with_its_asset
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource
 from churn_assets.defs.training.assets import churn_model, churn_model_onnx, training_dataset
 from churn_assets.ml.artifacts import ExportedModel, TrainedModel
+from churn_assets.ml.gates import Gate, auc_gate, parity_gate
 from churn_assets.policy import env_name
 
-# The gates (``churn_assets.ml.gates``, which loads sklearn and matplotlib) and mlflow are
-# imported in the check bodies: every run process loads this module to read the code location.
-if TYPE_CHECKING:
-    from churn_assets.ml.evaluate import Gate
+# mlflow and the quality suite (GX) are imported in the check bodies: every run process
+# loads this module to read the code location. The gates are plain values (ml/gates.py).
 
 
 @dg.asset_check(
@@ -128,8 +126,6 @@ def auc_gate_check(
 ) -> dg.AssetCheckResult:
     """Holdout ROC AUC >= the policy's min_auc (CHURN_MIN_AUC). A weak model is never
     exported, registered or promoted."""
-    from churn_assets.ml.gates import auc_gate
-
     gate = auc_gate(churn_model.metrics["roc_auc"], policy.policy().min_auc)
     _tag_run(mlflow, churn_model, "gate.auc", gate)
     return _result(gate)
@@ -145,14 +141,12 @@ def onnx_parity_check(
 ) -> dg.AssetCheckResult:
     """onnxruntime and torch agree within the policy's parity_tolerance
     (CHURN_PARITY_TOLERANCE) on every holdout row, so what is served is what was evaluated."""
-    from churn_assets.ml.gates import parity_gate
-
     gate = parity_gate(churn_model_onnx.parity_max_abs_diff, policy.policy().parity_tolerance)
     _tag_run(mlflow, churn_model_onnx.trained, "gate.onnx_parity", gate)
     return _result(gate)
 
 
-def _result(gate: "Gate") -> dg.AssetCheckResult:
+def _result(gate: Gate) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=bool(gate.passed),
         severity=dg.AssetCheckSeverity.ERROR,
@@ -164,7 +158,7 @@ def _result(gate: "Gate") -> dg.AssetCheckResult:
     )
 
 
-def _tag_run(mlflow: MlflowResource, model: TrainedModel, key: str, gate: "Gate") -> None:
+def _tag_run(mlflow: MlflowResource, model: TrainedModel, key: str, gate: Gate) -> None:
     """Record the gate outcome on the MLflow run too, so MLflow alone tells the story."""
     from churn_assets.ml import tracking
 

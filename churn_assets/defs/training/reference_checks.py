@@ -10,6 +10,7 @@ from churn_assets.defs.automation import with_its_asset
 from churn_assets.defs.resources import ChurnPolicy
 from churn_assets.defs.training.assets import churn_model
 from churn_assets.ml.artifacts import TrainedModel
+from churn_assets.ml.gates import reference_gate
 from churn_assets.policy import env_name
 
 TOLERANCE_VARIABLE = env_name("reference_auc_tolerance")
@@ -24,8 +25,6 @@ def reference_model_check(churn_model: TrainedModel, policy: ChurnPolicy) -> dg.
     """Holdout ROC AUC of the MLP >= that of the logistic-regression reference (same features,
     same training rows, same holdout) minus the policy's reference_auc_tolerance
     (CHURN_REFERENCE_AUC_TOLERANCE). Severity WARN: nothing downstream is stopped."""
-    from churn_assets.ml.reference import reference_gate  # sklearn and torch load lazily
-
     tolerance = policy.policy().reference_auc_tolerance
     mlp_auc = churn_model.metrics["roc_auc"]
     reference_auc = churn_model.metrics.get("reference_auc")
