@@ -36,7 +36,7 @@ from churn_assets.ml.features import (
     ModelInputs,
 )
 from churn_assets.policy import load_policy
-from churn_assets.serving.challenger import ShadowJob, in_canary
+from churn_assets.serving.challenger import in_canary
 from churn_assets.serving.features import FEATURE_TABLE, FeatureSource
 from churn_assets.serving.guards import (
     API_KEY_HEADER,
@@ -53,7 +53,7 @@ from churn_assets.serving.guards import (
 )
 from churn_assets.serving.metrics import SERVED_BY, MetricsMiddleware, ServingMetrics
 from churn_assets.serving.model_store import ChampionHolder, LoadedModel, RefreshError
-from churn_assets.serving.prediction_log import LoggedPrediction, PredictionLog
+from churn_assets.serving.prediction_log import LoggedPrediction, PredictionLog, ShadowJob
 from churn_assets.serving.schemas import (
     BatchItem,
     BatchPrediction,

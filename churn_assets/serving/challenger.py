@@ -5,8 +5,9 @@ scorer holds both (the challenger is loaded and verified like the champion, by a
 :class:`~churn_assets.serving.model_store.ChampionHolder` that follows the other alias) and:
 
 - **shadow**: every ``/predict`` is also scored by the other model, off the request path.
-  The request only attaches a :class:`ShadowJob` (the second model, read once, and the
-  input row the first model scored) to its log row; the log's writer thread scores each
+  The request only attaches a
+  :class:`~churn_assets.serving.prediction_log.ShadowJob` (the second model, read once, and
+  the input row the first model scored) to its log row; the log's writer thread scores each
   batch with :class:`ShadowScorer` (one onnxruntime call per model) before writing it.
   The response is exactly what the serving model alone would answer.
 - **canary**: ``CHURN_CANARY_PERCENT`` of customers are served by the challenger, chosen
@@ -20,16 +21,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
 from churn_assets.ml.bands import RiskBands
 from churn_assets.ml.features import ModelInputs
 from churn_assets.serving.metrics import ServingMetrics
-from churn_assets.serving.model_store import LoadedModel
-from churn_assets.serving.prediction_log import Buffered
+from churn_assets.serving.prediction_log import Buffered, ShadowJob, ShadowScores
 
 log = logging.getLogger(__name__)
 
@@ -48,25 +46,6 @@ def in_canary(customer_id: str, percent: float) -> bool:
     """True for about ``percent``% of customer ids, always the same ones for one percent;
     raising the percent only adds customers to the canary, never swaps them."""
     return canary_bucket(customer_id) < round(percent * _BUCKETS / 100)
-
-
-@dataclass(frozen=True)
-class ShadowJob:
-    """What a request leaves for the shadow: the second model and the row it scores
-    (``row`` of ``inputs``: a batch's items share the batch's arrays)."""
-
-    model: LoadedModel
-    inputs: ModelInputs
-    row: int = 0
-
-
-class ShadowScores(NamedTuple):
-    """One shadow model's answers for some rows of a batch (``rows`` index the batch)."""
-
-    model: LoadedModel
-    rows: list[int]
-    probabilities: list[float]
-    risk_bands: list[str]
 
 
 class ShadowScorer:

@@ -8,9 +8,11 @@ One writer thread takes the buffer in batches (``BATCH_ROWS`` rows, or what is t
 ``FLUSH_SECONDS``) and writes each with one ``COPY``; it drains the buffer on
 :meth:`PredictionLog.close`, so the rows of a scorer that stops cleanly are all written. A
 batch that cannot be written is dropped and counted too; the next batch reconnects. With a
-:class:`~churn_assets.serving.challenger.ShadowScorer`, the writer first scores the batch
+shadow (:class:`ShadowScoring`; the scorer's is
+:class:`~churn_assets.serving.challenger.ShadowScorer`), the writer first scores the batch
 with the shadow model and adds its results to the lines, so shadow scoring costs the
-request nothing either.
+request nothing either. What a request leaves for the shadow (:class:`ShadowJob`) and what
+the shadow answers (:class:`ShadowScores`) are defined here, with the rows that carry them.
 
 Why the request formats its own line: the writer shares the GIL with the event loop, and
 a request that arrives while the writer runs Python waits for it. Formatting a 500-row batch
@@ -36,8 +38,10 @@ import io
 import logging
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import psycopg2
 import psycopg2.extensions
@@ -51,8 +55,9 @@ from churn_assets.data.online_predictions import (
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 from churn_assets.serving.metrics import ServingMetrics
 
-if TYPE_CHECKING:  # challenger.py imports this module
-    from churn_assets.serving.challenger import ShadowJob, ShadowScorer, ShadowScores
+if TYPE_CHECKING:
+    from churn_assets.ml.features import ModelInputs
+    from churn_assets.serving.model_store import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +134,39 @@ def _shadow_tails(rows: int, scores: list[ShadowScores]) -> list[str]:
     return tails
 
 
+@dataclass(frozen=True)
+class ShadowJob:
+    """What a request leaves for the shadow: the second model and the row it scores
+    (``row`` of ``inputs``: a batch's items share the batch's arrays)."""
+
+    model: LoadedModel
+    inputs: ModelInputs
+    row: int = 0
+
+
+class ShadowScores(NamedTuple):
+    """One shadow model's answers for some rows of a batch (``rows`` index the batch)."""
+
+    model: LoadedModel
+    rows: list[int]
+    probabilities: list[float]
+    risk_bands: list[str]
+
+
 class Buffered(NamedTuple):
     """What a request leaves in the buffer: its line so far, and what the shadow needs."""
 
     head: str
     risk_band: str  # the served band, to count the shadow's disagreements
     shadow: ShadowJob | None
+
+
+class ShadowScoring(Protocol):
+    """What the writer asks of a shadow: its answers for the rows of a batch that have a
+    :class:`ShadowJob`, never raising for a row it cannot score (those rows are written
+    without a shadow result)."""
+
+    def score(self, batch: Sequence[Buffered]) -> list[ShadowScores]: ...
 
 
 class PredictionLog:
@@ -148,7 +180,7 @@ class PredictionLog:
         capacity: int = DEFAULT_CAPACITY,
         batch_rows: int = BATCH_ROWS,
         flush_seconds: float = FLUSH_SECONDS,
-        shadow: ShadowScorer | None = None,
+        shadow: ShadowScoring | None = None,
         retention_days: float | None = None,
         prune_every_seconds: float = PRUNE_EVERY_SECONDS,
         prune_batch_rows: int = PRUNE_BATCH_ROWS,
