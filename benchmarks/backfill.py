@@ -53,7 +53,8 @@ def main() -> None:
         from churn_assets import warehouse
         from churn_assets.data.generator import GeneratorConfig, generate, write_raw_files
         from churn_assets.defs.partitions import registered_periods
-        from churn_assets.lib.automation import period_range_tags, run_job
+        from churn_assets.definitions import defs
+        from churn_assets.lib.runs import period_range_tags, run_job
         from churn_assets.lib.dbt import churn_dbt_project
         from churn_assets.settings import load_settings
 
@@ -65,7 +66,7 @@ def main() -> None:
         project.preparer.prepare(project)
         try:
             with dg.DagsterInstance.ephemeral() as instance:
-                assert run_job(instance, "ingest_job").success  # registers the periods
+                assert run_job(defs(), instance, "ingest_job").success  # registers the periods
                 keys = registered_periods(instance)
                 runs = [
                     ("newest period, cold", {"dagster/partition": keys[-1]}),
@@ -76,7 +77,7 @@ def main() -> None:
                 timings: dict[str, float] = {}
                 for name, tags in runs:
                     start = time.perf_counter()
-                    result = run_job(instance, "history_job", tags=tags)
+                    result = run_job(defs(), instance, "history_job", tags=tags)
                     wall = time.perf_counter() - start
                     assert result.success, name
                     steps = _step_seconds(instance, result.run_id)

@@ -5,9 +5,9 @@ In a fresh CHURN_HOME with the embedded Postgres and a local MLflow store:
 1. generate the reference data at the requested size (not timed in the graph figures);
 2. **history**: `churn_pipeline` over every period in one run (what the first `churn run`
    does: load, every period's features/labels/snapshots, train, export, register,
-   backtest), then the promotion sensor and `scoring_job` for the newest period;
+   backtest, the promotion decision, the newest period's scores, drift, analyst tables);
 3. **one period**: `churn_pipeline` for the newest period alone (the other periods are
-   built: this is the month-to-month run), promotion, and scoring of that period.
+   built: this is the month-to-month run), with the same decision and scores.
 
 Steps 2 and 3 each run in a process of their own, as each monthly `churn run` (or each
 run the daemon launches) does, so each peak memory is that run's own. Steps are timed
@@ -85,10 +85,11 @@ def main() -> None:
 
 
 def _phase(phase: str, skip_backtest: bool) -> None:
-    """One run of the pipeline with promotion and scoring, in this (fresh) process."""
+    """One run of the whole graph (promotion and scoring included), in this (fresh) process."""
     from churn_assets.cli import _instance
+    from churn_assets.definitions import defs
     from churn_assets.defs.partitions import periods_in_files, register_periods
-    from churn_assets.lib.automation import period_range_tags, run_job
+    from churn_assets.lib.runs import period_range_tags, run_job
     from churn_assets.lib.dbt import churn_dbt_project
     from churn_assets.lib.report import promotion_lines
     from churn_assets.settings import load_settings
@@ -101,8 +102,6 @@ def _phase(phase: str, skip_backtest: bool) -> None:
         keys = periods_in_files(settings.raw_dir, settings.period) or []
         register_periods(instance, keys)
         if skip_backtest:
-            from churn_assets.definitions import defs
-
             job = defs().resolve_job_def("churn_pipeline")
             selection = {k for k in job.asset_layer.selected_asset_keys if k.path != ["backtest"]}
         if phase == "history":
@@ -113,14 +112,9 @@ def _phase(phase: str, skip_backtest: bool) -> None:
         result = _run(run_job, instance, tags, selection)
         assert result.success, name
         steps = _step_seconds(instance, result.run_id)
-        promotion = run_job(instance, "promotion_job")
-        promoted = list(promotion_lines(promotion))
-        steps.update(_step_seconds(instance, promotion.run_id))
-        scoring = run_job(instance, "scoring_job", tags={"dagster/partition": keys[-1]})
-        assert scoring.success
-        steps.update(_step_seconds(instance, scoring.run_id))
+        promoted = list(promotion_lines(result))
         wall = time.perf_counter() - total
-        print(f"{name}: {wall:.1f} s wall (pipeline, promotion, scoring)")
+        print(f"{name}: {wall:.1f} s wall (one run: pipeline, promotion, scoring)")
         for step, seconds in steps.items():
             print(f"  {step:<40} {seconds:7.1f} s")
         print(f"  {promoted}")
@@ -131,9 +125,10 @@ def _phase(phase: str, skip_backtest: bool) -> None:
 
 
 def _run(run_job, instance, tags, selection):  # type: ignore[no-untyped-def]
-    if selection is None:
-        return run_job(instance, "churn_pipeline", tags=tags)
     from churn_assets.definitions import defs
+
+    if selection is None:
+        return run_job(defs(), instance, "churn_pipeline", tags=tags)
 
     job = defs().resolve_job_def("churn_pipeline")
     return job.execute_in_process(

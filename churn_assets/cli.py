@@ -211,11 +211,11 @@ def _periods_line(report: Any, settings: Settings) -> str:
 
 @main.command()
 def run() -> None:
-    """Materialise the graph up to a registered model (every period of the raw data in one
-    run), then let the platform run itself in process: the same sensors and automation
-    conditions as the daemon decide what follows (promotion, drift monitor, scores)."""
+    """Materialise the whole graph of the raw data in one run: load, every period's features
+    and labels, training and its gates, the registered version, the promotion decision, the
+    newest period's scores, the drift monitor, realized performance, analyst tables."""
     settings = _settings()
-    _launch_and_settle(settings)
+    _run_whole_graph(settings)
 
 
 @main.command()
@@ -226,9 +226,10 @@ def run() -> None:
 def backfill(start: datetime | None, end: datetime | None) -> None:
     """Rebuild the features, labels and training snapshots of every period (or those from
     --from to --to) from the loaded raw tables: one run, one dbt invocation."""
+    from churn_assets.definitions import defs
     from churn_assets.defs.partitions import registered_periods
-    from churn_assets.lib.automation import period_range_tags, run_job
     from churn_assets.lib.report import period_summary
+    from churn_assets.lib.runs import period_range_tags, run_job
 
     settings = _settings()
     _warm_up(settings)
@@ -246,7 +247,7 @@ def backfill(start: datetime | None, end: datetime | None) -> None:
                 else "no periods registered yet: load raw data first with churn run"
             )
         click.echo(f"backfill: {len(keys)} period(s) {keys[0]} .. {keys[-1]} in one run")
-        result = run_job(instance, "history_job", tags=period_range_tags(keys))
+        result = run_job(defs(), instance, "history_job", tags=period_range_tags(keys))
         _report(result, settings, instance)
         for line in period_summary(result):
             click.echo(f"  {line}")
@@ -293,42 +294,68 @@ def demo(scenario: str, deliveries: tuple[datetime, ...]) -> None:
         click.get_current_context().invoke(generate)
     else:
         click.echo(f"using the raw files in {settings.raw_dir}")
-    _launch_and_settle(settings)
+    _run_whole_graph(settings)
 
 
 def _drift_story(settings: Settings, deliveries: list[date]) -> None:
-    """The monthly feed story; its files go to <CHURN_HOME>/scenario/feed, not CHURN_RAW_DIR."""
-    from churn_assets.lib.dbt import environ
+    """The monthly feed story under a real ``dagster-daemon`` on CHURN_HOME's instance; its
+    files go to <CHURN_HOME>/scenario/feed, not CHURN_RAW_DIR."""
+    from dagster import DagsterRunStatus
+
+    from churn_assets.definitions import defs
+    from churn_assets.lib.daemon import running_daemon
     from churn_assets.policy import env_name
     from churn_assets.status import describe_model
-    from churn_assets.story import monthly_story
+    from churn_assets.story import SENSOR_INTERVAL_SECONDS, monthly_story
 
     feed = settings.home / "scenario" / "feed"
+    dagster_home = _ensure_dagster_home(settings)
     _warm_up(settings)
-    # Months pass in seconds here: no retraining cooldown. CHURN_RAW_DIR is restored after,
-    # so the process (a test session, a notebook) keeps the raw directory it had.
-    story_env = {"CHURN_RAW_DIR": str(feed), env_name("retrain_cooldown_seconds"): "0"}
-    with environ(story_env), _instance(settings) as instance:
-        story = monthly_story(instance, feed, click.echo, deliveries)
-    status = _status(load_settings(), models_only=True)
-    click.echo(
-        f"\n{len(story.months)} deliveries, {len(story.launches)} runs, none launched by hand"
-    )
+    # The daemon's code reads these; months pass in seconds here, so no retraining cooldown
+    # and sensors that look every few seconds.
+    daemon_env = {
+        "CHURN_HOME": str(settings.home),
+        "CHURN_RAW_DIR": str(feed),
+        env_name("retrain_cooldown_seconds"): "0",
+        "CHURN_SENSOR_INTERVAL_SECONDS": str(SENSOR_INTERVAL_SECONDS),
+    }
+    sensors = [sensor.name for sensor in defs().sensors or ()]
+    log = settings.home / "scenario" / "daemon.log"
+    click.echo(f"starting dagster-daemon on {dagster_home} (its log: {log})")
+    with (
+        running_daemon(
+            dagster_home,
+            PROJECT_ROOT / "workspace.yaml",
+            daemon_env,
+            log,
+            backfill_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        ) as daemon,
+        _instance(settings) as instance,
+    ):
+        story = monthly_story(instance, daemon, sensors, feed, click.echo, deliveries)
+    click.echo(f"dagster-daemon (pid {daemon.process.pid}) stopped")
+    status = _status(settings)
+    by_hand = f"{len(story.by_hand)} launched by hand" if story.by_hand else "none launched by hand"
+    click.echo(f"\n{len(story.months)} deliveries, {len(story.runs)} runs, {by_hand}")
     for line in story.promotions:
         click.echo(line)
     click.echo(f"latest:   {describe_model(status['latest_model'])}")
     click.echo(f"champion: {describe_model(status['champion'])}")
+    realized = status.get("realized") or []
+    click.echo(f"realized: {len(realized)} (version, period) pair(s) judged on matured labels")
+    failed = [run for run in story.runs if run.status != DagsterRunStatus.SUCCESS]
+    if failed:
+        names = ", ".join(f"{run.job_name} {run.run_id[:8]}" for run in failed)
+        raise click.ClickException(f"{len(failed)} run(s) did not succeed: {names}")
 
 
-def _launch_and_settle(settings: Settings) -> None:
-    """A person's launch ("Materialize all" up to the registered model, every period of the
-    files in one run), then whatever the definitions decide follows: the promotion run,
-    the drift monitor, the scores of the newest period, realized performance, analyst
-    tables (:func:`churn_assets.lib.automation.settle`)."""
+def _run_whole_graph(settings: Settings) -> None:
+    """A person's run: ``churn_pipeline`` over every period of the files, one run (what
+    "Materialize" on the job does in the UI), then its summary."""
     from churn_assets import periods
-    from churn_assets.defs.ingest.sensors import raw_files_sensor
+    from churn_assets.definitions import defs
     from churn_assets.defs.partitions import order_span_in_files, register_periods
-    from churn_assets.lib.automation import period_range_tags, prime, run_job, settle
+    from churn_assets.lib.runs import period_range_tags, run_job
 
     # What the files' dates allow is known before anything starts: a delivery that covers
     # no whole period, or a window that labels none, stops here in one line, with the
@@ -340,46 +367,35 @@ def _launch_and_settle(settings: Settings) -> None:
         except periods.PeriodError as exc:
             raise click.ClickException(f"{settings.raw_dir}: {exc}") from exc
     _warm_up(settings)
+    definitions = defs()
     with _instance(settings) as instance:
-        prime(instance)  # the automation must see this run's updates as news
         if span is None:
             # Unreadable files: the ingest step names every contract violation.
-            _raise_if_failed(run_job(instance, "ingest_job"), instance)
+            _raise_if_failed(run_job(definitions, instance, "ingest_job"), instance)
             raise click.ClickException(f"the orders in {settings.raw_dir} have no order dates")
         keys = [periods.as_key(end) for end in periods.period_ends(*span, settings.period)]
         register_periods(instance, keys)
-        pipeline = run_job(instance, "churn_pipeline", tags=period_range_tags(keys))
-        _raise_if_failed(pipeline, instance)
-        # This command loaded CHURN_RAW_DIR itself; re-loading whatever another process
-        # loaded since would undo its work under it (two `churn run`s on one home).
-        launches = settle(
-            instance,
-            log=lambda line: click.echo(f"  -> {line}"),
-            skip=frozenset({raw_files_sensor.name}),
-        )
-    results = [pipeline, *(launch.result for launch in launches)]
-    for result in results:
-        _raise_if_failed(result)
-    _summarise(results, settings)
+        result = run_job(definitions, instance, "churn_pipeline", tags=period_range_tags(keys))
+        _raise_if_failed(result, instance)
+    _summarise(result, settings)
 
 
-def _summarise(results: list[ExecuteInProcessResult], settings: Settings) -> None:
+def _summarise(result: ExecuteInProcessResult, settings: Settings) -> None:
     from churn_assets.lib import report
     from churn_assets.status import describe_model
 
-    for line in report.run_summary(*results):
+    for line in report.run_summary(result):
         click.echo(line)
-    for result in results:
-        for line in report.check_warnings(result):
-            click.echo(f"  {line}")
-    version = report.registered_version(*results)
+    for line in report.check_warnings(result):
+        click.echo(f"  {line}")
+    version = report.registered_version(result)
     if version is not None:
         click.echo(f"  model:     {_describe_registered(settings, version)}")
-    for line in report.promotion_lines(*results):
+    for line in report.promotion_lines(result):
         click.echo(f"  {line}")
     champion = _status(settings, models_only=True)["champion"]
     click.echo(f"  champion:  {describe_model(champion)}")
-    scores = report.scores_summary(*results)
+    scores = report.scores_summary(result)
     if scores is not None:
         click.echo(f"  scores:    {scores}")
         click.echo(
@@ -626,15 +642,15 @@ def _report(result: ExecuteInProcessResult, settings: Settings, instance: Dagste
     """This run's own outcome: its failed gates and root cause as the last lines, or what
     it loaded, built and registered (from its events, not from the shared warehouse)."""
     _raise_if_failed(result, instance)
-    _summarise([result], settings)
+    _summarise(result, settings)
 
 
 def _raise_if_failed(
     result: ExecuteInProcessResult, instance: DagsterInstance | None = None
 ) -> None:
     """The failed run's gates and root cause as the command's last lines, after its alert
-    (when ``instance`` is given: the run a person launched, which no sensor tick will see
-    before the command exits; the runs ``settle`` launched were seen by its ticks)."""
+    (when ``instance`` is given: a run launched in this process, which no sensor tick may
+    see before the command exits)."""
     from churn_assets.lib import report
 
     if not result.success:

@@ -1,7 +1,8 @@
-"""When each asset updates by itself: the automation conditions, in one place, and the one
-sensor that evaluates them.
+"""When each asset updates by itself under the daemon: the automation conditions, in one
+place, and the sensors that evaluate them. (A person's run, ``churn run``, materialises
+the whole graph in one run instead; nothing outside the daemon evaluates these.)
 
-The chain under the daemon (and in process, see :mod:`churn_assets.lib.automation`):
+The chain:
 
 - new raw files (``raw_files_sensor``, by content fingerprint) -> ingest;
 - ingest -> staging views -> every period's features, labels and snapshots (a new file may
@@ -69,8 +70,8 @@ AFTER_A_NEW_MODEL = (
 ).with_label("after a new model, unless an upstream gate failed")
 
 # What reads the scores (realized performance, the analyst tables) follows the scores only:
-# before the first champion there is nothing to read, and the scored periods are some
-# periods, so an old period never scored does not count as "missing".
+# before the first champion there is nothing to read, and the labels' periods that were
+# never scored (all but the newest, at first) do not count as "missing".
 _SCORE_LINEAGE = dg.AssetSelection.assets("churn_scores", "realized_performance", "customer_360")
 EAGER_OVER_SCORED_PERIODS = (
     dg.AutomationCondition.eager()
@@ -107,38 +108,6 @@ def with_its_asset(asset: dg.AssetKey) -> dg.AutomationCondition:
         asset, dg.AutomationCondition.will_be_requested()
     ).with_label("with its asset")
 
-
-class NewestPeriod(dg.AutomationCondition):
-    """True for the newest period partition only.
-
-    Scores are for the current period: a new champion re-scores it, not every period of
-    history (a backfill of old periods' scores is a deliberate ``churn backfill``-style
-    launch, and realized performance would not count them anyway). Dagster's
-    ``in_latest_time_window`` does this for time partitions; periods are dynamic ones.
-    """
-
-    @property
-    def description(self) -> str:
-        return "Newest period"
-
-    @property
-    def name(self) -> str:
-        return "newest_period"
-
-    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
-        every = context.asset_graph_view.get_full_subset(key=context.key)
-        keys = every.expensively_compute_partition_keys()
-        if not keys:
-            return dg.AutomationResult(context, true_subset=context.get_empty_subset())
-        newest = max(keys)  # period keys are ISO dates
-        subset = context.candidate_subset.compute_intersection_with_partition_keys({newest})
-        return dg.AutomationResult(context, true_subset=subset)
-
-
-# The newest period, eagerly: new features for it, or a champion change.
-NEWEST_PERIOD_EAGER = (NewestPeriod() & GATED_EAGER).with_label(
-    "newest period, eager unless an upstream gate failed"
-)
 
 # Two sensors evaluate the conditions, in the code server (custom Python conditions such
 # as NewestPeriod need it; `use_user_code_server` is a beta parameter, whose warning would

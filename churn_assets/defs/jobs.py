@@ -7,21 +7,21 @@ period, or for a range in one run (the single-run backfill policy of those asset
 import dagster as dg
 
 _MONITORING = dg.AssetSelection.groups("monitoring")
-# Scoring needs a champion, which a promotion run sets after the pipeline has run.
 _SCORING = dg.AssetSelection.groups("scoring", "analytics")
-# The champion is decided in promotion_job, one run per registered version.
-_PROMOTION = dg.AssetSelection.groups("promotion")
 # The online scorer's log and its shadow comparison: written and read outside the pipeline.
 _SERVING = dg.AssetSelection.groups("serving")
 _PERIOD_FEATURES = dg.AssetSelection.groups("staging", "features")
 
-# Raw files -> features -> gated, registered model, in one run (the benchmarks, a person in
-# the UI). Under automation the same assets update by their conditions instead.
+# A person's run (`churn run`, the demo, "Materialize" on the job in the UI): the whole graph
+# of what the files hold, in one run over the run's periods. Under the daemon the same
+# assets update by their automation conditions and sensors instead, run by run.
 churn_pipeline = dg.define_asset_job(
     "churn_pipeline",
-    selection=dg.AssetSelection.all() - _MONITORING - _SCORING - _PROMOTION - _SERVING,
+    selection=dg.AssetSelection.all() - _SERVING,
     description="Raw files -> warehouse -> dbt features and labels of the run's periods -> "
-    "training cohorts -> gated model -> ONNX -> registered version, and its backtest.",
+    "training cohorts -> gated model -> ONNX -> registered version and its backtest -> "
+    "promotion decision -> the newest period's scores -> drift monitor -> realized "
+    "performance -> analyst tables.",
 )
 
 # The raw files alone: what `churn run` launches when the files cannot even be read for

@@ -123,19 +123,21 @@ def promotion_lines(*results: dg.ExecuteInProcessResult) -> Iterator[str]:
             )
             if record is None or record.asset_key != dg.AssetKey("churn_champion"):
                 continue
-            meta = _plain(record.metadata)
-            verdict = "promoted" if meta.get("promoted") else "kept"
-            yield f"promotion: v{meta.get('challenger_version')} {verdict}: {meta.get('reason')}"
+            yield decision_line(record.metadata)
+
+
+def decision_line(metadata: Mapping[str, Any]) -> str:
+    """A promotion decision (``churn_champion``'s metadata) in one line."""
+    meta = _plain(metadata)
+    verdict = "promoted" if meta.get("promoted") else "kept"
+    return f"promotion: v{meta.get('challenger_version')} {verdict}: {meta.get('reason')}"
 
 
 def run_summary(*results: dg.ExecuteInProcessResult) -> Iterator[str]:
-    """What these runs loaded and built, from their own materialisations (the first is the
-    run a person launched, the others what the definitions requested after it)."""
+    """What these runs loaded and built, from their own materialisations (named by the
+    first)."""
     built = _materializations(*results)
-    # The first run is the one a person launched; the rest are what it set off.
     yield f"run {results[0].run_id} succeeded"
-    if len(results) > 1:
-        yield f"  then:      {len(results) - 1} run(s) the sensors and automation requested"
     if "raw_customers" in built and "raw_orders" in built:
         customers = built["raw_customers"]["dagster/row_count"]
         orders = built["raw_orders"]["dagster/row_count"]

@@ -1,16 +1,13 @@
 """The automation conditions of the real definitions, evaluated with Dagster's own evaluator
 against a temporary instance (no warehouse: materialisations and check results are
-reported as events), and the in-process grouping of requests into runs."""
+reported as events): what the daemon would request, tick by tick."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import dagster as dg
 import pytest
 
 from churn_assets.defs.partitions import PERIODS_NAME
-from churn_assets.lib.automation import _evaluate, _runs
 
 PERIODS = ["2025-01-31", "2025-02-28", "2025-03-31"]
 PER_PERIOD = ("customer_features", "churn_labels", "training_snapshot")
@@ -24,11 +21,10 @@ def defs() -> dg.Definitions:
     return defs()
 
 
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(PERIODS_NAME, PERIODS)
-        yield instance
+@pytest.fixture(autouse=True)
+def _test_periods(instance: dg.DagsterInstance) -> None:
+    """The periods these tests materialise, registered on the temporary instance."""
+    instance.add_dynamic_partitions(PERIODS_NAME, PERIODS)
 
 
 def _requested(result: dg.EvaluateAutomationConditionsResult, defs: dg.Definitions) -> dict:
@@ -78,9 +74,9 @@ def test_new_raw_data_flows_to_every_period_and_the_first_training(
     cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
     _materialise(instance, defs, "free_email_domains")
 
-    def tick() -> dict[str, list[str]]:  # as `churn run` evaluates (the period list cached)
+    def tick() -> dict[str, list[str]]:
         nonlocal cursor
-        result = _evaluate(defs, instance, cursor)
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
         cursor = result.cursor
         return _requested(result, defs)
 
@@ -107,18 +103,26 @@ def test_new_raw_data_flows_to_every_period_and_the_first_training(
     assert tick() == {}  # handled: nothing is requested twice
 
 
-def test_a_new_champion_rescores_only_the_newest_period_and_reruns_the_drift_monitor(
+def test_a_new_champion_rescores_the_newest_period_and_reruns_the_drift_monitor(
     defs: dg.Definitions, instance: dg.DagsterInstance
 ) -> None:
     _materialise_upstream_of_scores(instance, defs)
     cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
     instance.report_runless_asset_event(dg.AssetMaterialization("churn_champion"))
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-    assert _requested(result, defs) == {"churn_scores": [PERIODS[-1]], "feature_drift": ["None"]}
-    # the readers of the scores follow once the newest period is scored
-    _materialise(instance, defs, "churn_scores", PERIODS[-1])
-    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
-    assert {"realized_performance", "customer_360"} <= set(_requested(result, defs))
+    # The scores, the drift monitor and what reads the scores: one tick, so one run.
+    assert _requested(result, defs) == {
+        key: ["None"]
+        for key in (
+            "churn_scores",
+            "feature_drift",
+            "realized_performance",
+            "customer_360",
+            "churn_risk_by_segment",
+            "model_performance_over_time",
+            "online_predictions_realized",
+        )
+    }
 
 
 def test_a_failed_blocking_check_stops_everything_downstream(
@@ -153,38 +157,3 @@ def test_every_asset_but_the_sensor_driven_ones_has_a_condition(defs: dg.Definit
     # raw files: raw_files_sensor; the champion: champion_promotion_sensor; the shadow
     # comparison is on demand (`churn status` computes it live)
     assert without == {"raw_customers", "raw_orders", "churn_champion", "shadow_comparison"}
-
-
-def test_requests_become_runs_in_dependency_order_grouped_by_periods() -> None:
-    a, b, c, d, e = (dg.AssetKey(name) for name in "abcde")
-    every, newest = {"p1", "p2", "p3"}, {"p3"}
-    wanted = {a: {None}, b: every, c: {None}, d: newest, e: {None}}
-    runs = _runs([a, b, c, d, e], wanted)
-    assert runs == [([a, b, c], ["p1", "p2", "p3"]), ([d, e], ["p3"])]
-    assert _runs([a, c], {a: {None}, c: {None}}) == [([a, c], [])]
-
-
-def test_an_evaluation_reads_the_period_list_once_and_the_next_sees_new_periods(
-    defs: dg.Definitions, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    storage = instance.event_log_storage
-    read = storage.get_dynamic_partitions
-    reads: list[str] = []
-
-    def counted(partitions_def_name: str) -> list[str]:
-        reads.append(partitions_def_name)
-        return list(read(partitions_def_name))
-
-    monkeypatch.setattr(storage, "get_dynamic_partitions", counted)
-    _materialise_upstream_of_scores(instance, defs)
-    uncached = dg.evaluate_automation_conditions(defs=defs, instance=instance)
-    uncached_reads, reads[:] = len(reads), []
-    cached = _evaluate(defs, instance, None)
-
-    assert _requested(cached, defs) == _requested(uncached, defs)
-    assert len(reads) <= 3, reads  # Dagster's own cursor code asked hundreds of times
-    assert uncached_reads > 100 * len(reads)
-    # Afterwards the instance reads the storage again: a period added now is seen.
-    assert "get_dynamic_partitions" not in vars(instance)
-    instance.add_dynamic_partitions(PERIODS_NAME, ["2025-04-30"])
-    assert instance.get_dynamic_partitions(PERIODS_NAME)[-1] == "2025-04-30"

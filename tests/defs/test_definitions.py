@@ -84,11 +84,12 @@ def test_dbt_tests_become_asset_checks_on_the_models(defs: dg.Definitions) -> No
 @pytest.mark.parametrize(
     ("job_name", "must_have", "must_not_have"),
     [
-        # everything from files to a registered version; drift needs a champion first
+        # a person's run: everything from the files to the scores and analyst tables
         (
             "churn_pipeline",
-            {"raw_orders", "training_snapshot", "churn_model_version"},
-            {"feature_drift", "shadow_comparison"},
+            {"raw_orders", "training_snapshot", "churn_model_version", "churn_champion"}
+            | {"churn_scores", "feature_drift", "realized_performance", "customer_360"},
+            {"shadow_comparison", "online_predictions"},
         ),
         # what the retraining sensor launches: from the built snapshots, unpartitioned
         (

@@ -1,15 +1,18 @@
-"""`churn demo --scenario drift`: a monthly feed whose customers change how they churn; in
-process, with no launch by hand, the platform loads each delivery, retrains when a check
-fails, promotes the retrained version in a run and re-scores the current period.
+"""`churn demo --scenario drift` under a real `dagster-daemon`: a monthly feed whose customers
+change how they churn, and nobody launches a run. The daemon's raw-files sensor loads each
+delivery, its automation conditions and backfills build the periods, scores and drift
+monitor, the retraining sensor retrains when a check fails, the promotion sensor decides in
+a run, and the current period is re-scored with the new champion.
 
-Two deliveries (to 2025-12-31, then to 2026-03-31), the ones ``test_daemon.py`` makes under
-a real daemon: the shortest story that still trains, drifts, retrains, promotes and judges
-the first champion's scores once their labels mature (~2 min against ~5 for all five
-months, which add only more of the same months)."""
+Two deliveries (to 2025-12-31, then to 2026-03-31): the shortest story that still trains,
+drifts, retrains, promotes and judges the first champion's scores once their labels mature;
+the months between add only more of the same."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +32,7 @@ DECEMBER, MARCH = "2025-12-31", "2026-03-31"
 
 @pytest.fixture(scope="module")
 def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Result, Path]]:
-    """A separate CHURN_HOME (its own embedded Postgres and MLflow store)."""
+    """A separate CHURN_HOME (its own embedded Postgres, MLflow store and Dagster instance)."""
     home = tmp_path_factory.mktemp("drift")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CHURN_HOME", str(home))
@@ -47,7 +50,9 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Result, Pa
 @pytest.fixture
 def home(story: tuple[Result, Path], monkeypatch: pytest.MonkeyPatch) -> Path:
     result, home = story
-    assert result.exit_code == 0, result.output
+    log = home / "scenario" / "daemon.log"
+    tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
+    assert result.exit_code == 0, f"{result.output}\ndaemon log:\n{tail}"
     monkeypatch.setenv("CHURN_HOME", str(home))
     return home
 
@@ -55,7 +60,7 @@ def home(story: tuple[Result, Path], monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_the_story_ends_with_a_retrained_version_promoted_and_serving(home: Path) -> None:
     status = json.loads(CliRunner().invoke(main, ["status", "--json"]).output)
     champion = status["champion"]
-    assert int(champion["version"]) >= 2
+    assert int(champion["version"]) >= 2, json.dumps(status, indent=1)[:3000]
     assert champion["promotion"]["decision"] == "promoted"
     assert status["realized"], "no realized performance although labels matured"
     url = warehouse.start_embedded(load_settings().embedded_pg_dir)
@@ -65,7 +70,32 @@ def test_the_story_ends_with_a_retrained_version_promoted_and_serving(home: Path
     assert set(versions) == {champion["version"]}  # the current period, by the champion
 
 
-def test_the_summary_names_the_promotion(story: tuple[Result, Path], home: Path) -> None:
+def test_every_run_was_asked_for_by_the_daemon_and_printed_as_it_finished(
+    story: tuple[Result, Path], home: Path
+) -> None:
+    with dg.DagsterInstance.from_config(str(load_settings().dagster_home)) as instance:
+        runs = instance.get_runs()
+    failed = [(run.job_name, run.run_id) for run in runs if run.status != "SUCCESS"]
+    assert not failed
+    launched_by = {
+        run.tags.get("dagster/sensor_name")
+        or ("backfill" if "dagster/backfill" in run.tags else None)
+        for run in runs
+    }
+    assert None not in launched_by  # nobody launched a run by hand
+    assert {
+        "raw_files_sensor",
+        "churn_automation",
+        "retrain_on_drift_sensor",
+        "champion_promotion_sensor",
+    } <= launched_by
+    printed = [line for line in story[0].output.splitlines() if line.startswith("  -> ")]
+    assert len(printed) == len(runs)
+
+
+def test_the_summary_names_the_deliveries_and_the_promotion(
+    story: tuple[Result, Path], home: Path
+) -> None:
     output = story[0].output
     deliveries = [line for line in output.splitlines() if line.startswith("== the feed")]
     assert deliveries == [
@@ -77,10 +107,7 @@ def test_the_summary_names_the_promotion(story: tuple[Result, Path], home: Path)
     assert any(f"v{n} promoted" in line for line in promoted for n in range(2, 20)), output
 
 
-def test_every_run_was_launched_by_a_sensor_or_the_automation(home: Path) -> None:
-    with dg.DagsterInstance.from_config(str(load_settings().dagster_home)) as instance:
-        runs = instance.get_runs()
-    assert runs
-    launched_by = {run.tags.get("dagster/sensor_name") for run in runs}
-    assert None not in launched_by
-    assert {"raw_files_sensor", "churn_automation", "champion_promotion_sensor"} <= launched_by
+def test_the_daemon_and_every_process_it_started_are_gone(story: tuple[Result, Path]) -> None:
+    (pid,) = re.findall(r"dagster-daemon \(pid (\d+)\) stopped", story[0].output)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(int(pid), 0)  # its process group: the code server and run workers too

@@ -63,7 +63,8 @@ def test_rematerialising_one_period_changes_no_row_anywhere(
     demo: tuple[Result, Path], embedded_url: str
 ) -> None:
     from churn_assets.defs.partitions import registered_periods
-    from churn_assets.lib.automation import run_job
+    from churn_assets.definitions import defs
+    from churn_assets.lib.runs import run_job
     from churn_assets.settings import load_settings
 
     before = _checksums(embedded_url)
@@ -73,7 +74,7 @@ def test_rematerialising_one_period_changes_no_row_anywhere(
     with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         keys = registered_periods(instance)
         past = keys[len(keys) // 2]  # a labelled period in the middle of the history
-        result = run_job(instance, "history_job", partition_key=past)
+        result = run_job(defs(), instance, "history_job", partition_key=past)
         assert result.success
         materialized = instance.get_materialized_partitions(
             __import__("dagster").AssetKey("customer_features")

@@ -29,7 +29,7 @@ from churn_assets.data.snapshot import LabelDefinitionError, labelled_periods
 from churn_assets.defs.ingest.assets import CUSTOMER_COUNT_CHECK
 from churn_assets.defs.partitions import registered_periods, sync_periods
 from churn_assets.lib import report
-from churn_assets.lib.automation import run_job
+from churn_assets.lib.runs import run_job
 from churn_assets.schema import CURRENT_FEATURES_TABLE, PERIOD_TABLES
 from churn_assets.settings import load_settings
 from tests.raw_files import write_csv_delivery
@@ -132,7 +132,7 @@ def test_the_ingest_step_refuses_a_one_day_delivery_before_writing(
     _one_day_delivery(churn_env)
     with dg.DagsterInstance.from_config(str(load_settings().dagster_home)) as instance:
         periods_before = registered_periods(instance)
-        result = run_job(instance, "ingest_job")
+        result = run_job(defs(), instance, "ingest_job")
         periods_after = registered_periods(instance)
 
     assert not result.success
@@ -167,7 +167,7 @@ def test_a_delivery_missing_half_the_customers_is_refused_with_the_counts(
     delivered = _without_customers(demo[1], churn_env, share=0.5)
     previous = _loaded_customers(demo_copy)
     with dg.DagsterInstance.from_config(str(load_settings().dagster_home)) as instance:
-        result = run_job(instance, "ingest_job")
+        result = run_job(defs(), instance, "ingest_job")
 
     assert not result.success
     message = report.failure_message(result)
@@ -185,7 +185,7 @@ def test_a_smaller_drop_loads_and_its_check_warns_with_the_counts(
     with dg.DagsterInstance.from_config(str(load_settings().dagster_home)) as instance:
         periods_before = registered_periods(instance)
         try:
-            result = run_job(instance, "ingest_job")
+            result = run_job(defs(), instance, "ingest_job")
         finally:  # the session's other tests keep the demo's periods
             sync_periods(instance, periods_before)
 
@@ -238,7 +238,7 @@ def test_one_runs_label_window_reaches_the_labels_and_the_cohorts_alike(
     from churn_assets.defs.dbt.assets import period_dbt_models
     from churn_assets.defs.resources import LabelDefinition
     from churn_assets.defs.training.assets import training_dataset
-    from churn_assets.lib.automation import period_range_tags
+    from churn_assets.lib.runs import period_range_tags
 
     resources = {**defs().resources, "labels": LabelDefinition(window_days=120)}
     with dg.DagsterInstance.from_config(str(load_settings().dagster_home)) as instance:

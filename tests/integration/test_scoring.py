@@ -96,14 +96,15 @@ def test_analyst_tables_cover_every_scored_customer(
     import dagster as dg
 
     from churn_assets.defs.partitions import periods_in_files, register_periods
-    from churn_assets.lib.automation import period_range_tags, run_job
+    from churn_assets.definitions import defs
+    from churn_assets.lib.runs import period_range_tags, run_job
     from churn_assets.settings import load_settings
 
     monkeypatch.setenv("CHURN_RAW_DIR", str(demo[1]))
     with dg.DagsterInstance.ephemeral() as instance:
         keys = periods_in_files(demo[1], load_settings().period) or []
         register_periods(instance, keys)
-        assert run_job(instance, "churn_pipeline", tags=period_range_tags(keys)).success
+        assert run_job(defs(), instance, "churn_pipeline", tags=period_range_tags(keys)).success
     c360 = _frame(url, "select * from analytics.customer_360")
     scored = _frame(url, "select count(*) as n from scoring.churn_scores")["n"][0]
     assert len(c360) == scored

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from churn_assets import stack as churn_stack
 from churn_assets.data.generator import GeneratorConfig, generate, write_raw_files
 from churn_assets.defs.partitions import periods_in_files
-from churn_assets.lib.automation import period_range_tags
+from churn_assets.lib.runs import period_range_tags
 from churn_assets.periods import Period
 
 pytestmark = pytest.mark.integration
@@ -122,7 +122,7 @@ def test_stack_runs_the_graph_and_serves_the_champion(running: churn_stack.Stack
         "/".join(node["assetKey"]["path"]): (node["automationCondition"] or {}).get("label")
         for node in _graphql(running.webserver_url, CONDITIONS, {})["assetNodes"]
     }
-    assert conditions["churn_scores"] == "newest period, eager unless an upstream gate failed"
+    assert conditions["churn_scores"] == "eager, unless an upstream gate failed"
     assert conditions["customer_features"].startswith("every period when the staging views")
     assert conditions["raw_orders"] is None  # loaded by raw_files_sensor, not a condition
     run_id = launch("churn_pipeline", period_range_tags(keys))

@@ -6,9 +6,10 @@ on the challenger's holdout, applies the decision in MLflow (aliases ``champion`
 ``challenger``, ``promotion.*`` tags) and reports it. In a run, not in a sensor tick: the
 downloads and the bootstrap get run logs, a retry policy and no tick timeout.
 
-A promotion is a materialisation (the champion changed: scoring and the drift monitor
-follow it); a version that is kept is an observation with the same metadata, so the
-decision is on the asset's page without re-scoring anything.
+Each run that decides is a materialisation of the champion alias, whatever the verdict
+(metadata ``promoted``; data version: the champion's version): in a person's run the scores
+follow the decision, and a step that produced nothing would skip them. When one run
+decides several versions, the others' decisions are observations with the same metadata.
 """
 
 import json
@@ -53,7 +54,7 @@ class PromotionConfig(dg.Config):
     description="The `champion` alias of `churn-model` in the MLflow registry. A run decides "
     "whether a registered version replaces it (AUC gain, paired bootstrap, Brier, both "
     "models on the challenger's holdout); champion_promotion_sensor requests one run per "
-    "new version. Materialised when the champion changes, observed when it is kept.",
+    "new version. Materialised at each decision; the metadata says whether it promoted.",
 )
 def churn_champion(
     context: dg.AssetExecutionContext,
@@ -86,18 +87,25 @@ def churn_champion(
         decisions.append((version, decision))
     champion = tracking.alias_version(mlflow.tracking_uri, CHAMPION, mlflow.model_name)
     promoted = [version for version, decision in decisions if decision.promote]
+    # The record of the materialisation: the version now champion if one was promoted, else
+    # the last one decided (kept). No champion at all: nothing for what follows to use, so
+    # no materialisation and the steps after it are skipped.
+    recorded = (promoted[-1] if promoted else decisions[-1][0]) if champion else None
     for version, decision in decisions:
-        metadata = _decision_metadata(champion, version, decision)
-        if promoted and version == promoted[-1]:
-            continue  # the champion's own record is the materialisation below
+        if version == recorded:
+            continue
         context.log_event(
             dg.AssetObservation(
-                asset_key=CHAMPION_ASSET, description=decision.reason, metadata=metadata
+                asset_key=CHAMPION_ASSET,
+                description=decision.reason,
+                metadata=_decision_metadata(champion, version, decision),
             )
         )
-    if promoted:
-        decision = dict(decisions)[promoted[-1]]
-        yield dg.MaterializeResult(metadata=_decision_metadata(champion, promoted[-1], decision))
+    if recorded is not None:
+        yield dg.MaterializeResult(
+            metadata=_decision_metadata(champion, recorded, dict(decisions)[recorded]),
+            data_version=dg.DataVersion(f"v{champion}"),
+        )
 
 
 def _decision_metadata(

@@ -2,7 +2,7 @@
 
 import math
 import tempfile
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,26 +12,25 @@ import pandas as pd
 
 from churn_assets.data.scores import SCORES_SCHEMA, write_scores
 from churn_assets.data.snapshot import read_feature_table
-from churn_assets.defs.automation import (
-    EAGER_OVER_SCORED_PERIODS,
-    NEWEST_PERIOD_EAGER,
-    with_its_asset,
-)
-from churn_assets.defs.partitions import PERIODS, run_period_keys
+from churn_assets.defs.automation import EAGER_OVER_SCORED_PERIODS, GATED_EAGER, with_its_asset
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
 from churn_assets.schema import CHURN_LABELS_TABLE, CUSTOMER_FEATURES_TABLE, REALIZED_TABLE
 
 GROUP = "scoring"
 
 
+# The scores are the newest period's: a new period's features or a new champion score it.
+# Older periods keep the scores they were given when they were newest
+# (`scoring.churn_scores_history`), which is what realized performance judges.
 @dg.asset(
-    deps=[dg.AssetKey("customer_features"), dg.AssetKey("churn_champion")],
+    deps=[
+        dg.AssetDep("customer_features", partition_mapping=dg.LastPartitionMapping()),
+        dg.AssetKey("churn_champion"),
+    ],
     group_name=GROUP,
     kinds={"onnx", "postgres"},
     metadata={"dagster/table_name": f"{SCORES_SCHEMA}.churn_scores"},
-    partitions_def=PERIODS,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    automation_condition=NEWEST_PERIOD_EAGER,
+    automation_condition=GATED_EAGER,
 )
 def churn_scores(
     context: dg.AssetExecutionContext,
@@ -39,11 +38,11 @@ def churn_scores(
     mlflow: MlflowResource,
     policy: ChurnPolicy,
 ) -> dg.MaterializeResult:
-    """Churn probability and risk band for every customer of the period (partition), scored
-    in batches by onnxruntime with the champion, with lineage columns (model version and
-    sha256, the model's data-through date, feature as_of, Dagster run). Each period's scores
-    go to `scoring.churn_scores_history` (replacing that version's earlier scores of it);
-    the newest period's also replace `scoring.churn_scores`, in the same transaction."""
+    """Churn probability and risk band for every customer of the newest period, scored in
+    batches by onnxruntime with the champion, with lineage columns (model version and sha256,
+    the model's data-through date, feature as_of, Dagster run). They replace
+    `scoring.churn_scores` and, in the same transaction, that version's earlier scores of the
+    period in `scoring.churn_scores_history`."""
     # mlflow, onnxruntime and torch load here, not with the code location (every run process).
     from churn_assets.ml import tracking
     from churn_assets.ml.bands import RiskBands
@@ -57,56 +56,41 @@ def churn_scores(
         raise dg.Failure(description="no champion yet: nothing to score with")
     data_through = _data_through(mlflow, version)
     bands = RiskBands.from_policy(policy.policy())
-    keys = run_period_keys(context)
     with warehouse.connect() as conn, conn.cursor() as cur:
         cur.execute(f"select max(as_of) from {CUSTOMER_FEATURES_TABLE}")
-        newest = cur.fetchone()[0]
-    summary: list[dict[str, Any]] = []
+        period = cur.fetchone()[0]
+    if period is None:
+        raise dg.Failure(description="no features yet: build customer_features first")
     with tempfile.TemporaryDirectory(prefix="churn-score-") as tmp:
         files = fetch_version(mlflow.tracking_uri, version, Path(tmp), mlflow.model_name)
         if not files.gates_passed:
             raise dg.Failure(description=f"champion v{version} is unusable: {files.gate_problem}")
         sha256 = sha256_file(files.onnx_path)
-        scorer = OnnxScorer(files.onnx_path)
-        for key in keys:
-            period = date.fromisoformat(key)
-            with warehouse.connect() as conn:
-                features = read_feature_table(conn, CUSTOMER_FEATURES_TABLE, [period])
-            if features.empty:
-                raise dg.Failure(
-                    description=f"no features for period {key}: build its partition of "
-                    "customer_features first"
-                )
-            probabilities = score_in_batches(scorer, features)
-            scores = features[["customer_id"]].assign(
-                churn_probability=probabilities.astype(np.float64),
-                risk_band=bands.bands(probabilities),
-                model_name=mlflow.model_name,
-                model_version=version,
-                model_sha256=sha256,
-                feature_as_of=key,
-                scored_at=datetime.now(UTC).isoformat(),
-                dagster_run_id=context.run.run_id,
-                model_data_through=data_through,
-            )
-            with warehouse.connect() as conn:
-                write_scores(conn, scores, current=period == newest)
-            summary.append(
-                {
-                    "as_of": key,
-                    "rows": len(scores),
-                    "mean_churn_probability": float(probabilities.mean()),
-                    "high_risk": int((scores["risk_band"] == "high").sum()),
-                    "current": period == newest,
-                }
-            )
+        with warehouse.connect() as conn:
+            features = read_feature_table(conn, CUSTOMER_FEATURES_TABLE, [period])
+        probabilities = score_in_batches(OnnxScorer(files.onnx_path), features)
+    scores = features[["customer_id"]].assign(
+        churn_probability=probabilities.astype(np.float64),
+        risk_band=bands.bands(probabilities),
+        model_name=mlflow.model_name,
+        model_version=version,
+        model_sha256=sha256,
+        feature_as_of=period.isoformat(),
+        scored_at=datetime.now(UTC).isoformat(),
+        dagster_run_id=context.run.run_id,
+        model_data_through=data_through,
+    )
+    with warehouse.connect() as conn:
+        write_scores(conn, scores, current=True)
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": sum(row["rows"] for row in summary),
+            "dagster/row_count": len(scores),
+            "as_of": period.isoformat(),
+            "mean_churn_probability": float(probabilities.mean()),
+            "high_risk": int((scores["risk_band"] == "high").sum()),
             "model_version": version,
             "model_sha256": sha256,
             "model_data_through": data_through or "unknown",
-            "periods": dg.MetadataValue.md(pd.DataFrame(summary).to_markdown(index=False)),
         }
     )
 
