@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -49,12 +48,6 @@ def fast_alerts(monkeypatch: pytest.MonkeyPatch) -> None:
 def alerts_on(monkeypatch: pytest.MonkeyPatch, receiver: Receiver) -> Receiver:
     monkeypatch.setenv("CHURN_ALERT_WEBHOOK_URL", receiver.url)
     return receiver
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
 
 
 @dg.op

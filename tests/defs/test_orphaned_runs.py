@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -25,12 +24,6 @@ from churn_assets.lib.orphaned_runs import (
     fail_orphaned_runs,
     launcher_tags,
 )
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
 
 
 def _dead_pid() -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import dagster as dg
 import pytest
@@ -18,12 +17,6 @@ from churn_assets.defs.partitions import PERIODS_NAME
 from churn_assets.defs.resources import ChurnPolicy
 
 RESOURCES = {"policy": ChurnPolicy()}
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
 
 
 def _drift_evaluation(instance: dg.DagsterInstance, *, passed: bool, share: float) -> None:
