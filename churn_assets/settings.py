@@ -6,7 +6,12 @@ Settings say *where* things are (directories, URLs, targets); the thresholds the
 Nothing else in the package calls ``os.environ`` for configuration: modules ask
 :func:`load_settings`, which reads the environment when called (never at import
 time), so tests can ``monkeypatch.setenv`` and a long-lived process sees one
-consistent snapshot per call.
+consistent snapshot per call. What Dagster needs in order to define the code location is
+read when the code loads (:data:`SETTINGS` says which, under "when read"): the sensors'
+interval in each module's ``@dg.definitions`` function, the resources' defaults in
+``defs/resources.py``, and the dbt target the dbt assets are defined with
+(:func:`load_dbt_target`, which reads nothing else, so a bad value of another setting
+cannot stop an import).
 """
 
 from __future__ import annotations
@@ -211,9 +216,34 @@ SETTINGS: tuple[SettingDoc, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class DbtTarget:
+    """What the dbt project is parsed for.
+
+    Attributes:
+        target: The dbt profile target (``DBT_TARGET``).
+        warehouse_url: The external warehouse (``CHURN_WAREHOUSE_URL``), whose database
+            name the manifest records; ``None``: the embedded one.
+    """
+
+    target: str
+    warehouse_url: str | None
+
+
+def load_dbt_target(environ: Mapping[str, str] | None = None) -> DbtTarget:
+    """The two settings the dbt project needs, read alone: dagster-dbt defines the dbt
+    assets from the manifest when their module is imported."""
+    env = os.environ if environ is None else environ
+    return DbtTarget(
+        target=env.get("DBT_TARGET") or DEFAULT_DBT_TARGET,
+        warehouse_url=env.get("CHURN_WAREHOUSE_URL") or None,
+    )
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Reads the settings from ``environ`` (default: the process environment)."""
     env = os.environ if environ is None else environ
+    dbt = load_dbt_target(env)
     home = Path(env.get("CHURN_HOME") or DEFAULT_HOME).expanduser().resolve()
     raw_dir = Path(env.get("CHURN_RAW_DIR") or home / "raw").expanduser().resolve()
     period = _parse_period(env)
@@ -223,8 +253,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         period=period,
         as_of=_parse_period_end(env, "CHURN_AS_OF", period),
         window_days=_parse_int(env, "CHURN_WINDOW_DAYS", DEFAULT_WINDOW_DAYS, minimum=1),
-        warehouse_url=env.get("CHURN_WAREHOUSE_URL") or None,
-        dbt_target=env.get("DBT_TARGET") or DEFAULT_DBT_TARGET,
+        warehouse_url=dbt.warehouse_url,
+        dbt_target=dbt.target,
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
         sensor_interval_seconds=_parse_int(
             env, "CHURN_SENSOR_INTERVAL_SECONDS", DEFAULT_SENSOR_INTERVAL_SECONDS, minimum=1

@@ -117,33 +117,41 @@ def with_its_asset(asset: dg.AssetKey) -> dg.AutomationCondition:
 # every 30 s, and a month's chain of updates would otherwise wait for it at every link.
 _PER_PERIOD = dg.AssetSelection.assets(*PERIOD_MODELS)
 _PER_PERIOD_WITH_CHECKS = _PER_PERIOD | dg.AssetSelection.checks_for_assets(*PERIOD_MODELS)
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", dg.BetaWarning)
-    automation_sensor = dg.AutomationConditionSensorDefinition(
-        "churn_automation",
-        target=(dg.AssetSelection.all() | dg.AssetSelection.all_asset_checks())
-        - _PER_PERIOD_WITH_CHECKS,
-        use_user_code_server=True,
-        emit_backfills=False,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=load_settings().sensor_interval_seconds,
-        description="Evaluates the automation condition of every asset but the per-period "
-        "marts: new data flows to the drift monitor and the newest period's scores; a new "
-        "champion re-scores the current period.",
-    )
-    periods_automation_sensor = dg.AutomationConditionSensorDefinition(
-        "churn_automation_periods",
-        target=_PER_PERIOD_WITH_CHECKS,
-        use_user_code_server=True,
-        emit_backfills=True,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=load_settings().sensor_interval_seconds,
-        description="Evaluates the per-period marts' automation condition: every period is "
-        "rebuilt in one run (a backfill) when the staging views update.",
-    )
-AUTOMATION_SENSORS = (automation_sensor, periods_automation_sensor)
+AUTOMATION_SENSOR = "churn_automation"
+PERIODS_AUTOMATION_SENSOR = "churn_automation_periods"
+
+
+def build_automation_sensors(interval_seconds: int) -> list[dg.SensorDefinition]:
+    """The two automation sensors, evaluating every ``interval_seconds``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return [
+            dg.AutomationConditionSensorDefinition(
+                AUTOMATION_SENSOR,
+                target=(dg.AssetSelection.all() | dg.AssetSelection.all_asset_checks())
+                - _PER_PERIOD_WITH_CHECKS,
+                use_user_code_server=True,
+                emit_backfills=False,
+                default_status=dg.DefaultSensorStatus.RUNNING,
+                minimum_interval_seconds=interval_seconds,
+                description="Evaluates the automation condition of every asset but the "
+                "per-period marts: new data flows to the drift monitor and the newest period's "
+                "scores; a new champion re-scores the current period.",
+            ),
+            dg.AutomationConditionSensorDefinition(
+                PERIODS_AUTOMATION_SENSOR,
+                target=_PER_PERIOD_WITH_CHECKS,
+                use_user_code_server=True,
+                emit_backfills=True,
+                default_status=dg.DefaultSensorStatus.RUNNING,
+                minimum_interval_seconds=interval_seconds,
+                description="Evaluates the per-period marts' automation condition: every "
+                "period is rebuilt in one run (a backfill) when the staging views update.",
+            ),
+        ]
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(sensors=list(AUTOMATION_SENSORS))
+    # The interval is read when the code loads: Dagster needs it to define the sensors.
+    return dg.Definitions(sensors=build_automation_sensors(load_settings().sensor_interval_seconds))

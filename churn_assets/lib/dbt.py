@@ -19,7 +19,7 @@ from typing import Any
 
 from dagster_dbt import DbtProject
 
-from churn_assets.settings import DBT_PROJECT_DIR, load_settings
+from churn_assets.settings import DBT_PROJECT_DIR, load_dbt_target
 
 # The analyst views read the batch scores, which the Dagster step `churn_scores` writes
 # after the features: they are a separate dbt step so the graph has no cycle.
@@ -39,8 +39,8 @@ def churn_dbt_project() -> DbtProject:
     no manifest exists, so a fresh clone loads under any entry point (pytest, ``churn``).
     """
     _put_interpreter_bin_on_path()
-    settings = load_settings()
-    project = DbtProject(project_dir=DBT_PROJECT_DIR, target=settings.dbt_target)
+    settings = load_dbt_target()
+    project = DbtProject(project_dir=DBT_PROJECT_DIR, target=settings.target)
     if settings.warehouse_url:
         # The manifest records the database name; Dagster's row-count queries use it, so
         # parse against the configured warehouse (no connection is made to parse).

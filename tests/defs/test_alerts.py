@@ -15,9 +15,9 @@ from churn_assets import alerts
 from churn_assets.defs.alerts import sensors
 from churn_assets.defs.alerts.sensors import (
     ALERTS_OFF,
+    GATE_FAILURE_ALERT_SENSOR,
+    RUN_FAILURE_ALERT_SENSOR,
     alert_run_failed_in_process,
-    gate_failure_alert_sensor,
-    run_failure_alert_sensor,
     watched_checks,
 )
 from churn_assets.defs.monitoring.sensors import DRIFT_GATE
@@ -74,12 +74,13 @@ TINY = dg.Definitions(assets=[tiny_dataset], asset_checks=[tiny_dataset_quality]
 
 
 def _tick(
-    sensor: dg.SensorDefinition,
+    sensor_name: str,
     instance: dg.DagsterInstance,
     cursor: str | None,
     repository: dg.RepositoryDefinition | None = None,
 ) -> SensorExecutionData:
     """One evaluation as the daemon does it (cursor in, cursor out)."""
+    sensor = sensors.defs().get_sensor_def(sensor_name)
     with dg.build_sensor_context(
         instance=instance, cursor=cursor, repository_def=repository
     ) as context:
@@ -119,9 +120,9 @@ def _report(
 def test_a_failed_run_sends_exactly_one_message(
     instance: dg.DagsterInstance, alerts_on: Receiver
 ) -> None:
-    start = _tick(run_failure_alert_sensor, instance, None)  # the cursor starts at "now"
+    start = _tick(RUN_FAILURE_ALERT_SENSOR, instance, None)  # the cursor starts at "now"
     run_id = _failed_run(instance)
-    tick = _tick(run_failure_alert_sensor, instance, start.cursor)
+    tick = _tick(RUN_FAILURE_ALERT_SENSOR, instance, start.cursor)
     (message,) = alerts_on.requests
     assert message == {
         "kind": "run_failure",
@@ -141,7 +142,7 @@ def test_a_failed_run_sends_exactly_one_message(
     }
     assert "nightly_job" in message["details"]["message"]
     assert tick.skip_message is None  # delivered: Dagster records a reaction on the run
-    again = _tick(run_failure_alert_sensor, instance, tick.cursor)
+    again = _tick(RUN_FAILURE_ALERT_SENSOR, instance, tick.cursor)
     assert len(alerts_on.requests) == 1  # the next tick sends nothing new
     assert again.cursor == tick.cursor
 
@@ -151,7 +152,7 @@ def test_a_run_failed_in_process_is_alerted_at_once_and_not_again_by_a_tick(
 ) -> None:
     """`churn run` without a daemon: the command sends the alert before it exits, and the
     sensor's own tick later (the daemon's, or the next command's) does not repeat it."""
-    start = _tick(run_failure_alert_sensor, instance, None)
+    start = _tick(RUN_FAILURE_ALERT_SENSOR, instance, None)
     result = nightly_job.execute_in_process(instance=instance, raise_on_error=False)
 
     alert_run_failed_in_process(instance, result)
@@ -161,7 +162,7 @@ def test_a_run_failed_in_process_is_alerted_at_once_and_not_again_by_a_tick(
     assert message["summary"].endswith(
         "failed in load_warehouse: ValueError: the warehouse is gone"
     )
-    _tick(run_failure_alert_sensor, instance, start.cursor)
+    _tick(RUN_FAILURE_ALERT_SENSOR, instance, start.cursor)
     assert len(alerts_on.requests) == 1
 
 
@@ -176,10 +177,10 @@ def test_a_run_failed_in_process_with_alerts_off_sends_nothing(
 def test_a_receiver_answering_500_once_gets_the_retry(
     instance: dg.DagsterInstance, alerts_on: Receiver
 ) -> None:
-    start = _tick(run_failure_alert_sensor, instance, None)
+    start = _tick(RUN_FAILURE_ALERT_SENSOR, instance, None)
     alerts_on.replies = [500]
     _failed_run(instance)
-    tick = _tick(run_failure_alert_sensor, instance, start.cursor)
+    tick = _tick(RUN_FAILURE_ALERT_SENSOR, instance, start.cursor)
     first, second = alerts_on.requests
     assert first == second and first["kind"] == "run_failure"
     assert tick.skip_message is None  # delivered on the retry
@@ -188,16 +189,16 @@ def test_a_receiver_answering_500_once_gets_the_retry(
 def test_a_receiver_that_never_answers_does_not_fail_the_tick(
     instance: dg.DagsterInstance, alerts_on: Receiver
 ) -> None:
-    start = _tick(run_failure_alert_sensor, instance, None)
+    start = _tick(RUN_FAILURE_ALERT_SENSOR, instance, None)
     alerts_on.replies = [None, None]
     _failed_run(instance)
-    tick = _tick(run_failure_alert_sensor, instance, start.cursor)  # does not raise
+    tick = _tick(RUN_FAILURE_ALERT_SENSOR, instance, start.cursor)  # does not raise
     assert len(alerts_on.requests) == 2  # timed out, retried once, gave up
     assert len(tick.dagster_run_reactions or []) == 1  # handled: the cursor moved past it
     # Another failure while the receiver was just down: dropped without trying, so a burst
     # of failed runs cannot stack timeouts past the tick's limit.
     _failed_run(instance)
-    later = _tick(run_failure_alert_sensor, instance, tick.cursor)
+    later = _tick(RUN_FAILURE_ALERT_SENSOR, instance, tick.cursor)
     assert len(alerts_on.requests) == 2
     assert len(later.dagster_run_reactions or []) == 1
 
@@ -205,12 +206,12 @@ def test_a_receiver_that_never_answers_does_not_fail_the_tick(
 def test_with_alerts_off_the_run_sensor_skips_and_does_not_replay_later(
     instance: dg.DagsterInstance, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    start = _tick(run_failure_alert_sensor, instance, None)
+    start = _tick(RUN_FAILURE_ALERT_SENSOR, instance, None)
     run_id = _failed_run(instance)
-    off = _tick(run_failure_alert_sensor, instance, start.cursor)
+    off = _tick(RUN_FAILURE_ALERT_SENSOR, instance, start.cursor)
     assert off.skip_message == f"{ALERTS_OFF}; run {run_id} of nightly_job not alerted"
     monkeypatch.setenv("CHURN_ALERT_WEBHOOK_URL", receiver.url)
-    _tick(run_failure_alert_sensor, instance, off.cursor)
+    _tick(RUN_FAILURE_ALERT_SENSOR, instance, off.cursor)
     assert receiver.requests == []
 
 
@@ -240,7 +241,7 @@ def test_a_failed_gx_check_sends_one_alert_naming_the_asset_and_check(
     instance: dg.DagsterInstance, alerts_on: Receiver, repository: dg.RepositoryDefinition
 ) -> None:
     _report(instance, GX_CHECK, passed=False, description=GX_FAILURE, metadata={"failed": 1})
-    tick = _tick(gate_failure_alert_sensor, instance, None, repository)
+    tick = _tick(GATE_FAILURE_ALERT_SENSOR, instance, None, repository)
     (message,) = alerts_on.requests
     assert message == {
         "kind": "check_failure",
@@ -261,10 +262,10 @@ def test_a_failed_gx_check_sends_one_alert_naming_the_asset_and_check(
     }
     assert "sent 1 alert(s)" in (tick.skip_message or "")
     # next tick: nothing new; a second failure: exactly one more message
-    again = _tick(gate_failure_alert_sensor, instance, tick.cursor, repository)
+    again = _tick(GATE_FAILURE_ALERT_SENSOR, instance, tick.cursor, repository)
     assert len(alerts_on.requests) == 1
     _report(instance, GX_CHECK, passed=False, description=GX_FAILURE)
-    _tick(gate_failure_alert_sensor, instance, again.cursor, repository)
+    _tick(GATE_FAILURE_ALERT_SENSOR, instance, again.cursor, repository)
     assert len(alerts_on.requests) == 2
 
 
@@ -272,11 +273,11 @@ def test_a_blocking_check_failing_in_a_run_links_to_that_run(
     instance: dg.DagsterInstance, alerts_on: Receiver
 ) -> None:
     repository = TINY.get_repository_def()
-    start = _tick(gate_failure_alert_sensor, instance, None, repository)
+    start = _tick(GATE_FAILURE_ALERT_SENSOR, instance, None, repository)
     result = dg.materialize(
         [tiny_dataset, tiny_dataset_quality], instance=instance, raise_on_error=False
     )
-    _tick(gate_failure_alert_sensor, instance, start.cursor, repository)
+    _tick(GATE_FAILURE_ALERT_SENSOR, instance, start.cursor, repository)
     (message,) = alerts_on.requests
     assert (message["asset"], message["check"]) == ("tiny_dataset", "tiny_dataset_quality")
     assert message["run_id"] == result.run_id
@@ -288,11 +289,11 @@ def test_a_blocking_check_failing_in_a_run_links_to_that_run(
 def test_the_drift_gate_alerts_with_its_values_and_passes_or_other_checks_do_not(
     instance: dg.DagsterInstance, alerts_on: Receiver
 ) -> None:
-    start = _tick(gate_failure_alert_sensor, instance, None)
+    start = _tick(GATE_FAILURE_ALERT_SENSOR, instance, None)
     _report(instance, DRIFT_GATE, passed=True, severity=dg.AssetCheckSeverity.WARN)
     unwatched = dg.AssetCheckKey(dg.AssetKey("churn_model"), "reference_model_check")
     _report(instance, unwatched, passed=False, severity=dg.AssetCheckSeverity.WARN)
-    quiet = _tick(gate_failure_alert_sensor, instance, start.cursor)
+    quiet = _tick(GATE_FAILURE_ALERT_SENSOR, instance, start.cursor)
     assert alerts_on.requests == []
     _report(
         instance,
@@ -301,7 +302,7 @@ def test_the_drift_gate_alerts_with_its_values_and_passes_or_other_checks_do_not
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"drift_share": 0.625, "threshold": 0.3, "report": dg.MetadataValue.md("# …")},
     )
-    _tick(gate_failure_alert_sensor, instance, quiet.cursor)
+    _tick(GATE_FAILURE_ALERT_SENSOR, instance, quiet.cursor)
     (message,) = alerts_on.requests
     assert message["summary"] == "Check drift_gate on feature_drift failed (WARN)"
     assert message["details"]["blocking"] is False
@@ -313,23 +314,23 @@ def test_the_first_tick_alerts_only_checks_failing_now(
 ) -> None:
     _report(instance, DRIFT_GATE, passed=False, severity=dg.AssetCheckSeverity.WARN)
     _report(instance, DRIFT_GATE, passed=True, severity=dg.AssetCheckSeverity.WARN)
-    tick = _tick(gate_failure_alert_sensor, instance, None)
+    tick = _tick(GATE_FAILURE_ALERT_SENSOR, instance, None)
     assert alerts_on.requests == []  # failed, then passed: history, not an alert
-    _tick(gate_failure_alert_sensor, instance, tick.cursor)
+    _tick(GATE_FAILURE_ALERT_SENSOR, instance, tick.cursor)
     assert alerts_on.requests == []
 
 
 def test_with_a_dead_receiver_the_gate_sensor_drops_one_alert_and_defers_the_rest(
     instance: dg.DagsterInstance, alerts_on: Receiver, repository: dg.RepositoryDefinition
 ) -> None:
-    start = _tick(gate_failure_alert_sensor, instance, None, repository)
+    start = _tick(GATE_FAILURE_ALERT_SENSOR, instance, None, repository)
     _report(instance, GX_CHECK, passed=False, description="first")
     _report(instance, DRIFT_GATE, passed=False, severity=dg.AssetCheckSeverity.WARN)
     alerts_on.replies = [None, None]  # the first message times out twice
-    down = _tick(gate_failure_alert_sensor, instance, start.cursor, repository)
+    down = _tick(GATE_FAILURE_ALERT_SENSOR, instance, start.cursor, repository)
     assert "not delivered" in (down.skip_message or "")
     assert "1 left for the next tick" in (down.skip_message or "")
-    _tick(gate_failure_alert_sensor, instance, down.cursor, repository)
+    _tick(GATE_FAILURE_ALERT_SENSOR, instance, down.cursor, repository)
     assert [m["check"] for m in alerts_on.requests] == [
         "training_data_quality",
         "training_data_quality",
@@ -341,10 +342,10 @@ def test_with_alerts_off_the_gate_sensor_skips_and_does_not_replay_later(
     instance: dg.DagsterInstance, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _report(instance, DRIFT_GATE, passed=False, severity=dg.AssetCheckSeverity.WARN)
-    off = _tick(gate_failure_alert_sensor, instance, None)
+    off = _tick(GATE_FAILURE_ALERT_SENSOR, instance, None)
     assert off.skip_message == f"{ALERTS_OFF}; 1 failed evaluation(s) not alerted"
     monkeypatch.setenv("CHURN_ALERT_WEBHOOK_URL", receiver.url)
-    _tick(gate_failure_alert_sensor, instance, off.cursor)
+    _tick(GATE_FAILURE_ALERT_SENSOR, instance, off.cursor)
     assert receiver.requests == []
 
 

@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from churn_assets.data.loader import file_sha256
-from churn_assets.defs.ingest.sensors import raw_files_sensor
+from churn_assets.defs.ingest import sensors
 
 
 @pytest.fixture
@@ -28,8 +28,9 @@ def raw_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _tick(
     instance: dg.DagsterInstance, cursor: str | None
 ) -> tuple[list[dg.RunRequest], str | None, str | None]:
+    sensor = sensors.defs().get_sensor_def(sensors.RAW_FILES_SENSOR)
     with dg.build_sensor_context(instance=instance, cursor=cursor) as context:
-        result = raw_files_sensor.evaluate_tick(context)
+        result = sensor.evaluate_tick(context)
     return list(result.run_requests or []), result.cursor, result.skip_message
 
 

@@ -7,16 +7,17 @@ import json
 import dagster as dg
 import pytest
 
-from churn_assets.defs.monitoring.sensors import (
-    DRIFT_GATE,
-    REALIZED_CHECK,
-    retrain_decision,
-    retrain_on_drift_sensor,
-)
+from churn_assets.defs.monitoring import sensors
+from churn_assets.defs.monitoring.sensors import DRIFT_GATE, REALIZED_CHECK, retrain_decision
 from churn_assets.defs.partitions import PERIODS_NAME
 from churn_assets.defs.resources import ChurnPolicy
 
 RESOURCES = {"policy": ChurnPolicy()}
+
+
+@pytest.fixture
+def retrain_on_drift_sensor() -> dg.SensorDefinition:
+    return sensors.defs().get_sensor_def(sensors.RETRAIN_SENSOR)
 
 
 def _drift_evaluation(instance: dg.DagsterInstance, *, passed: bool, share: float) -> None:
@@ -30,7 +31,9 @@ def _drift_evaluation(instance: dg.DagsterInstance, *, passed: bool, share: floa
     )
 
 
-def test_retrain_sensor_skips_until_the_drift_gate_has_run(instance: dg.DagsterInstance) -> None:
+def test_retrain_sensor_skips_until_the_drift_gate_has_run(
+    instance: dg.DagsterInstance, retrain_on_drift_sensor: dg.SensorDefinition
+) -> None:
     result = retrain_on_drift_sensor(
         dg.build_sensor_context(instance=instance, resources=RESOURCES)
     )
@@ -49,7 +52,7 @@ def test_retrain_sensor_skips_when_the_latest_drift_gate_passed(
 
 
 def test_retrain_sensor_requests_training_once_per_failed_evaluation(
-    instance: dg.DagsterInstance,
+    instance: dg.DagsterInstance, retrain_on_drift_sensor: dg.SensorDefinition
 ) -> None:
     _drift_evaluation(instance, passed=False, share=0.6)
     first = retrain_on_drift_sensor(dg.build_sensor_context(instance=instance, resources=RESOURCES))

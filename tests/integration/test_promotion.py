@@ -22,7 +22,8 @@ from dagster._core.storage.tags import PRIORITY_TAG
 from mlflow.tracking import MlflowClient
 
 from churn_assets.defs.promotion.assets import churn_champion
-from churn_assets.defs.promotion.sensors import PROMOTION_PRIORITY, champion_promotion_sensor
+from churn_assets.defs.promotion import sensors
+from churn_assets.defs.promotion.sensors import PROMOTION_PRIORITY
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource
 from churn_assets.ml import tracking
 from churn_assets.ml.artifacts import HOLDOUT_FILE, ONNX_FILE, REFERENCE_FILE
@@ -79,7 +80,8 @@ def _evaluate(mlflow: MlflowResource, cursor: str | None = None) -> dg.SensorRes
         context = dg.build_sensor_context(
             instance=instance, cursor=cursor, resources={"mlflow": mlflow, "policy": ChurnPolicy()}
         )
-        return champion_promotion_sensor(context)  # type: ignore[return-value]
+        sensor = sensors.defs().get_sensor_def(sensors.PROMOTION_SENSOR)
+        return sensor(context)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ from churn_assets.alerts import AlertMessage, asset_checks_url, post_alert, run_
 from churn_assets.defs.monitoring.sensors import DRIFT_GATE, REALIZED_CHECK
 from churn_assets.settings import load_settings
 
+RUN_FAILURE_ALERT_SENSOR = "run_failure_alert_sensor"
+GATE_FAILURE_ALERT_SENSOR = "gate_failure_alert_sensor"
 ALERTS_OFF = "alerts are off: CHURN_ALERT_WEBHOOK_URL is not set"
 
 ALERT_SENT_TAG = "churn/alert_sent"
@@ -63,16 +65,22 @@ _RECEIVER = _ReceiverState()
 # --- failed runs -------------------------------------------------------------------------
 
 
-@dg.run_failure_sensor(
-    # Every run of the instance, also those `churn run` executes in process (they have no
-    # code location, so a sensor watching only its own location would not see them).
-    monitor_all_code_locations=True,
-    minimum_interval_seconds=load_settings().sensor_interval_seconds,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="POSTs one run_failure message per failed run to CHURN_ALERT_WEBHOOK_URL "
-    "(job, run id, failed steps and their errors, a UI link); skips while it is unset.",
-)
-def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> dg.SkipReason | None:
+def build_run_failure_alert_sensor(interval_seconds: int) -> dg.SensorDefinition:
+    """The run failure sensor, looking every ``interval_seconds``."""
+    return dg.run_failure_sensor(
+        name=RUN_FAILURE_ALERT_SENSOR,
+        # Every run of the instance, also those `churn run` executes in process (they have
+        # no code location, so a sensor watching only its own location would not see them).
+        monitor_all_code_locations=True,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="POSTs one run_failure message per failed run to CHURN_ALERT_WEBHOOK_URL "
+        "(job, run id, failed steps and their errors, a UI link); skips while it is unset.",
+    )(alert_run_failure)
+
+
+def alert_run_failure(context: dg.RunFailureSensorContext) -> dg.SkipReason | None:
+    """The run failure sensor's work for one failed run."""
     # Dagster's run-status machinery owns the cursor and moves it past this run whatever is
     # returned. A skip ends the tick after this run (fine while alerts are off); a handled
     # run returns None, and the next failed runs are handled in the same tick. A tick may
@@ -103,20 +111,20 @@ def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> dg.SkipReas
 def alert_run_failed_in_process(
     instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult
 ) -> None:
-    """Send now what :func:`run_failure_alert_sensor` sends for a failed run, for a run that
+    """Send now what the run failure sensor sends for a failed run, for a run that
     ``churn run`` executed in process: without a daemon nobody ticks the sensor, and the
-    command is about to exit. The sensor itself is invoked, so the message, the "alerts are
-    off" skip and the delivery rules stay one definition; a delivered alert tags the run
-    (:data:`ALERT_SENT_TAG`), so the sensor's own tick later skips it."""
+    command is about to exit. The sensor's own function is called, so the message, the
+    "alerts are off" skip and the delivery rules stay one definition; a delivered alert tags
+    the run (:data:`ALERT_SENT_TAG`), so the sensor's own tick later skips it."""
     if result.success:
         return
     context = dg.build_run_status_sensor_context(
-        sensor_name=run_failure_alert_sensor.name,
+        sensor_name=RUN_FAILURE_ALERT_SENSOR,
         dagster_event=result.get_run_failure_event(),
         dagster_instance=instance,
         dagster_run=result.dagster_run,
     ).for_run_failure()
-    run_failure_alert_sensor(context)
+    alert_run_failure(context)
 
 
 def run_failure_message(context: dg.RunFailureSensorContext, ui_url: str) -> AlertMessage:
@@ -155,14 +163,21 @@ def _error_line(event: dg.DagsterEvent) -> str | None:
 # --- failed gates ------------------------------------------------------------------------
 
 
-@dg.sensor(
-    minimum_interval_seconds=load_settings().sensor_interval_seconds,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="POSTs one check_failure message per new failed evaluation of a blocking "
-    "check (the GX suite, the AUC and parity gates, dbt tests of severity error), the drift "
-    "gate or realized_performance_check to CHURN_ALERT_WEBHOOK_URL; skips while it is unset.",
-)
-def gate_failure_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+def build_gate_failure_alert_sensor(interval_seconds: int) -> dg.SensorDefinition:
+    """The gate failure sensor, looking every ``interval_seconds``."""
+    return dg.sensor(
+        name=GATE_FAILURE_ALERT_SENSOR,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="POSTs one check_failure message per new failed evaluation of a blocking "
+        "check (the GX suite, the AUC and parity gates, dbt tests of severity error), the "
+        "drift gate or realized_performance_check to CHURN_ALERT_WEBHOOK_URL; skips while it "
+        "is unset.",
+    )(gate_failure_tick)
+
+
+def gate_failure_tick(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    """One tick of the gate failure sensor: :func:`gate_alerts` with the settings of now."""
     settings = load_settings()
     return gate_alerts(
         context.instance,
@@ -311,4 +326,11 @@ def _cursor(ids: Iterable[int]) -> str:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(sensors=[run_failure_alert_sensor, gate_failure_alert_sensor])
+    # The interval is read when the code loads: Dagster needs it to define the sensors.
+    interval = load_settings().sensor_interval_seconds
+    return dg.Definitions(
+        sensors=[
+            build_run_failure_alert_sensor(interval),
+            build_gate_failure_alert_sensor(interval),
+        ]
+    )

@@ -19,6 +19,7 @@ from churn_assets.data.loader import file_sha256
 from churn_assets.defs.jobs import ingest_job
 from churn_assets.settings import load_settings
 
+RAW_FILES_SENSOR = "raw_files_sensor"
 RAW_ASSETS = {"customers": dg.AssetKey("raw_customers"), "orders": dg.AssetKey("raw_orders")}
 FINGERPRINT_TAG = "churn/raw_fingerprint"
 
@@ -63,14 +64,20 @@ def loaded_fingerprint(instance: dg.DagsterInstance) -> tuple[dict[str, str], in
     return digests, newest
 
 
-@dg.sensor(
-    job=ingest_job,
-    minimum_interval_seconds=load_settings().sensor_interval_seconds,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Loads the raw files when their content differs from what the warehouse "
-    "holds (sha256 of customers and orders in CHURN_RAW_DIR).",
-)
-def raw_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+def build_raw_files_sensor(interval_seconds: int) -> dg.SensorDefinition:
+    """The sensor, looking every ``interval_seconds``."""
+    return dg.sensor(
+        name=RAW_FILES_SENSOR,
+        job=ingest_job,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Loads the raw files when their content differs from what the warehouse "
+        "holds (sha256 of customers and orders in CHURN_RAW_DIR).",
+    )(raw_files_tick)
+
+
+def raw_files_tick(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    """One tick: request a load when the files' content is not what was loaded last."""
     raw_dir = load_settings().raw_dir
     cache: dict[str, list[object]] = json.loads(context.cursor) if context.cursor else {}
     if not has_raw_files(raw_dir):
@@ -104,4 +111,5 @@ def raw_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | d
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(sensors=[raw_files_sensor])
+    # The interval is read when the code loads: Dagster needs it to define the sensor.
+    return dg.Definitions(sensors=[build_raw_files_sensor(load_settings().sensor_interval_seconds)])

@@ -18,6 +18,7 @@ REALIZED_CHECK = dg.AssetCheckKey(dg.AssetKey("realized_performance"), "realized
 # The checks whose failure means "the champion no longer fits the data", and the name a
 # run request carries (tag ``churn/trigger``).
 TRIGGERS = {DRIFT_GATE: "drift", REALIZED_CHECK: "realized"}
+RETRAIN_SENSOR = "retrain_on_drift_sensor"
 
 
 def retrain_decision(
@@ -141,17 +142,23 @@ def _snapshots_older_than(instance: dg.DagsterInstance, storage_id: int) -> list
     return sorted(p for p in periods if built.get(p, 0) < storage_id)
 
 
-@dg.sensor(
-    job=training_job,
-    minimum_interval_seconds=load_settings().sensor_interval_seconds,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="When the drift gate fails, or a version's realized AUC falls below its "
-    "holdout AUC (realized_performance_check), retrain on the newest labelled periods; once "
-    "per failed evaluation and at most once per CHURN_RETRAIN_COOLDOWN_SECONDS.",
-)
-def retrain_on_drift_sensor(
+def build_retrain_sensor(interval_seconds: int) -> dg.SensorDefinition:
+    """The sensor, looking every ``interval_seconds``."""
+    return dg.sensor(
+        name=RETRAIN_SENSOR,
+        job=training_job,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="When the drift gate fails, or a version's realized AUC falls below its "
+        "holdout AUC (realized_performance_check), retrain on the newest labelled periods; "
+        "once per failed evaluation and at most once per CHURN_RETRAIN_COOLDOWN_SECONDS.",
+    )(retrain_tick)
+
+
+def retrain_tick(
     context: dg.SensorEvaluationContext, policy: ChurnPolicy
 ) -> dg.SensorResult | dg.SkipReason:
+    """One tick: :func:`retrain_decision` now, with the policy's cooldown."""
     return retrain_decision(
         context.instance, context.cursor, time.time(), policy.policy().retrain_cooldown_seconds
     )
@@ -159,4 +166,5 @@ def retrain_on_drift_sensor(
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(sensors=[retrain_on_drift_sensor])
+    # The interval is read when the code loads: Dagster needs it to define the sensor.
+    return dg.Definitions(sensors=[build_retrain_sensor(load_settings().sensor_interval_seconds)])

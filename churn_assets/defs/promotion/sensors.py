@@ -23,6 +23,7 @@ from churn_assets.urls import mask_url
 # topology a decision waited 84 s behind six of them, which then scored with the champion it
 # replaced.
 PROMOTION_PRIORITY = 10
+PROMOTION_SENSOR = "champion_promotion_sensor"
 
 promotion_job = dg.define_asset_job(
     "promotion_job",
@@ -54,16 +55,22 @@ def promotion_requests(
     return requests, max([after_version, *(int(v) for v in versions)])
 
 
-@dg.sensor(
-    job=promotion_job,
-    minimum_interval_seconds=load_settings().sensor_interval_seconds,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests a promotion decision (a run of churn_champion) for each newly "
-    "registered version of churn-model.",
-)
-def champion_promotion_sensor(
+def build_promotion_sensor(interval_seconds: int) -> dg.SensorDefinition:
+    """The sensor, looking every ``interval_seconds``."""
+    return dg.sensor(
+        name=PROMOTION_SENSOR,
+        job=promotion_job,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Requests a promotion decision (a run of churn_champion) for each newly "
+        "registered version of churn-model.",
+    )(promotion_tick)
+
+
+def promotion_tick(
     context: dg.SensorEvaluationContext, mlflow: MlflowResource
 ) -> dg.SensorResult | dg.SkipReason:
+    """One tick: a run request per version registered since the cursor's."""
     # mlflow loads in the tick, not with the code location (which every run process loads).
     from churn_assets.ml import tracking
 
@@ -93,4 +100,8 @@ def _registry_key(mlflow: MlflowResource) -> str:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(jobs=[promotion_job], sensors=[champion_promotion_sensor])
+    # The interval is read when the code loads: Dagster needs it to define the sensor.
+    return dg.Definitions(
+        jobs=[promotion_job],
+        sensors=[build_promotion_sensor(load_settings().sensor_interval_seconds)],
+    )
