@@ -4,7 +4,7 @@ warehouse can hold is also one the API will look up; and the scorer's connection
 
 Each limit is far above any real value and far below what breaks a downstream type, so a
 value beyond it is a data error (a sentinel, a unit mix-up, a column shifted by one), not a
-big customer. README "Your own data" lists them; change both together.
+big customer. docs/own-data.md lists them; change both together.
 """
 
 from __future__ import annotations
