@@ -25,14 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' fe
 
 from churn_assets import warehouse
 from churn_assets.data.generator import GeneratorConfig, generate
-from churn_assets.data.scores import write_scores
-from churn_assets.data.snapshot import read_feature_table
 from churn_assets.ml.bands import RiskBands
 from churn_assets.ml.export import OnnxScorer, export_onnx
 from churn_assets.ml.features import NUMERIC_FEATURES, split_holdout
 from churn_assets.ml.scoring import score_in_batches
 from churn_assets.ml.train import train
 from churn_assets.policy import load_policy
+from churn_assets.tables.scores import write_scores
+from churn_assets.tables.snapshot import read_feature_table
 from tests.unit._features import training_snapshot
 
 COLUMNS = ["as_of", "customer_id", *NUMERIC_FEATURES, "email_domain_class"]

@@ -85,8 +85,8 @@ def shadow(settings: Settings) -> dict[str, Any] | None:
     """The shadow comparison from the online prediction log; None if unreachable. Postgres
     aggregates it per pair in one scan (0.8 s at a million rows, where reading every row
     into pandas took 3.7 s: benchmarks/RESULTS.md)."""
-    from churn_assets.data.online_predictions import read_shadow_groups
     from churn_assets.ml.shadow import describe, pairs_from_groups
+    from churn_assets.tables.online_predictions import read_shadow_groups
 
     if _nothing_loaded(settings):
         return {"rows": 0, "pairs": [], "summary": describe([])}

@@ -69,8 +69,8 @@ def monthly_story(
     (month ends) are the files the feed brings, each with all history to its date: every
     month by default, or fewer for a shorter story (the months between are then one
     delivery). ``sensors`` are the code location's sensor names (all of them decide)."""
+    from churn_assets.data.contract import file_sha256
     from churn_assets.data.generator import generate
-    from churn_assets.data.loader import file_sha256
     from churn_assets.data.scenarios import MONTHLY_STORY, story_deliveries, write_month
 
     month_ends = story_deliveries(deliveries)

@@ -16,6 +16,7 @@ read), and every quoted value is cut to ``MAX_QUOTED_CHARS`` characters.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 from collections.abc import Callable
@@ -127,6 +128,14 @@ def has_raw_files(raw_dir: Path) -> bool:
         for table in TABLES
         for suffix in SUPPORTED_SUFFIXES
     )
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a raw file, opened without following a symlink (the contract refuses them;
+    one swapped in after validation must not be hashed as if it were the file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def read_raw_tables(raw_dir: Path, *, now: datetime | None = None) -> RawTables:

@@ -2,14 +2,14 @@
 
 While the registry's ``challenger`` alias differs from the ``champion``, the online scorer
 scores every request with both models and logs both results (``scoring.online_predictions``,
-see :mod:`churn_assets.data.online_predictions`). Before anyone promotes the challenger, the
+see :mod:`churn_assets.tables.online_predictions`). Before anyone promotes the challenger, the
 question is how differently it would have served *live traffic*: how often the two put a
 customer in the same risk band, how far their probabilities are apart, and whether they
 rank customers alike. This module answers it per (champion, challenger) pair, from rows
 already oriented as champion and challenger (:func:`compare_shadow`, on the frame
-:func:`churn_assets.data.online_predictions.read_shadow_results` reads) or from the same
+:func:`churn_assets.tables.online_predictions.read_shadow_results` reads) or from the same
 rows aggregated per pair by Postgres (:func:`pairs_from_groups`, on
-:func:`~churn_assets.data.online_predictions.read_shadow_groups`: what ``churn status`` and
+:func:`~churn_assets.tables.online_predictions.read_shadow_groups`: what ``churn status`` and
 the ``shadow_comparison`` asset read, one scan of the log instead of every row in Python).
 Both give the same pairs.
 """
@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from churn_assets.data.online_predictions import SHADOW_COLUMNS, ShadowGroup
+from churn_assets.tables.online_predictions import SHADOW_COLUMNS, ShadowGroup
 
 _PAIR = ["champion_version", "challenger_version"]
 NO_SHADOW_YET = (
@@ -103,7 +103,7 @@ def compare_shadow(shadow: pd.DataFrame) -> list[ShadowPair]:
 
 def pairs_from_groups(groups: Iterable[ShadowGroup]) -> list[ShadowPair]:
     """:func:`compare_shadow` of the rows behind ``groups`` (one per pair, aggregated by
-    :func:`~churn_assets.data.online_predictions.read_shadow_groups`): the same pairs, in the
+    :func:`~churn_assets.tables.online_predictions.read_shadow_groups`): the same pairs, in the
     same order."""
     return _sorted(
         _judged(

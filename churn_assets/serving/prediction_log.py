@@ -27,7 +27,7 @@ starts a pass that deletes the rows scored before now minus the retention, one
 ``prune_batch_rows`` DELETE (a ~8 ms transaction) per wake of the writer, between its
 COPYs, until none is left; so a first pass over an old, big log never holds the writer up
 and the buffer never waits long. Why a DELETE and not partitions: see
-:mod:`churn_assets.data.online_predictions`. A scorer that runs prunes without any Dagster
+:mod:`churn_assets.tables.online_predictions`. A scorer that runs prunes without any Dagster
 daemon; a log nobody writes to does not grow.
 """
 
@@ -46,14 +46,14 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 import psycopg2
 import psycopg2.extensions
 
-from churn_assets.data.online_predictions import (
+from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
+from churn_assets.serving.metrics import ServingMetrics
+from churn_assets.tables.online_predictions import (
     COLUMNS,
     PRUNE_BATCH_ROWS,
     create_table,
     prune_batch,
 )
-from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
-from churn_assets.serving.metrics import ServingMetrics
 
 if TYPE_CHECKING:
     from churn_assets.ml.features import ModelInputs

@@ -35,7 +35,6 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from churn_assets import warehouse
-from churn_assets.data.online_predictions import check_retention
 from churn_assets.limits import DEFAULT_HEADER_TIMEOUT_SECONDS
 from churn_assets.ml.bands import RiskBands
 from churn_assets.policy import PolicyError, load_policy
@@ -48,6 +47,7 @@ from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.model_store import DEFAULT_POLL_SECONDS, ChampionHolder
 from churn_assets.serving.prediction_log import PredictionLog
 from churn_assets.settings import Settings, load_settings
+from churn_assets.tables.online_predictions import check_retention
 from churn_assets.urls import mask_secrets, mask_url
 from churn_assets.warehouse import WarehouseError
 

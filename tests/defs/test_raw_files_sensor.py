@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from churn_assets.data.loader import file_sha256
+from churn_assets.data.contract import file_sha256
 from churn_assets.defs.ingest import sensors
 
 

@@ -13,12 +13,12 @@ from click.testing import Result
 from mlflow.tracking import MlflowClient
 
 from churn_assets import warehouse
-from churn_assets.data.snapshot import read_feature_table
 from churn_assets.ml import tracking
 from churn_assets.schema import CURRENT_FEATURES_TABLE
 from churn_assets.serving.features import WarehouseFeatureSource
 from churn_assets.serving.model_store import ChampionHolder
 from churn_assets.settings import Settings, load_settings
+from churn_assets.tables.snapshot import read_feature_table
 from tests.integration.serving_support import Registry, build_registry
 
 

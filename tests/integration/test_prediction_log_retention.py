@@ -10,16 +10,16 @@ import pytest
 from psycopg2.extras import execute_values
 
 from churn_assets import warehouse
-from churn_assets.data.online_predictions import (
+from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
+from churn_assets.serving.metrics import ServingMetrics
+from churn_assets.serving.prediction_log import LoggedPrediction, PredictionLog
+from churn_assets.serving.server import ServingError, build_service
+from churn_assets.tables.online_predictions import (
     COLUMNS,
     SCORED_AT_INDEX,
     create_table,
     prune,
 )
-from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
-from churn_assets.serving.metrics import ServingMetrics
-from churn_assets.serving.prediction_log import LoggedPrediction, PredictionLog
-from churn_assets.serving.server import ServingError, build_service
 from tests.integration.serving_support import wait_until
 
 pytestmark = pytest.mark.integration

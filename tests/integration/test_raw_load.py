@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from churn_assets import warehouse
-from churn_assets.data import loader
 from churn_assets.data.contract import RawDataContractError, read_raw_tables
 from churn_assets.limits import (
     MAX_AMOUNT,
@@ -18,6 +17,7 @@ from churn_assets.limits import (
     MAX_ITEM_COUNT,
     MAX_TEXT_LENGTH,
 )
+from churn_assets.tables import raw as loader
 
 pytestmark = pytest.mark.integration
 

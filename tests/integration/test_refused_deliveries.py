@@ -25,13 +25,13 @@ from click.testing import CliRunner, Result
 
 from churn_assets import warehouse
 from churn_assets.cli import main
-from churn_assets.data.snapshot import LabelDefinitionError, labelled_periods
 from churn_assets.defs.ingest.assets import CUSTOMER_COUNT_CHECK
 from churn_assets.defs.partitions import registered_periods, sync_periods
 from churn_assets.lib import report
 from churn_assets.lib.runs import run_job
 from churn_assets.schema import CURRENT_FEATURES_TABLE, PERIOD_TABLES
 from churn_assets.settings import load_settings
+from churn_assets.tables.snapshot import LabelDefinitionError, labelled_periods
 from tests.raw_files import write_csv_delivery
 
 pytestmark = pytest.mark.integration

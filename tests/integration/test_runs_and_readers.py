@@ -21,8 +21,8 @@ from mlflow.tracking import MlflowClient
 
 from churn_assets import warehouse
 from churn_assets.cli import main
+from churn_assets.data.contract import file_sha256
 from churn_assets.data.generator import GeneratorConfig, generate, write_raw_files
-from churn_assets.data.loader import file_sha256
 from churn_assets.ml import tracking
 from churn_assets.serving.app import create_app
 from churn_assets.serving.features import WarehouseFeatureSource

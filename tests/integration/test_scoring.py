@@ -16,9 +16,6 @@ from mlflow.tracking import MlflowClient
 from psycopg2.extras import execute_values
 
 from churn_assets import warehouse
-from churn_assets.data import scores as scores_module
-from churn_assets.data.online_predictions import COLUMNS
-from churn_assets.data.snapshot import read_feature_table
 from churn_assets.lib.dbt import churn_dbt_project, environ
 from churn_assets.ml.bands import RiskBands
 from churn_assets.ml.export import OnnxScorer
@@ -26,6 +23,9 @@ from churn_assets.ml.features import to_model_inputs
 from churn_assets.policy import Policy
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 from churn_assets.settings import load_settings
+from churn_assets.tables import scores as scores_module
+from churn_assets.tables.online_predictions import COLUMNS
+from churn_assets.tables.snapshot import read_feature_table
 
 pytestmark = pytest.mark.integration
 
@@ -95,8 +95,8 @@ def test_analyst_tables_cover_every_scored_customer(
     # rebuilt current_features, e.g. in a retraining run. Rebuild upstream, no rescoring:
     import dagster as dg
 
-    from churn_assets.defs.partitions import periods_in_files, register_periods
     from churn_assets.definitions import defs
+    from churn_assets.defs.partitions import periods_in_files, register_periods
     from churn_assets.lib.runs import period_range_tags, run_job
     from churn_assets.settings import load_settings
 

@@ -17,8 +17,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from churn_assets import warehouse
-from churn_assets.data.online_predictions import COLUMNS, LEGACY_UNIQUE_INDEX, create_table
-from churn_assets.data.snapshot import read_feature_table
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 from churn_assets.serving.app import create_app
 from churn_assets.serving.features import WarehouseFeatureSource
@@ -26,6 +24,8 @@ from churn_assets.serving.metrics import EXPORTED_NAMES, ServingMetrics
 from churn_assets.serving.model_store import ChampionHolder
 from churn_assets.serving.prediction_log import LoggedPrediction, PredictionLog
 from churn_assets.serving.server import BackgroundServer
+from churn_assets.tables.online_predictions import COLUMNS, LEGACY_UNIQUE_INDEX, create_table
+from churn_assets.tables.snapshot import read_feature_table
 from tests.integration.serving_support import metric_samples, wait_until
 
 pytestmark = pytest.mark.integration

@@ -16,16 +16,16 @@ from psycopg2.extras import execute_values
 
 from churn_assets import warehouse
 from churn_assets.cli import main
-from churn_assets.data.online_predictions import (
+from churn_assets.defs.resources import ExternalPostgresWarehouse
+from churn_assets.defs.serving.assets import shadow_comparison
+from churn_assets.ml.shadow import NO_SHADOW_YET, compare_shadow, pairs_from_groups
+from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
+from churn_assets.tables.online_predictions import (
     COLUMNS,
     create_table,
     read_shadow_groups,
     read_shadow_results,
 )
-from churn_assets.defs.resources import ExternalPostgresWarehouse
-from churn_assets.defs.serving.assets import shadow_comparison
-from churn_assets.ml.shadow import NO_SHADOW_YET, compare_shadow, pairs_from_groups
-from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 
 pytestmark = pytest.mark.integration
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from churn_assets.data.online_predictions import check_retention, min_retention_days
 from churn_assets.periods import Period
 from churn_assets.policy import Policy, PolicyError, load_policy
 from churn_assets.settings import DEFAULT_WINDOW_DAYS
+from churn_assets.tables.online_predictions import check_retention, min_retention_days
 
 
 def test_the_shortest_retention_is_the_label_window_plus_the_longest_period() -> None:

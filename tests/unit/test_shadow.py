@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn_assets.data.online_predictions import SHADOW_COLUMNS, ShadowGroup
 from churn_assets.ml.shadow import (
     NO_SHADOW_YET,
     ShadowPair,
@@ -19,6 +18,7 @@ from churn_assets.ml.shadow import (
     pairs_from_groups,
     spearman,
 )
+from churn_assets.tables.online_predictions import SHADOW_COLUMNS, ShadowGroup
 
 
 def _at(minute: int) -> datetime:

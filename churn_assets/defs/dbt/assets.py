@@ -17,7 +17,6 @@ import psycopg2
 from dagster_dbt import DbtCliInvocation, DbtCliResource, dbt_assets
 from psycopg2 import sql
 
-from churn_assets.data.online_predictions import create_table
 from churn_assets.defs.dbt.translator import ChurnDbtTranslator
 from churn_assets.defs.partitions import PERIODS, run_period_keys
 from churn_assets.defs.resources import LabelDefinition, WarehouseResource
@@ -34,6 +33,7 @@ from churn_assets.lib.dbt import (
     keep_parse_state,
     parse_state_dir,
 )
+from churn_assets.tables.online_predictions import create_table
 from churn_assets.warehouse import WarehouseError
 
 _PREVIEW_ROWS = 10

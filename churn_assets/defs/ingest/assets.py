@@ -11,16 +11,16 @@ import pandas as pd
 from churn_assets import periods
 from churn_assets.data.contract import RawTables, read_raw_tables
 from churn_assets.data.delivery import DeliveryRefused, check_customer_count
-from churn_assets.data.loader import (
+from churn_assets.defs.partitions import sync_periods
+from churn_assets.defs.resources import ChurnPolicy, LabelDefinition, WarehouseResource
+from churn_assets.settings import Settings, load_settings
+from churn_assets.tables.raw import (
     RAW_SCHEMA,
     LoadResult,
     latest_load,
     load_raw_tables,
     retire_periods,
 )
-from churn_assets.defs.partitions import sync_periods
-from churn_assets.defs.resources import ChurnPolicy, LabelDefinition, WarehouseResource
-from churn_assets.settings import Settings, load_settings
 
 _KINDS = {"postgres", "pandas"}
 CUSTOMER_COUNT_CHECK = "customer_count_change"

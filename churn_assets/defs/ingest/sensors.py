@@ -14,8 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from churn_assets.data.contract import TABLES, find_table_file, has_raw_files
-from churn_assets.data.loader import file_sha256
+from churn_assets.data.contract import TABLES, file_sha256, find_table_file, has_raw_files
 from churn_assets.defs.jobs import ingest_job
 from churn_assets.settings import load_settings
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from churn_assets.data.snapshot import read_feature_table
 from churn_assets.defs.automation import GATED_EAGER, with_its_asset
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
 from churn_assets.schema import CURRENT_FEATURES_TABLE
 from churn_assets.settings import load_settings
+from churn_assets.tables.snapshot import read_feature_table
 
 GROUP = "monitoring"
 

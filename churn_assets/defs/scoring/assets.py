@@ -10,11 +10,11 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from churn_assets.data.scores import SCORES_SCHEMA, write_scores
-from churn_assets.data.snapshot import read_feature_table
 from churn_assets.defs.automation import EAGER_OVER_SCORED_PERIODS, GATED_EAGER, with_its_asset
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
 from churn_assets.schema import CHURN_LABELS_TABLE, CUSTOMER_FEATURES_TABLE, REALIZED_TABLE
+from churn_assets.tables.scores import SCORES_SCHEMA, write_scores
+from churn_assets.tables.snapshot import read_feature_table
 
 GROUP = "scoring"
 
@@ -187,7 +187,7 @@ def _holdout_auc(mlflow: MlflowResource, version: str) -> float | None:
 
 
 def _write_realized(conn: Any, realized: pd.DataFrame) -> None:
-    from churn_assets.data.loader import copy_frame
+    from churn_assets.tables.bulk import copy_frame
 
     columns = [
         "model_version", "as_of", "rows", "auc", "brier", "mean_predicted", "observed_rate",

@@ -11,10 +11,10 @@ from typing import Any
 
 import dagster as dg
 
-from churn_assets.data.online_predictions import read_shadow_groups
 from churn_assets.defs.resources import WarehouseResource
 from churn_assets.ml.shadow import describe, pairs_from_groups
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
+from churn_assets.tables.online_predictions import read_shadow_groups
 
 GROUP = "serving"
 

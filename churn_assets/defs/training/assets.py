@@ -1,8 +1,9 @@
 """Training chain: validated dataset -> torch model -> ONNX export -> registered version.
 
-Each asset body calls the pure library (``churn_assets.ml``, ``churn_assets.data``) and
-attaches metadata. The gates are blocking asset checks (``checks.py``): a model that fails
-the AUC gate is never exported, and nothing that failed a gate is ever registered.
+Each asset body calls the pure libraries (``churn_assets.ml``, ``churn_assets.data``,
+``churn_assets.tables``) and attaches metadata. The gates are blocking asset checks
+(``checks.py``): a model that fails the AUC gate is never exported, and nothing that failed
+a gate is ever registered.
 """
 
 import base64
@@ -15,17 +16,12 @@ import dagster as dg
 import pandas as pd
 
 from churn_assets import periods
-from churn_assets.data.loader import latest_load
-from churn_assets.data.snapshot import (
+from churn_assets.data.dataset import (
     DATA_THROUGH_ATTR,
     HOLDOUT_ATTR,
     RAW_LOAD_ATTR,
     RAW_SOURCE_ATTR,
-    count_rows,
     dataset_sha256,
-    labelled_periods,
-    last_order_date,
-    read_training_snapshot,
 )
 from churn_assets.defs.automation import AFTER_A_NEW_MODEL, FIRST_TRAINING, GATED_EAGER
 from churn_assets.defs.resources import (
@@ -43,6 +39,13 @@ from churn_assets.ml.artifacts import (
 )
 from churn_assets.policy import env_name
 from churn_assets.settings import load_settings
+from churn_assets.tables.raw import latest_load
+from churn_assets.tables.snapshot import (
+    count_rows,
+    labelled_periods,
+    last_order_date,
+    read_training_snapshot,
+)
 
 # torch, sklearn and mlflow (``churn_assets.ml.tracking``, ``ml.pipeline``) are
 # imported in the asset bodies: every run process loads this module, and a run that does not

@@ -5,7 +5,7 @@ import json
 import dagster as dg
 import pandas as pd
 
-from churn_assets.data.snapshot import RAW_SOURCE_ATTR
+from churn_assets.data.dataset import RAW_SOURCE_ATTR
 from churn_assets.defs.automation import with_its_asset
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource
 from churn_assets.defs.training.assets import churn_model, churn_model_onnx, training_dataset

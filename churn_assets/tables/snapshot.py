@@ -1,8 +1,9 @@
-"""Read the dbt training snapshot into pandas with the dtypes the ML code expects."""
+"""The dbt feature tables read into pandas with the dtypes the ML code expects (the training
+snapshot, the current features, the per-period features), the labelled periods, and the
+newest order date."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
@@ -19,15 +20,6 @@ from churn_assets.schema import (
     TRAINING_SNAPSHOT_TABLE,
 )
 
-# DataFrame.attrs key under which the training dataset carries the raw load it came from.
-RAW_LOAD_ATTR = "raw_load"
-# ... and the directory its raw files came from: label rates compare within one source.
-RAW_SOURCE_ATTR = "raw_source"
-# ... the out-of-time holdout period (None: the history was too short, in-time holdout) ...
-HOLDOUT_ATTR = "holdout_as_of"
-# ... and the newest order date the platform knew when the set was built: scores of a
-# period count towards a model's realized performance only if it was trained before it.
-DATA_THROUGH_ATTR = "data_through"
 FEATURE_TABLES = (TRAINING_SNAPSHOT_TABLE, CURRENT_FEATURES_TABLE, CUSTOMER_FEATURES_TABLE)
 
 # Postgres numeric arrives as Decimal and integers as Python ints; the model and the
@@ -136,11 +128,3 @@ def read_feature_table(
         frame = pd.DataFrame(cur.fetchall(), columns=columns)
     # Only cast columns that are present: a missing column is the quality suite's to report.
     return frame.astype({c: t for c, t in _DTYPES.items() if c in frame.columns})
-
-
-def dataset_sha256(frame: pd.DataFrame) -> str:
-    """A content hash of the dataset (values and column names), stable across runs."""
-    digest = hashlib.sha256()
-    digest.update(",".join(map(str, frame.columns)).encode())
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    return digest.hexdigest()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 import psycopg2.extensions
 
-from churn_assets.data.loader import copy_frame
+from churn_assets.tables.bulk import copy_frame
 
 SCORES_SCHEMA = "scoring"
 SCORE_COLUMNS = (
