@@ -1,9 +1,10 @@
 -- The single implementation of the churn features: one row per period and customer.
 -- Never re-implement this in Python: training, batch scoring and serving all read it.
 --
--- Partitioned by period (as_of = the period end): a run builds the periods in
--- var('period_ends') and replaces exactly those periods' rows (delete+insert on as_of, in
--- one transaction); other periods stay untouched. All the run's periods are computed in one
+-- Partitioned by period (as_of = the period end): a run builds the periods of
+-- churn_period_ends() (from Dagster, CHURN_PERIOD_ENDS: the run's partition keys) and
+-- replaces exactly those periods' rows (delete+insert on as_of, in one transaction); other
+-- periods stay untouched. All the run's periods are computed in one
 -- pass over the orders: every order becomes dated "events" (it is known from its period on;
 -- its revenue leaves the 30/90/365-day sums 30/90/365 days later), and running totals per
 -- customer over the periods give every period's features.
