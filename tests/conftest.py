@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -14,30 +15,51 @@ from click.testing import CliRunner, Result
 from churn_assets import warehouse
 from churn_assets.cli import main
 from churn_assets.policy import rules
+from churn_assets.settings import SETTINGS
 from tests.webhook import Receiver, serve_receiver
 
-_ENV_TO_CLEAR = (
-    "CHURN_RAW_DIR",
-    "CHURN_AS_OF",
-    "CHURN_WINDOW_DAYS",
-    "CHURN_WAREHOUSE_URL",
-    "MLFLOW_TRACKING_URI",
-    "CHURN_MIN_AUC",
-    "DBT_TARGET",
+# Read by other programs themselves, not only through load_settings, so they are cleared
+# even where they are also settings:
+_OUTSIDE_ENV = (
+    # Dagster's instance directory, read by Dagster itself (`DagsterInstance.get()`, the
+    # `dagster` processes tests start with os.environ): a developer's would put the suite's
+    # runs, cursors and schedules in their own instance.
     "DAGSTER_HOME",
-    "CHURN_CANARY_PERCENT",
+    # dbt_project/profiles.yml picks its target from it, in every dbt the suite starts.
+    "DBT_TARGET",
+    # MLflow's client falls back to it wherever no URI is passed: a test would register
+    # versions in the developer's registry.
+    "MLFLOW_TRACKING_URI",
 )
+# Every variable a developer's shell could move the suite with: each setting and each
+# policy rule (a threshold must not move under the suite), then the outside ones.
+_ENV_TO_CLEAR = tuple(
+    dict.fromkeys(
+        [*(setting.env for setting in SETTINGS), *(rule.env for rule in rules()), *_OUTSIDE_ENV]
+    )
+)
+# The test folders whose modules import the dbt assets (or load the definitions, which do).
+_DBT_FOLDERS = ("defs", "integration")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Re-parse the dbt project before collection imports the dbt assets.
+    """Clear the developer's variables, and re-parse the dbt project before collection
+    imports the dbt assets when the session collects tests that use them.
 
-    ``prepare_if_dev`` is a no-op under pytest, so without this a stale manifest would hide
-    SQL changes from the tests. Under pytest-xdist only the controller parses (it configures
-    before it starts the workers): workers writing the manifest at once would read each
-    other's half-written file.
+    The variables go from the session's environment too (each test also starts without
+    them, see ``churn_env``): the dbt parse below, the imports of collection and the xdist
+    workers, which inherit it, then see what a test sees.
+
+    ``prepare_if_dev`` is a no-op under pytest, so without the parse a stale manifest would
+    hide SQL changes from the tests. A session of unit tests only parses nothing (the parse
+    takes ~15 s). Under pytest-xdist only the controller parses (it configures before it
+    starts the workers, so before any of them imports the dbt assets): workers writing the
+    manifest at once would read each other's half-written file. The controller collects
+    nothing, so it decides from the paths it was given.
     """
-    if hasattr(config, "workerinput"):
+    for name in _ENV_TO_CLEAR:
+        os.environ.pop(name, None)
+    if hasattr(config, "workerinput") or not _collects_dbt_tests(config):
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # sqlglotrs, pulled in by dagster-dbt
@@ -45,6 +67,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
     project = churn_dbt_project()
     project.preparer.prepare(project)
+
+
+def _collects_dbt_tests(config: pytest.Config) -> bool:
+    """Whether a path the session was given holds, or lies in, a folder of dbt tests."""
+    tests = Path(__file__).resolve().parent
+    folders = [tests / name for name in _DBT_FOLDERS]
+    for arg in config.args:
+        path = (config.invocation_params.dir / arg.split("::")[0]).resolve()
+        if any(path == f or f in path.parents or path in f.parents for f in folders):
+            return True
+    return False
 
 
 # The longest module, started first (``make test`` keeps this order: --no-loadscope-reorder):
@@ -79,9 +112,9 @@ def embedded_url(churn_home: Path) -> str:
 
 @pytest.fixture(autouse=True)
 def churn_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, churn_home: Path) -> Path:
-    """Every test starts from default settings with the session's CHURN_HOME."""
-    # Every policy rule too: a developer's shell must not move a threshold under the suite.
-    for name in (*_ENV_TO_CLEAR, *(rule.env for rule in rules())):
+    """Every test starts from default settings and policy with the session's CHURN_HOME
+    (what an earlier test left in the environment goes too)."""
+    for name in _ENV_TO_CLEAR:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CHURN_HOME", str(churn_home))
     monkeypatch.setenv("CHURN_RAW_DIR", str(tmp_path / "raw"))

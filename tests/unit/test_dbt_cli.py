@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 from packaging.version import Version
 
 from churn_assets.defs.resources import DbtCli
-from churn_assets.lib.dbt import churn_dbt_project
+from churn_assets.settings import DBT_PROJECT_DIR
 
 
 def test_the_dbt_version_without_a_subprocess_is_the_executables() -> None:
-    resource = DbtCli(project_dir=churn_dbt_project())  # type: ignore[arg-type]
-    executable = shutil.which(resource.dbt_executable)  # the one dagster-dbt would run
-    assert executable is not None, "dbt is not on PATH"
+    # The dbt beside this interpreter, which lib/dbt.py puts first on PATH for the runs (the
+    # project's directory, not the parsed project: a unit test parses no dbt project).
+    executable = Path(sys.executable).parent / "dbt"
+    resource = DbtCli(project_dir=str(DBT_PROJECT_DIR), dbt_executable=str(executable))
+    assert executable.exists(), f"no dbt beside {sys.executable}"
     output = subprocess.run(
         [executable, "--version"], capture_output=True, text=True, check=True
     ).stdout
