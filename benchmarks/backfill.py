@@ -52,10 +52,10 @@ def main() -> None:
         )
         from churn_assets import warehouse
         from churn_assets.data.generator import GeneratorConfig, generate, write_raw_files
-        from churn_assets.defs.partitions import registered_periods
         from churn_assets.definitions import defs
-        from churn_assets.lib.runs import period_range_tags, run_job
+        from churn_assets.defs.partitions import registered_periods
         from churn_assets.lib.dbt import churn_dbt_project
+        from churn_assets.lib.runs import period_range_tags, run_job
         from churn_assets.settings import load_settings
 
         settings = load_settings()

@@ -89,9 +89,9 @@ def _phase(phase: str, skip_backtest: bool) -> None:
     from churn_assets.cli import _instance
     from churn_assets.definitions import defs
     from churn_assets.defs.partitions import periods_in_files, register_periods
-    from churn_assets.lib.runs import period_range_tags, run_job
     from churn_assets.lib.dbt import churn_dbt_project
     from churn_assets.lib.report import promotion_lines
+    from churn_assets.lib.runs import period_range_tags, run_job
     from churn_assets.settings import load_settings
 
     settings = load_settings()

@@ -47,12 +47,18 @@ def test_the_per_period_assets_are_partitioned_by_period_and_backfill_in_one_run
     defs: dg.Definitions,
 ) -> None:
     graph = _graph(defs)
-    for name in ("customer_features", "churn_labels", "training_snapshot", "churn_scores"):
+    for name in ("customer_features", "churn_labels", "training_snapshot"):
         node = graph.get(dg.AssetKey(name))
         assert node.partitions_def == PERIODS, name
         assert node.backfill_policy == dg.BackfillPolicy.single_run(), name
-    # what reads "now" or all of history is not partitioned
-    for name in ("current_features", "training_dataset", "churn_model", "realized_performance"):
+    # what reads "now" (the scores: the newest period) or all of history is not partitioned
+    for name in (
+        "current_features",
+        "training_dataset",
+        "churn_model",
+        "churn_scores",
+        "realized_performance",
+    ):
         assert graph.get(dg.AssetKey(name)).partitions_def is None, name
 
 

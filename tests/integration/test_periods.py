@@ -62,8 +62,8 @@ def test_the_demo_builds_every_period_once_per_customer(
 def test_rematerialising_one_period_changes_no_row_anywhere(
     demo: tuple[Result, Path], embedded_url: str
 ) -> None:
-    from churn_assets.defs.partitions import registered_periods
     from churn_assets.definitions import defs
+    from churn_assets.defs.partitions import registered_periods
     from churn_assets.lib.runs import run_job
     from churn_assets.settings import load_settings
 

@@ -34,6 +34,34 @@ def test_demo_generates_data_and_materialises_the_graph(demo: tuple[Result, Path
     assert "1,000 customers" in result.output
 
 
+def test_demo_is_one_run_of_the_whole_graph_with_its_summary(demo: tuple[Result, Path]) -> None:
+    # One run from the files to the scores and analyst tables: no run launched after it.
+    output = demo[0].output
+    (run_id,) = [line.split()[1] for line in output.splitlines() if line.endswith(" succeeded")]
+    with dg.DagsterInstance.from_config(str(load_settings().dagster_home)) as instance:
+        run = instance.get_run_by_id(run_id)
+        built = {
+            record.event_log_entry.dagster_event.asset_key.to_user_string()  # type: ignore[union-attr]
+            for record in instance.get_records_for_run(
+                run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+            ).records
+        }
+    assert run is not None and run.job_name == "churn_pipeline"
+    assert {
+        "raw_orders",
+        "customer_features",
+        "churn_model_version",
+        "churn_champion",
+        "churn_scores",
+        "feature_drift",
+        "realized_performance",
+        "customer_360",
+    } <= built
+    summary = [line.strip().split(":")[0] for line in output.splitlines() if line.startswith("  ")]
+    assert {"promotion", "champion", "scores", "analysts", "status"} <= set(summary)
+    assert "promotion: v1 promoted" in output
+
+
 def test_demo_labels_agree_with_the_generators_hidden_truth(demo: tuple[Result, Path]) -> None:
     # The dbt labels and the generator implement the same definition independently: the
     # population and every label of the generator's as_of (a month end, the newest labelled

@@ -21,8 +21,8 @@ from click.testing import Result
 from dagster._core.storage.tags import PRIORITY_TAG
 from mlflow.tracking import MlflowClient
 
-from churn_assets.defs.promotion.assets import churn_champion
 from churn_assets.defs.promotion import sensors
+from churn_assets.defs.promotion.assets import churn_champion
 from churn_assets.defs.promotion.sensors import PROMOTION_PRIORITY
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource
 from churn_assets.ml import tracking

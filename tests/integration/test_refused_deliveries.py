@@ -25,6 +25,7 @@ from click.testing import CliRunner, Result
 
 from churn_assets import warehouse
 from churn_assets.cli import main
+from churn_assets.definitions import defs
 from churn_assets.defs.ingest.assets import CUSTOMER_COUNT_CHECK
 from churn_assets.defs.partitions import registered_periods, sync_periods
 from churn_assets.lib import report
@@ -234,7 +235,6 @@ def test_one_runs_label_window_reaches_the_labels_and_the_cohorts_alike(
     """The window is one resource (``labels``): overridden for one run, the dbt step labels
     with it and the training dataset chooses its holdout and cohorts with it. (The dbt step
     had a launchpad window of its own, the training steps read CHURN_WINDOW_DAYS.)"""
-    from churn_assets.definitions import defs
     from churn_assets.defs.dbt.assets import period_dbt_models
     from churn_assets.defs.resources import LabelDefinition
     from churn_assets.defs.training.assets import training_dataset
