@@ -20,10 +20,11 @@ cohorts of the training set. Pure Python: the ML library, the CLI and the tests 
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from enum import StrEnum
+from typing import Any
 
 
 class Period(StrEnum):
@@ -42,6 +43,13 @@ def longest_period(period: Period) -> timedelta:
     """The longest a period can last (31 days for a month): how long data may go quiet
     before a monthly (weekly) refresh is late."""
     return timedelta(days=7 if period is Period.WEEK else 31)
+
+
+def period_start(end: date, period: Period) -> date:
+    """The first day of the period ending ``end`` (a period end)."""
+    if period is Period.WEEK:
+        return end - timedelta(days=6)
+    return end.replace(day=1)
 
 
 def next_period_end(end: date, period: Period) -> date:
@@ -208,3 +216,113 @@ def backtest_periods(
         needed.add(holdout)
         needed.update(training_cohorts(labelled, holdout, count, window_days))
     return sorted(needed)
+
+
+@dataclass(frozen=True)
+class PeriodDigests:
+    """What one load held, period by period, for the next load to compare against.
+
+    ``orders`` maps the period end of every calendar period holding orders (the incomplete
+    one after the newest period too) to a digest of the orders dated in it; ``customers``
+    maps a period end to a digest of the customers whose first order is in that period
+    (a customer who never ordered is in no period's population, so in no digest). Equal
+    digests mean equal rows (see ``churn_assets.data.digests``). ``window_days`` is the
+    label window the load's periods are built with.
+    """
+
+    period: Period
+    window_days: int
+    last_order_on: date
+    orders: Mapping[str, str] = field(default_factory=dict)
+    customers: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "period": self.period.value,
+            "window_days": self.window_days,
+            "last_order_on": self.last_order_on.isoformat(),
+            "orders": dict(sorted(self.orders.items())),
+            "customers": dict(sorted(self.customers.items())),
+        }
+
+    @classmethod
+    def from_json(cls, value: object) -> PeriodDigests | None:
+        """The digests :meth:`to_json` wrote; ``None`` for anything else (an older load's
+        metadata, a hand-made value): then nothing is known and every period rebuilds."""
+        if not isinstance(value, dict):
+            return None
+        try:
+            return cls(
+                period=Period(value["period"]),
+                window_days=int(value["window_days"]),
+                last_order_on=date.fromisoformat(value["last_order_on"]),
+                orders={str(k): str(v) for k, v in dict(value["orders"]).items()},
+                customers={str(k): str(v) for k, v in dict(value["customers"]).items()},
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def periods_to_rebuild(
+    previous: PeriodDigests | None,
+    current: PeriodDigests,
+    keys: Sequence[str],
+    pending: Iterable[str] = (),
+) -> list[str]:
+    """The periods of ``keys`` (the current data's, oldest first) a load can have changed:
+    the tail from the oldest one on, because a run builds a contiguous range.
+
+    Period ``p``'s features read the orders dated up to ``p`` and the rows of the customers
+    who ordered by then; its labels read the orders in ``(p, p + window]`` and exist once
+    ``p + window`` <= the last order date. So, against the ``previous`` load:
+
+    * orders of period ``q`` added, removed or revised: ``q``'s features and every later
+      period's (counts and sums are cumulative), and the labels of every period whose
+      window reaches into ``q``: from ``start(q) - window`` on;
+    * a customer whose first order is in ``q`` changed (signup date, email): from ``q`` on;
+    * the last order date moved: the periods whose windows end after the earlier of the
+      two dates gain (or lose) their labels, and the new orders' windows are theirs:
+      from ``min(last order dates) - window + 1 day`` on;
+    * a period the previous load did not have, and each ``pending`` period (one a previous
+      load was to rebuild and that was not rebuilt since);
+    * the newest period always: a run builds at least one, and it is the one scored.
+
+    Every period when there is no previous load, or it was built with another window or
+    period length: nothing it recorded compares.
+    """
+    keys = list(keys)
+    if not keys:
+        return []
+    if (
+        previous is None
+        or previous.period is not current.period
+        or previous.window_days != current.window_days
+    ):
+        return keys
+    window = timedelta(days=current.window_days)
+    starts = [from_key(keys[-1])]
+    for changed in _changed(previous.orders, current.orders):
+        starts.append(period_start(from_key(changed), current.period) - window)
+    starts.extend(from_key(changed) for changed in _changed(previous.customers, current.customers))
+    if previous.last_order_on != current.last_order_on:
+        earlier = min(previous.last_order_on, current.last_order_on)
+        starts.append(earlier - window + timedelta(days=1))
+    had = set(_periods_of(previous))
+    starts.extend(from_key(key) for key in keys if key not in had)
+    wanted = set(keys)
+    starts.extend(from_key(key) for key in pending if key in wanted)
+    oldest = min(starts)
+    return [key for key in keys if from_key(key) >= oldest]
+
+
+def _changed(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """The periods whose digest differs, or that one side lacks."""
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+
+
+def _periods_of(digests: PeriodDigests) -> list[str]:
+    """The whole periods of the load ``digests`` describes."""
+    if not digests.orders:
+        return []
+    first = from_key(min(digests.orders))
+    return [as_key(end) for end in period_ends(first, digests.last_order_on, digests.period)]
