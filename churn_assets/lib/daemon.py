@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,15 +110,31 @@ def running_daemon(
         _stop(process)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
+def _stop(process: subprocess.Popen[bytes], grace_seconds: float = 30) -> None:
+    """SIGTERM the daemon's process group (the daemon, its code server, any run worker),
+    and SIGKILL what is left of it after ``grace_seconds``; return once the group is gone."""
+    _signal_group(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while _group_alive(process) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _group_alive(process):
+        _signal_group(process.pid, signal.SIGKILL)
+        while _group_alive(process):
+            time.sleep(0.2)
+
+
+def _group_alive(process: subprocess.Popen[bytes]) -> bool:
+    process.poll()  # reap the daemon itself once it exits, or it stays a zombie member
     try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        os.killpg(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _signal_group(pgid: int, signum: signal.Signals) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(pgid, signum)
 
 
 @dataclass

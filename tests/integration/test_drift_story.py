@@ -75,7 +75,9 @@ def test_every_run_was_asked_for_by_the_daemon_and_printed_as_it_finished(
 ) -> None:
     with dg.DagsterInstance.from_config(str(load_settings().dagster_home)) as instance:
         runs = instance.get_runs()
-    failed = [(run.job_name, run.run_id) for run in runs if run.status != "SUCCESS"]
+    failed = [
+        (run.job_name, run.run_id) for run in runs if run.status != dg.DagsterRunStatus.SUCCESS
+    ]
     assert not failed
     launched_by = {
         run.tags.get("dagster/sensor_name")
