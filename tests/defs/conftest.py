@@ -11,7 +11,7 @@ import pytest
 
 @pytest.fixture
 def instance() -> Iterator[dg.DagsterInstance]:
-    """A temporary Dagster instance (in-memory run storage, a temporary directory), new for
-    each test."""
-    with dg.instance_for_test() as instance:
+    """A new in-memory Dagster instance for each test. (On SQLite storage every reported
+    event polled a file lock: ~90 ms each, 16 s of a 20 s automation test.)"""
+    with dg.DagsterInstance.ephemeral() as instance:
         yield instance
