@@ -85,7 +85,14 @@ def _collects_dbt_tests(config: pytest.Config) -> bool:
 _LONGEST_FIRST = ("integration/test_drift_story.py",)
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test that needs the session's `churn demo` (a whole run of the graph, minutes) is
+    # slow, whatever else it does: `-m "not slow"` then never starts the demo.
+    for item in items:
+        if "demo" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
     def rank(item: pytest.Item) -> int:
         path = item.path.as_posix()
         return next(

@@ -32,7 +32,7 @@ from churn_assets.defs.partitions import registered_periods
 from churn_assets.defs.resources import ChurnPolicy, ExternalPostgresWarehouse, labels_resource
 from churn_assets.lib.dbt import churn_dbt_project
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # several dbt builds of every period
 
 CUSTOMERS = pd.DataFrame(
     [

@@ -27,7 +27,7 @@ from churn_assets.defs.partitions import periods_in_files
 from churn_assets.lib.runs import period_range_tags
 from churn_assets.periods import Period
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # every process, a whole run
 
 TIMEOUT_SECONDS = 420
 LAUNCH = """
