@@ -6,7 +6,8 @@ a run, and the current period is re-scored with the new champion.
 
 Two deliveries (to 2025-12-31, then to 2026-03-31): the shortest story that still trains,
 drifts, retrains, promotes and judges the first champion's scores once their labels mature;
-the months between add only more of the same."""
+the months between add only more of the same. The story's home also serves the test of
+realized performance (the first champion's December scores, matured by March)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import dagster as dg
 import psycopg2
 import pytest
 from click.testing import CliRunner, Result
+from mlflow.tracking import MlflowClient
 
 from churn_assets import warehouse
 from churn_assets.cli import main
@@ -113,3 +115,75 @@ def test_the_daemon_and_every_process_it_started_are_gone(story: tuple[Result, P
     (pid,) = re.findall(r"dagster-daemon \(pid (\d+)\) stopped", story[0].output)
     with pytest.raises(ProcessLookupError):
         os.killpg(int(pid), 0)  # its process group: the code server and run workers too
+
+
+# Last in the module: it rewrites the story's scores and champion alias.
+def test_matured_scores_are_judged_and_a_shuffled_ranking_fails_the_check(home: Path) -> None:
+    status = json.loads(CliRunner().invoke(main, ["status", "--json"]).output)
+    # December's labels matured by March; March's window is still open.
+    assert {row["as_of"] for row in status["realized"]} == {DECEMBER}
+    (judged,) = status["realized"]
+    version = str(judged["model_version"])
+    url = warehouse.start_embedded(load_settings().embedded_pg_dir)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        # What realized performance may count: scores by a model whose data ended on or
+        # before the period (a model trained later would have seen the period's outcome).
+        cur.execute(
+            "select count(*) from scoring.churn_scores_history where feature_as_of = %s "
+            "and model_version = %s and model_data_through <= feature_as_of",
+            (DECEMBER, version),
+        )
+        assert judged["rows"] == cur.fetchone()[0] > 0
+    assert 0.5 < judged["auc"] <= 1.0 and 0.0 <= judged["brier"] <= 1.0
+
+    # The same scores shuffled across customers: the ranking is gone, the check fails.
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            """
+            with period as (
+                select customer_id, churn_probability,
+                       row_number() over (order by md5(customer_id)) as position,
+                       count(*) over () as n
+                from scoring.churn_scores_history
+                where feature_as_of = %s and model_version = %s
+            ),
+            shuffled as (  -- each customer gets the score of the one 7 places on
+                select period.customer_id, moved.churn_probability as p
+                from period
+                inner join period as moved
+                    on moved.position = (period.position + 6) %% period.n + 1
+            )
+            update scoring.churn_scores_history as h
+            set churn_probability = shuffled.p
+            from shuffled
+            where h.customer_id = shuffled.customer_id
+                and h.feature_as_of = %s and h.model_version = %s
+            """,
+            (DECEMBER, version, DECEMBER, version),
+        )
+    # The check judges the version serving now: make it the one whose scores were shuffled.
+    MlflowClient(load_settings().resolved_tracking_uri).set_registered_model_alias(
+        "churn-model", "champion", version
+    )
+    check = _realized_check()
+    assert not check.passed
+    assert f"v{version} at {DECEMBER}" in (check.description or "")
+    assert "CHURN_REALIZED_AUC_TOLERANCE" in (check.description or "")
+
+
+def _realized_check() -> dg.AssetCheckEvaluation:
+    from churn_assets.defs.resources import mlflow_resource, policy_resource, warehouse_resource
+    from churn_assets.defs.scoring.assets import realized_performance, realized_performance_check
+
+    result = dg.materialize(
+        [realized_performance, realized_performance_check],
+        resources={
+            "warehouse": warehouse_resource(),
+            "mlflow": mlflow_resource(),
+            "policy": policy_resource(),
+        },
+        raise_on_error=False,
+    )
+    assert result.success
+    (evaluation,) = result.get_asset_check_evaluations()
+    return evaluation
