@@ -2,9 +2,9 @@
 
 Brings up Postgres (warehouse, dagster and mlflow databases), `mlflow server`, the Dagster
 code server, webserver and daemon (instance from docker/dagster.yaml), launches the full
-graph through the webserver's GraphQL API, waits for it, checks where each piece of state
-landed, lets the daemon's promotion sensor pick the champion, starts the scorer and asks it
-which model it serves. Then tears everything down.
+graph through the webserver's GraphQL API (one run, promotion decision included), waits
+for it, checks where each piece of state landed, starts the scorer and asks it which model
+it serves. Then tears everything down.
 """
 
 from __future__ import annotations
@@ -141,7 +141,8 @@ def test_stack_runs_the_graph_and_serves_the_champion(running: churn_stack.Stack
     version = client.get_model_version("churn-model", "1")
     assert json.loads(version.tags["gates"])  # gated before it was registered
 
-    # The daemon's promotion sensor makes it champion with no manual step.
+    # The run's own promotion decision made it champion (the daemon's promotion sensor
+    # finds it decided and asks for nothing).
     def champion() -> str | None:
         try:
             return str(client.get_model_version_by_alias("churn-model", "champion").version)
