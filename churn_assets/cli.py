@@ -350,11 +350,12 @@ def _drift_story(settings: Settings, deliveries: list[date]) -> None:
 
 
 def _run_whole_graph(settings: Settings) -> None:
-    """A person's run: ``churn_pipeline`` over every period of the files, one run (what
-    "Materialize" on the job does in the UI), then its summary."""
+    """A person's run: ``churn_pipeline`` over the periods of the files that loading them
+    can change (all of them the first time), one run, then its summary."""
     from churn_assets import periods
     from churn_assets.definitions import defs
     from churn_assets.defs.partitions import order_span_in_files, register_periods
+    from churn_assets.defs.rebuild import periods_to_rebuild_for_files
     from churn_assets.lib.runs import period_range_tags, run_job
 
     # What the files' dates allow is known before anything starts: a delivery that covers
@@ -375,7 +376,9 @@ def _run_whole_graph(settings: Settings) -> None:
             raise click.ClickException(f"the orders in {settings.raw_dir} have no order dates")
         keys = [periods.as_key(end) for end in periods.period_ends(*span, settings.period)]
         register_periods(instance, keys)
-        result = run_job(definitions, instance, "churn_pipeline", tags=period_range_tags(keys))
+        # The periods loading these files can change (the rule the run's own load records).
+        rebuild = periods_to_rebuild_for_files(instance, settings, keys)
+        result = run_job(definitions, instance, "churn_pipeline", tags=period_range_tags(rebuild))
         _raise_if_failed(result, instance)
     _summarise(result, settings)
 

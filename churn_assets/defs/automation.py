@@ -5,8 +5,9 @@ the whole graph in one run instead; nothing outside the daemon evaluates these.)
 The chain:
 
 - new raw files (``raw_files_sensor``, by content fingerprint) -> ingest;
-- ingest -> staging views -> every period's features, labels and snapshots (a new file may
-  revise any period, and the labels of the last periods mature as orders arrive; the
+- ingest -> staging views -> the features, labels and snapshots of the periods the load
+  can have changed (the new period, the periods whose labels the new orders mature, any
+  period with revised orders or customers: ``churn_assets/defs/rebuild.py``; the
   single-run backfill policy makes that one dbt invocation) -> ``current_features``;
 - new features or a new champion -> drift monitor; the newest period is scored;
 - new scores or labels -> realized performance -> analyst tables;
@@ -24,6 +25,7 @@ import warnings
 
 import dagster as dg
 
+from churn_assets.defs.rebuild import latest_rebuild_keys
 from churn_assets.lib.dbt import PERIOD_MODELS
 from churn_assets.settings import load_settings
 
@@ -43,25 +45,54 @@ GATED_EAGER = (dg.AutomationCondition.eager() & NO_FAILED_UPSTREAM_GATE).with_la
     "eager, unless an upstream gate failed"
 )
 
-# The per-period marts: every period, whenever the staging views update. Dagster's eager
-# ignores an upstream update made by a run that also built this asset (for one of its
-# partitions: the new period), which would leave the older periods' labels as they were
-# although the new orders close their label windows. A new file may also revise any period.
-# Unlike eager, a newly added period is not a trigger of its own: the file that adds it
-# also updates the staging views, and under the daemon (two automation sensors) the new
-# period would otherwise be built once before the staging run, then again with every
-# period after it: four runs a month for nothing (the periods, then the features, scores
-# and analyst tables they update).
+
+class PeriodsTheLoadChanged(dg.AutomationCondition):
+    """True for the periods the last load can have changed: the ones ``raw_orders``
+    records from its ``rebuild_from`` on (``churn_assets/defs/rebuild.py``), every period
+    when the load did not say (one made before the rule existed)."""
+
+    @property
+    def description(self) -> str:
+        return "Periods the last load can have changed"
+
+    @property
+    def name(self) -> str:
+        return "periods_the_load_changed"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        keys = latest_rebuild_keys(context.asset_graph_view.instance)
+        if keys is None:
+            return dg.AutomationResult(context, true_subset=context.candidate_subset)
+        subset = context.candidate_subset.compute_intersection_with_partition_keys(set(keys))
+        return dg.AutomationResult(context, true_subset=subset)
+
+
+# The per-period marts: the periods the last load can have changed, when the staging views
+# update. A month's file changes a few: the new period, those whose label windows its
+# orders reach, and any whose orders or customers it revised; rebuilding every period
+# would cost a whole history's build each month. Dagster's eager ignores an upstream
+# update made by a run that also built this asset (for one of its partitions: the new
+# period), which would leave the older periods' labels as they were although the new
+# orders close their label windows. Unlike eager, a newly added period is not a trigger
+# of its own: the file that adds it also updates the staging views, and under the daemon
+# (two automation sensors) the new period would otherwise be built once before the
+# staging run, then again with the others: four runs a month for nothing (the periods,
+# then the features, scores and analyst tables they update). A request is handled once
+# (``since_last_handled``): a failed rebuild waits for the next load, which rebuilds it.
 _ANY_DEP_UPDATED = dg.AutomationCondition.any_deps_match(
     dg.AutomationCondition.newly_updated() | dg.AutomationCondition.will_be_requested()
 ).with_label("any dep updated")
-EVERY_PERIOD_EAGER = (
+CHANGED_PERIODS_EAGER = (
     _ANY_DEP_UPDATED.since_last_handled()
+    & PeriodsTheLoadChanged()
     & ~dg.AutomationCondition.any_deps_missing()
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
     & NO_FAILED_UPSTREAM_GATE
-).with_label("every period when the staging views update, unless an upstream gate failed")
+).with_label(
+    "the periods the last load can have changed, when the staging views update, unless an "
+    "upstream gate failed"
+)
 
 # The backtest replays training: it follows a new model, not every new month of snapshots.
 AFTER_A_NEW_MODEL = (
@@ -110,7 +141,7 @@ def with_its_asset(asset: dg.AssetKey) -> dg.AutomationCondition:
 
 
 # Two sensors evaluate the conditions, in the code server (custom Python conditions such
-# as NewestPeriod need it; `use_user_code_server` is a beta parameter, whose warning would
+# as PeriodsTheLoadChanged need it; `use_user_code_server` is a beta parameter, whose warning would
 # greet every command). The per-period marts request many periods at once: as a backfill,
 # which their single-run backfill policy makes one run. Everything else requests at most
 # one partition (the newest scores) and becomes runs directly: the backfill daemon submits
@@ -145,8 +176,9 @@ def build_automation_sensors(interval_seconds: int) -> list[dg.SensorDefinition]
                 emit_backfills=True,
                 default_status=dg.DefaultSensorStatus.RUNNING,
                 minimum_interval_seconds=interval_seconds,
-                description="Evaluates the per-period marts' automation condition: every "
-                "period is rebuilt in one run (a backfill) when the staging views update.",
+                description="Evaluates the per-period marts' automation condition: the "
+                "periods the last load can have changed are rebuilt in one run (a backfill) "
+                "when the staging views update.",
             ),
         ]
 

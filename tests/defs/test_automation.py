@@ -85,8 +85,8 @@ def test_new_raw_data_flows_to_every_period_and_the_first_training(
     assert tick() == {"stg_raw__customers": ["None"], "stg_raw__orders": ["None"]}
     for key in ("stg_raw__customers", "stg_raw__orders"):
         _materialise(instance, defs, key)
-    # A new file may revise any period and the newest labels mature: every period rebuilds,
-    # and nothing reads the scores yet (no champion, nothing scored).
+    # A load that does not say which periods it changed (this one, made by hand): every
+    # period rebuilds, and nothing reads the scores yet (no champion, nothing scored).
     assert tick() == {key: PERIODS for key in PER_PERIOD}
     for key in PER_PERIOD:
         for period in PERIODS:
@@ -101,6 +101,28 @@ def test_new_raw_data_flows_to_every_period_and_the_first_training(
         "backtest",
     }
     assert tick() == {}  # handled: nothing is requested twice
+
+
+def test_a_load_that_names_the_periods_it_changed_rebuilds_those_only(
+    defs: dg.Definitions, instance: dg.DagsterInstance
+) -> None:
+    # Every period was built from the previous load; this one (a month's file) can change
+    # 2025-02-28 on (raw_orders' rebuild_from, see churn_assets/defs/rebuild.py).
+    _materialise_upstream_of_scores(instance, defs)
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            "raw_orders", metadata={"rebuild_from": "2025-02-28", "newest_period": "2025-03-31"}
+        )
+    )
+    _materialise(instance, defs, "raw_customers")
+    for key in ("stg_raw__customers", "stg_raw__orders"):
+        _materialise(instance, defs, key)
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    requested = _requested(result, defs)
+    assert {key: requested.get(key) for key in PER_PERIOD} == {
+        key: ["2025-02-28", "2025-03-31"] for key in PER_PERIOD
+    }
 
 
 def test_a_new_champion_rescores_the_newest_period_and_reruns_the_drift_monitor(

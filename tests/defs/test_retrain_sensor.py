@@ -161,3 +161,35 @@ def test_no_retrain_on_the_same_data_nor_before_the_new_snapshots_exist(
             dg.AssetMaterialization("training_snapshot", partition=period)
         )
     assert isinstance(decide(), dg.SensorResult)
+
+
+def test_after_a_load_the_sensor_waits_for_the_snapshots_of_the_periods_it_changed_only(
+    instance: dg.DagsterInstance,
+) -> None:
+    # A month's load rebuilds the periods it can change (raw_orders' rebuild_from on): the
+    # older periods' snapshots stay as they were and are not waited for.
+    periods = ["2025-10-31", "2025-11-30", "2025-12-31"]
+    instance.add_dynamic_partitions(PERIODS_NAME, periods)
+    for period in periods[:2]:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization("training_snapshot", partition=period)
+        )
+    instance.report_runless_asset_event(dg.AssetMaterialization("churn_model"))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            "raw_orders", metadata={"rebuild_from": "2025-11-30", "newest_period": "2025-12-31"}
+        )
+    )
+    _drift_evaluation(instance, passed=False, share=0.6)
+
+    def decide() -> dg.SensorResult | dg.SkipReason:
+        return retrain_decision(instance, None, now=1_000.0, cooldown_seconds=0)
+
+    waiting = decide()
+    assert isinstance(waiting, dg.SkipReason)
+    assert "2 period(s) not rebuilt yet, e.g. 2025-11-30" in (waiting.skip_message or "")
+    for period in periods[1:]:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization("training_snapshot", partition=period)
+        )
+    assert isinstance(decide(), dg.SensorResult)  # 2025-10-31's older snapshot is not waited for

@@ -72,7 +72,7 @@ def _automation_condition(props: Mapping[str, Any]) -> dg.AutomationCondition:
     if _group_name(props) == "analytics":
         return automation.EAGER_OVER_SCORED_PERIODS
     if props["name"] in PERIOD_MODELS:
-        return automation.EVERY_PERIOD_EAGER
+        return automation.CHANGED_PERIODS_EAGER
     return automation.GATED_EAGER
 
 

@@ -11,7 +11,9 @@ import pandas as pd
 from churn_assets import periods
 from churn_assets.data.contract import RawTables, read_raw_tables
 from churn_assets.data.delivery import DeliveryRefused, check_customer_count
+from churn_assets.data.digests import digest_raw_files
 from churn_assets.defs.partitions import sync_periods
+from churn_assets.defs.rebuild import plan_rebuild, rebuild_metadata
 from churn_assets.defs.resources import ChurnPolicy, LabelDefinition, WarehouseResource
 from churn_assets.settings import Settings, load_settings
 from churn_assets.tables.raw import (
@@ -76,11 +78,15 @@ def raw_tables(
     """Validates the raw files (the contract, whole periods, the customer count against the
     previous load), then replaces both raw tables atomically and registers the data's
     periods as the partitions of the per-period assets. Every refusal comes before the
-    first write: a refused delivery leaves the raw tables and everything built as they were."""
+    first write: a refused delivery leaves the raw tables and everything built as they were.
+    ``raw_orders`` records which periods the delivery can have changed (``rebuild_from``,
+    from per-period digests against the previous load's): the only ones rebuilt after it."""
     settings = load_settings()
     raw_dir = Path(config.raw_dir) if config.raw_dir else settings.raw_dir
     tables = read_raw_tables(raw_dir)  # raises before anything is written
     ends, last = _whole_periods(tables, settings)
+    keys = [periods.as_key(end) for end in ends]
+    digests = digest_raw_files(raw_dir, settings.period, labels.window_days)
     rules = policy.policy()
     with warehouse.connect() as conn:
         previous = latest_load(conn)
@@ -92,9 +98,17 @@ def raw_tables(
             )
         except DeliveryRefused as exc:
             raise dg.Failure(description=f"{raw_dir}: {exc}") from exc
+        rebuild = plan_rebuild(context.instance, previous, digests, keys)
         result = load_raw_tables(conn, tables, context.run.run_id)
     context.log.info(f"loaded {result.row_counts} from {raw_dir} (raw.loads #{result.load_id})")
-    calendar = _register_periods(context, warehouse, ends, last, settings, labels.window_days)
+    context.log.info(
+        f"the delivery can change {len(rebuild)} of {len(keys)} period(s): "
+        f"{rebuild[0]} .. {rebuild[-1]}"
+    )
+    calendar = {
+        **_register_periods(context, warehouse, ends, last, settings, labels.window_days),
+        **rebuild_metadata(digests, rebuild, keys),
+    }
     yield from _results(tables, result, calendar)
     yield dg.AssetCheckResult(
         check_name=CUSTOMER_COUNT_CHECK,

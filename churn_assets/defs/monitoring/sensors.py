@@ -10,6 +10,7 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 
 from churn_assets.defs.jobs import training_job
 from churn_assets.defs.partitions import registered_periods
+from churn_assets.defs.rebuild import last_load_record, rebuild_keys
 from churn_assets.defs.resources import ChurnPolicy
 from churn_assets.settings import load_settings
 
@@ -113,19 +114,17 @@ def _not_ready_to_retrain(instance: dg.DagsterInstance) -> str | None:
 
     Training is deterministic, so with no load since the newest model it would give the
     same model again (a drift gate compares with a reference one label window old and can
-    keep failing). And right after a load, the training snapshots are not all rebuilt yet:
-    the new period's comes first, the older periods' (whose labels the new orders mature)
-    in a later run, and training in between would learn last month's labels.
+    keep failing). And right after a load, the training snapshots it changes are not
+    rebuilt yet: the periods the load can have changed (its new period, the older ones
+    whose labels the new orders mature, any it revised) are rebuilt in a later run, and
+    training in between would learn last month's labels.
     """
-
-    def newest(key: str) -> int:
-        records = instance.fetch_materializations(dg.AssetKey(key), limit=1).records
-        return records[0].storage_id if records else 0
-
-    raw, model = newest("raw_orders"), newest("churn_model")
+    load = last_load_record(instance)
+    records = instance.fetch_materializations(dg.AssetKey("churn_model"), limit=1).records
+    raw, model = (load.storage_id if load else 0), (records[0].storage_id if records else 0)
     if model and raw and model > raw:
         return "no data was loaded since the last model was trained"
-    if raw and (stale := _snapshots_older_than(instance, raw)):
+    if load is not None and (stale := _snapshots_older_than(instance, load)):
         return (
             f"waiting for the training snapshots of the data just loaded ({len(stale)} "
             f"period(s) not rebuilt yet, e.g. {stale[0]})"
@@ -133,13 +132,16 @@ def _not_ready_to_retrain(instance: dg.DagsterInstance) -> str | None:
     return None
 
 
-def _snapshots_older_than(instance: dg.DagsterInstance, storage_id: int) -> list[str]:
-    """The periods whose training snapshot was last built before ``storage_id`` (or never)."""
-    periods = registered_periods(instance)
+def _snapshots_older_than(instance: dg.DagsterInstance, load: dg.EventLogRecord) -> list[str]:
+    """The periods the ``load`` can have changed (every period when it did not say) whose
+    training snapshot was last built before it (or never)."""
+    periods = rebuild_keys(instance, load)
+    if periods is None:
+        periods = registered_periods(instance)
     built = instance.get_latest_storage_id_by_partition(
         dg.AssetKey("training_snapshot"), DagsterEventType.ASSET_MATERIALIZATION, set(periods)
     )
-    return sorted(p for p in periods if built.get(p, 0) < storage_id)
+    return sorted(p for p in periods if built.get(p, 0) < load.storage_id)
 
 
 def build_retrain_sensor(interval_seconds: int) -> dg.SensorDefinition:
