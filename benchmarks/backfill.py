@@ -50,10 +50,10 @@ def main() -> None:
         os.environ.update(
             CHURN_HOME=str(home), CHURN_RAW_DIR=str(home / "raw"), GX_ANALYTICS_ENABLED="false"
         )
-        from churn_assets import warehouse
         from churn_assets.data.generator import GeneratorConfig, generate, write_raw_files
         from churn_assets.definitions import defs
         from churn_assets.defs.partitions import registered_periods
+        from churn_assets.infra import warehouse
         from churn_assets.lib.dbt import churn_dbt_project
         from churn_assets.lib.runs import period_range_tags, run_job
         from churn_assets.settings import load_settings

@@ -23,8 +23,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' feature fixture
 
-from churn_assets import warehouse
 from churn_assets.data.generator import GeneratorConfig, generate
+from churn_assets.infra import warehouse
 from churn_assets.ml.bands import RiskBands
 from churn_assets.ml.export import OnnxScorer, export_onnx
 from churn_assets.ml.features import NUMERIC_FEATURES, split_holdout

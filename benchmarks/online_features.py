@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from churn_assets import warehouse
+from churn_assets.infra import warehouse
 from churn_assets.serving.features import (
     FEATURE_TABLE,
     FeatureSnapshot,

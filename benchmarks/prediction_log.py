@@ -47,10 +47,10 @@ import numpy as np
 import pandas as pd
 import psycopg2
 
-from churn_assets import warehouse
+from churn_assets.app.status import shadow, status_report
+from churn_assets.infra import warehouse
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 from churn_assets.settings import load_settings
-from churn_assets.status import shadow, status_report
 from churn_assets.tables import online_predictions
 
 CHUNK = 100_000

@@ -384,7 +384,7 @@ def in_process_steps(bodies: list[dict[str, Any]], repeats: int = 2_000) -> dict
 
 def demo_bodies() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Feature payloads and customer-id payloads from the demo's ``marts.current_features``."""
-    from churn_assets import warehouse
+    from churn_assets.infra import warehouse
     from churn_assets.ml.features import CATEGORICAL_FEATURE, NUMERIC_FEATURES
     from churn_assets.settings import load_settings
     from churn_assets.tables.snapshot import read_feature_table

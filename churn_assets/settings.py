@@ -111,7 +111,7 @@ class SettingDoc:
 
 
 # The one description of every setting: docs/settings.md is rendered from it
-# (churn_assets/settings_doc.py), and tests/unit/test_settings_doc.py holds it against
+# (churn_assets/app/settings_doc.py), and tests/unit/test_settings_doc.py holds it against
 # Settings and against the variables load_settings reads, so neither can drift from it.
 SETTINGS: tuple[SettingDoc, ...] = (
     SettingDoc(

@@ -12,8 +12,8 @@ import psycopg2
 import pytest
 from click.testing import CliRunner, Result
 
-from churn_assets import warehouse
-from churn_assets.cli import main
+from churn_assets.app.cli import main
+from churn_assets.infra import warehouse
 from churn_assets.policy import rules
 from churn_assets.settings import SETTINGS
 from tests.webhook import Receiver, serve_receiver

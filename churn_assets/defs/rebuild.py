@@ -136,8 +136,8 @@ def periods_to_rebuild_for_files(
     """What ``churn run`` builds: the periods of ``keys`` (the files') that loading the
     files in ``CHURN_RAW_DIR`` can change, computed before the run that loads them with the
     very rule its load applies (:func:`plan_rebuild`; the digests are computed once)."""
-    from churn_assets import warehouse
     from churn_assets.data.digests import digest_raw_files
+    from churn_assets.infra import warehouse
     from churn_assets.tables.raw import latest_load
 
     current = digest_raw_files(settings.raw_dir, settings.period, settings.window_days)

@@ -16,7 +16,7 @@ from dagster_dbt.compat import DBT_PYTHON_VERSION
 from packaging.version import Version
 from pydantic import Field, PrivateAttr, create_model
 
-from churn_assets import warehouse
+from churn_assets.infra import warehouse
 from churn_assets.lib import child_processes
 from churn_assets.lib.dbt import churn_dbt_project
 from churn_assets.policy import Policy, load_policy, rules
@@ -29,7 +29,7 @@ class WarehouseResource(dg.ConfigurableResource):
     """The Postgres warehouse. Assets connect through it, never on their own.
 
     A run that uses it holds the warehouse write lock from its first step to its last
-    (see :func:`churn_assets.warehouse.write_lock`), so two runs never interleave: the
+    (see :func:`churn_assets.infra.warehouse.write_lock`), so two runs never interleave: the
     model a run trains is trained on the raw data and features that run built. Runs
     execute in one process (``in_process_executor`` below), which is what lets a
     resource hold the lock for the whole run rather than per step.
@@ -73,7 +73,7 @@ class WarehouseResource(dg.ConfigurableResource):
                 self._write_lock = None
 
     def ensure_write_lock(self, consequence: str) -> None:
-        """Raise :class:`churn_assets.warehouse.WarehouseLockLost`, one line ending with
+        """Raise :class:`churn_assets.infra.warehouse.WarehouseLockLost`, one line ending with
         ``consequence`` ("nothing registered"), unless this run still holds the write lock.
 
         Call it right before an irreversible step that follows a long computation (a

@@ -44,7 +44,7 @@ def churn_dbt_project() -> DbtProject:
     if settings.warehouse_url:
         # The manifest records the database name; Dagster's row-count queries use it, so
         # parse against the configured warehouse (no connection is made to parse).
-        from churn_assets.warehouse import parse_url
+        from churn_assets.infra.warehouse import parse_url
 
         with environ(parse_url(settings.warehouse_url).dbt_env()):
             project.preparer.prepare(project)

@@ -21,6 +21,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2.pool import ThreadedConnectionPool
 
+from churn_assets.infra.warehouse import WarehouseError, unreachable
 from churn_assets.ml.features import (
     CATEGORICAL_FEATURE,
     NUMERIC_FEATURES,
@@ -29,7 +30,6 @@ from churn_assets.schema import CURRENT_FEATURES_TABLE
 from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.model_store import DEFAULT_POLL_SECONDS
 from churn_assets.serving.poller import Poller
-from churn_assets.warehouse import WarehouseError, unreachable
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,8 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from churn_assets import warehouse
+from churn_assets.infra import warehouse
+from churn_assets.infra.warehouse import WarehouseError
 from churn_assets.limits import DEFAULT_HEADER_TIMEOUT_SECONDS
 from churn_assets.ml.bands import RiskBands
 from churn_assets.policy import PolicyError, load_policy
@@ -49,7 +50,6 @@ from churn_assets.serving.prediction_log import PredictionLog
 from churn_assets.settings import Settings, load_settings
 from churn_assets.tables.online_predictions import check_retention
 from churn_assets.urls import mask_secrets, mask_url
-from churn_assets.warehouse import WarehouseError
 
 log = logging.getLogger(__name__)
 

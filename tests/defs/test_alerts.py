@@ -11,7 +11,6 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
-from churn_assets import alerts
 from churn_assets.defs.alerts import sensors
 from churn_assets.defs.alerts.sensors import (
     ALERTS_OFF,
@@ -21,6 +20,7 @@ from churn_assets.defs.alerts.sensors import (
     watched_checks,
 )
 from churn_assets.defs.monitoring.sensors import DRIFT_GATE
+from churn_assets.infra import alerts
 from churn_assets.settings import SettingsError, load_settings
 from churn_assets.urls import basic_auth
 from tests.webhook import Receiver

@@ -12,7 +12,7 @@ import pytest
 from click.testing import Result
 from mlflow.tracking import MlflowClient
 
-from churn_assets import warehouse
+from churn_assets.infra import warehouse
 from churn_assets.ml import tracking
 from churn_assets.schema import CURRENT_FEATURES_TABLE
 from churn_assets.serving.features import WarehouseFeatureSource

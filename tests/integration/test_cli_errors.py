@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from churn_assets import warehouse
-from churn_assets.cli import main
+from churn_assets.app.cli import main
+from churn_assets.infra import warehouse
 from tests.raw_files import write_csv_delivery
 from tests.webhook import Receiver
 

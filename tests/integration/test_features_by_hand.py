@@ -25,11 +25,11 @@ import pandas as pd
 import pytest
 from dagster_dbt import DbtCliResource
 
-from churn_assets import warehouse
 from churn_assets.defs.dbt.assets import churn_dbt_models, current_dbt_models, period_dbt_models
 from churn_assets.defs.ingest.assets import raw_tables
 from churn_assets.defs.partitions import registered_periods
 from churn_assets.defs.resources import ChurnPolicy, ExternalPostgresWarehouse, labels_resource
+from churn_assets.infra import warehouse
 from churn_assets.lib.dbt import churn_dbt_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # several dbt builds of every period

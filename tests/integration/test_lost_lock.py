@@ -12,9 +12,9 @@ import psycopg2
 import pytest
 from mlflow.tracking import MlflowClient
 
-from churn_assets import warehouse
 from churn_assets.defs.resources import ExternalPostgresWarehouse, MlflowResource, policy_resource
 from churn_assets.defs.training.assets import churn_model_version
+from churn_assets.infra import warehouse
 from churn_assets.lib.report import failure_message
 from churn_assets.ml import tracking
 from churn_assets.ml.artifacts import CARD_FILE, ExportedModel, TrainedModel

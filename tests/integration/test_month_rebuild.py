@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
 
-from churn_assets import warehouse
-from churn_assets.cli import main
+from churn_assets.app.cli import main
+from churn_assets.infra import warehouse
 from churn_assets.lib.runs import RANGE_END_TAG, RANGE_START_TAG, period_range_tags, run_job
 from churn_assets.settings import load_settings
 
@@ -57,7 +57,7 @@ def test_a_month_delivered_rebuilds_the_new_period_and_the_maturing_ones_only(
     monkeypatch.setenv(
         "CHURN_RAW_DIR", str(_delivery(demo[1], date(2025, 10, 31), tmp_path / "oct"))
     )
-    from churn_assets.cli import _ensure_dagster_home
+    from churn_assets.app.cli import _ensure_dagster_home
     from churn_assets.definitions import defs
     from churn_assets.defs.partitions import registered_periods
 

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg2.extras import execute_values
 
-from churn_assets import warehouse
+from churn_assets.infra import warehouse
 from churn_assets.serving.app import create_app
 from churn_assets.serving.features import (
     FEATURE_TABLE,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from churn_assets import warehouse
-from churn_assets.cli import main
+from churn_assets.app.cli import main
+from churn_assets.infra import warehouse
 from churn_assets.schema import PERIOD_TABLES
 from churn_assets.settings import load_settings
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
 
-from churn_assets import warehouse
-from churn_assets.cli import main
+from churn_assets.app.cli import main
+from churn_assets.infra import warehouse
 from churn_assets.settings import load_settings
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from psycopg2.extras import execute_values
 
-from churn_assets import warehouse
+from churn_assets.infra import warehouse
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.prediction_log import LoggedPrediction, PredictionLog

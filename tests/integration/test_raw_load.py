@@ -8,8 +8,8 @@ from unittest import mock
 import pandas as pd
 import pytest
 
-from churn_assets import warehouse
 from churn_assets.data.contract import RawDataContractError, read_raw_tables
+from churn_assets.infra import warehouse
 from churn_assets.limits import (
     MAX_AMOUNT,
     MAX_EMAIL_LENGTH,

@@ -23,11 +23,11 @@ import psycopg2
 import pytest
 from click.testing import CliRunner, Result
 
-from churn_assets import warehouse
-from churn_assets.cli import main
+from churn_assets.app.cli import main
 from churn_assets.definitions import defs
 from churn_assets.defs.ingest.assets import CUSTOMER_COUNT_CHECK
 from churn_assets.defs.partitions import registered_periods, sync_periods
+from churn_assets.infra import warehouse
 from churn_assets.lib import report
 from churn_assets.lib.runs import run_job
 from churn_assets.schema import CURRENT_FEATURES_TABLE, PERIOD_TABLES

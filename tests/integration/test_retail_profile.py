@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from churn_assets import warehouse
-from churn_assets.cli import main
+from churn_assets.app.cli import main
 from churn_assets.data.contract import read_raw_tables
 from churn_assets.data.profile import label_counts
+from churn_assets.infra import warehouse
 
 pytestmark = pytest.mark.integration
 

@@ -19,10 +19,10 @@ import pytest
 from click.testing import CliRunner, Result
 from mlflow.tracking import MlflowClient
 
-from churn_assets import warehouse
-from churn_assets.cli import main
+from churn_assets.app.cli import main
 from churn_assets.data.contract import file_sha256
 from churn_assets.data.generator import GeneratorConfig, generate, write_raw_files
+from churn_assets.infra import warehouse
 from churn_assets.ml import tracking
 from churn_assets.serving.app import create_app
 from churn_assets.serving.features import WarehouseFeatureSource
@@ -99,7 +99,7 @@ def _start_run(home: Path, raw_dir: Path, log: Path) -> subprocess.Popen[bytes]:
     }
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "churn_assets.cli", "run"],
+            [sys.executable, "-m", "churn_assets.app.cli", "run"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

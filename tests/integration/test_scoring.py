@@ -15,7 +15,7 @@ from dagster_dbt import DbtCliResource
 from mlflow.tracking import MlflowClient
 from psycopg2.extras import execute_values
 
-from churn_assets import warehouse
+from churn_assets.infra import warehouse
 from churn_assets.lib.dbt import churn_dbt_project, environ
 from churn_assets.ml.bands import RiskBands
 from churn_assets.ml.export import OnnxScorer

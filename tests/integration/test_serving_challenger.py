@@ -19,7 +19,7 @@ import psycopg2
 import pytest
 from click.testing import CliRunner
 
-from churn_assets.cli import main
+from churn_assets.app.cli import main
 from churn_assets.ml.bands import RiskBands
 from churn_assets.ml.export import OnnxScorer
 from churn_assets.ml.features import to_model_inputs

@@ -28,7 +28,7 @@ import pytest
 from click.testing import CliRunner
 from starlette.types import Receive, Scope, Send
 
-from churn_assets.cli import main
+from churn_assets.app.cli import main
 from churn_assets.limits import MAX_ID_LENGTH
 from churn_assets.ml.features import CATEGORICAL_FEATURE, NUMERIC_FEATURES
 from churn_assets.serving.app import create_app

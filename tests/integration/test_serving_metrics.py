@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from churn_assets import warehouse
+from churn_assets.infra import warehouse
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 from churn_assets.serving.app import create_app
 from churn_assets.serving.features import WarehouseFeatureSource

@@ -14,10 +14,10 @@ import pytest
 from click.testing import CliRunner
 from psycopg2.extras import execute_values
 
-from churn_assets import warehouse
-from churn_assets.cli import main
+from churn_assets.app.cli import main
 from churn_assets.defs.resources import ExternalPostgresWarehouse
 from churn_assets.defs.serving.assets import shadow_comparison
+from churn_assets.infra import warehouse
 from churn_assets.ml.shadow import NO_SHADOW_YET, compare_shadow, pairs_from_groups
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 from churn_assets.tables.online_predictions import (

@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
 
-from churn_assets import warehouse
-from churn_assets.cli import main
+from churn_assets.app.cli import main
 from churn_assets.data.dataset import RAW_SOURCE_ATTR
 from churn_assets.data.generator import GeneratorConfig, generate, write_raw_files
 from churn_assets.defs.resources import ChurnPolicy
 from churn_assets.defs.training.checks import training_data_quality
+from churn_assets.infra import warehouse
 from tests.unit.test_quality_training_data import _valid_frame
 
 pytestmark = pytest.mark.integration

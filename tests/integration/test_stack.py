@@ -21,9 +21,9 @@ import psycopg2
 import pytest
 from mlflow.tracking import MlflowClient
 
-from churn_assets import stack as churn_stack
 from churn_assets.data.generator import GeneratorConfig, generate, write_raw_files
 from churn_assets.defs.partitions import periods_in_files
+from churn_assets.infra import stack as churn_stack
 from churn_assets.lib.runs import period_range_tags
 from churn_assets.periods import Period
 

@@ -15,7 +15,6 @@ import pytest
 from click.testing import Result
 from mlflow.tracking import MlflowClient
 
-from churn_assets import warehouse
 from churn_assets.defs.resources import (
     ExternalPostgresWarehouse,
     MlflowResource,
@@ -34,6 +33,7 @@ from churn_assets.defs.training.checks import (
     training_data_quality,
 )
 from churn_assets.defs.training.reference_checks import reference_model_check
+from churn_assets.infra import warehouse
 from churn_assets.policy import Policy, load_policy
 
 pytestmark = pytest.mark.integration

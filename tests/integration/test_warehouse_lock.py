@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 
-from churn_assets import warehouse
 from churn_assets.defs.resources import ExternalPostgresWarehouse
+from churn_assets.infra import warehouse
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from churn_assets.cli import generate as generate_command
-from churn_assets.cli import main
+from churn_assets.app.cli import generate as generate_command
+from churn_assets.app.cli import main
 from churn_assets.data.contract import RawTables, read_raw_tables
 from churn_assets.data.generator import (
     CATEGORIES,

@@ -26,6 +26,8 @@ PACKAGE = "churn_assets"
 # Layers that must not reach orchestration: each also bans dagster in its ruff.toml, and
 # importing defs/ or lib/ would bring dagster in through the back door.
 PLAIN_LIBRARIES = ("data", "ml", "quality", "serving", "tables")
+# The root's modules: the words and rules every layer shares.
+VOCABULARY = ("limits", "periods", "policy", "schema", "settings", "urls")
 
 
 @dataclass(frozen=True)
@@ -209,8 +211,36 @@ def test_the_plain_libraries_never_import_defs_or_lib(graph: dict[str, list[Edge
     assert not wrong, "a plain library imports the Dagster layers:\n" + "\n".join(wrong)
 
 
+def _rank(module: str) -> int:
+    """The package's ranks, lowest first: the shared vocabulary at the root (settings,
+    policy, periods, schema, limits, urls), infrastructure (infra/), the libraries and the
+    Dagster layers between, and the application (app/) on top."""
+    if module.startswith(f"{PACKAGE}.infra"):
+        return 1
+    if module.startswith(f"{PACKAGE}.app"):
+        return 3
+    if module.removeprefix(f"{PACKAGE}.") in VOCABULARY:
+        return 0
+    return 2
+
+
+def test_the_ranks_point_down(graph: dict[str, list[Edge]]) -> None:
+    wrong = [
+        str(edge)
+        for module, edges in graph.items()
+        for edge in edges
+        if _rank(edge.target) > _rank(module)
+    ]
+    assert not wrong, (
+        "an import points up the ranks (vocabulary at the root < infra/ < the libraries and "
+        "Dagster layers < app/):\n" + "\n".join(wrong)
+    )
+
+
 def test_the_walk_sees_every_import_of_the_package(graph: dict[str, list[Edge]]) -> None:
     # Guards the test itself: a walk that found nothing would pass the rules above.
+    root_modules = {path.stem for path in (ROOT / PACKAGE).glob("*.py")} - {"__init__"}
+    assert root_modules == {*VOCABULARY, "definitions"}, "a module at the root has no rank"
     assert f"{PACKAGE}.definitions" in graph
     assert len(graph) > 50
     assert sum(len(edges) for edges in graph.values()) > 100

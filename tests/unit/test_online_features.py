@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
+from churn_assets.infra.warehouse import WarehouseError
 from churn_assets.serving.features import (
     FeatureSnapshot,
     Fingerprint,
     OnlineFeatureSource,
 )
 from churn_assets.serving.metrics import ServingMetrics
-from churn_assets.warehouse import WarehouseError
 
 NAMES = ("as_of", "customer_id", "days", "revenue", "domain")
 JAN, FEB = date(2025, 1, 31), date(2025, 2, 28)

@@ -16,13 +16,13 @@ import pytest
 from click.testing import CliRunner
 
 from churn_assets import periods
-from churn_assets.cli import main
+from churn_assets.app.cli import main
+from churn_assets.app.status import describe_model
 from churn_assets.data.delivery import DeliveryRefused, check_customer_count
 from churn_assets.lib.report import auc_line
 from churn_assets.periods import Period, PeriodError
 from churn_assets.policy import Policy, PolicyError
 from churn_assets.settings import SettingsError, load_settings
-from churn_assets.status import describe_model
 from tests.raw_files import write_csv_delivery
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from churn_assets.cli import main
+from churn_assets.app.cli import main
 from churn_assets.data.contract import RawTables
 from churn_assets.data.profile import label_counts, profile_raw_tables, suggest_window
 from churn_assets.policy import Policy

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from churn_assets.cli import main
+from churn_assets.app.cli import main
 from churn_assets.ml import tracking
 from churn_assets.serving.model_store import ChampionHolder
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from churn_assets.infra.warehouse import WarehouseError, parse_url
 from churn_assets.settings import SettingsError, load_settings
-from churn_assets.warehouse import WarehouseError, parse_url
 
 
 def test_load_settings_defaults_put_all_state_under_churn_home(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from churn_assets.app.settings_doc import REGENERATE, render, shown_default
 from churn_assets.policy import rules
 from churn_assets.settings import (
     SETTINGS,
@@ -19,7 +20,6 @@ from churn_assets.settings import (
     Settings,
     load_settings,
 )
-from churn_assets.settings_doc import REGENERATE, render, shown_default
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])

@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from churn_assets import warehouse
+from churn_assets.infra import warehouse
 from churn_assets.urls import basic_auth, mask_secrets, mask_url, split_credentials
 
 

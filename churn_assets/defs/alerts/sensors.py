@@ -2,8 +2,8 @@
 
 Two sensors, on by default, both silent (a skip saying so) while ``CHURN_ALERT_WEBHOOK_URL``
 is unset. They still move their cursors then, so switching alerts on later does not replay
-history. The message format is in :mod:`churn_assets.alerts`. A receiver that is down costs
-a tick at most two timeouts and never fails it: :func:`churn_assets.alerts.post_alert` does
+history. The message format is in :mod:`churn_assets.infra.alerts`. A receiver that is down costs
+a tick at most two timeouts and never fails it: :func:`churn_assets.infra.alerts.post_alert` does
 not raise.
 """
 
@@ -22,8 +22,8 @@ from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecordStatus,
 )
 
-from churn_assets.alerts import AlertMessage, asset_checks_url, post_alert, run_url
 from churn_assets.defs.monitoring.sensors import DRIFT_GATE, REALIZED_CHECK
+from churn_assets.infra.alerts import AlertMessage, asset_checks_url, post_alert, run_url
 from churn_assets.settings import load_settings
 
 RUN_FAILURE_ALERT_SENSOR = "run_failure_alert_sensor"

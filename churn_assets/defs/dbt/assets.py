@@ -20,6 +20,7 @@ from psycopg2 import sql
 from churn_assets.defs.dbt.translator import ChurnDbtTranslator
 from churn_assets.defs.partitions import PERIODS, run_period_keys
 from churn_assets.defs.resources import LabelDefinition, WarehouseResource
+from churn_assets.infra.warehouse import WarehouseError
 from churn_assets.lib.dbt import (
     ANALYTICS_SELECT,
     CURRENT_SELECT,
@@ -34,7 +35,6 @@ from churn_assets.lib.dbt import (
     parse_state_dir,
 )
 from churn_assets.tables.online_predictions import create_table
-from churn_assets.warehouse import WarehouseError
 
 _PREVIEW_ROWS = 10
 # Singular tests that store their failing rows with a human-readable `failure` column.

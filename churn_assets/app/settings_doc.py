@@ -4,7 +4,7 @@ Settings come from :data:`churn_assets.settings.SETTINGS` and thresholds from
 :func:`churn_assets.policy.rules`; a unit test fails when the committed page differs.
 Regenerate it with::
 
-    .venv/bin/python -m churn_assets.settings_doc > docs/settings.md
+    .venv/bin/python -m churn_assets.app.settings_doc > docs/settings.md
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from churn_assets.policy import Rule, rules
 from churn_assets.settings import SETTINGS, WHEN_CODE_LOADS
 
-REGENERATE = ".venv/bin/python -m churn_assets.settings_doc > docs/settings.md"
+REGENERATE = ".venv/bin/python -m churn_assets.app.settings_doc > docs/settings.md"
 
 _INTRO = f"""\
 # Settings

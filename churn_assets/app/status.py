@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg2
 
-from churn_assets import warehouse
+from churn_assets.infra import warehouse
 from churn_assets.settings import Settings
 from churn_assets.urls import mask_url
 

@@ -40,7 +40,7 @@ class _OneLineErrors(click.Group):
     traceback. Anything else is a bug and keeps its traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from churn_assets.warehouse import WarehouseError
+        from churn_assets.infra.warehouse import WarehouseError
 
         try:
             return super().invoke(ctx)
@@ -302,11 +302,11 @@ def _drift_story(settings: Settings, deliveries: list[date]) -> None:
     files go to <CHURN_HOME>/scenario/feed, not CHURN_RAW_DIR."""
     from dagster import DagsterRunStatus
 
+    from churn_assets.app.status import describe_model
+    from churn_assets.app.story import SENSOR_INTERVAL_SECONDS, monthly_story
     from churn_assets.definitions import defs
     from churn_assets.lib.daemon import running_daemon
     from churn_assets.policy import env_name
-    from churn_assets.status import describe_model
-    from churn_assets.story import SENSOR_INTERVAL_SECONDS, monthly_story
 
     feed = settings.home / "scenario" / "feed"
     dagster_home = _ensure_dagster_home(settings)
@@ -384,8 +384,8 @@ def _run_whole_graph(settings: Settings) -> None:
 
 
 def _summarise(result: ExecuteInProcessResult, settings: Settings) -> None:
+    from churn_assets.app.status import describe_model
     from churn_assets.lib import report
-    from churn_assets.status import describe_model
 
     for line in report.run_summary(result):
         click.echo(line)
@@ -449,7 +449,7 @@ def status(as_json: bool) -> None:
     """
     import json
 
-    from churn_assets.status import describe_model
+    from churn_assets.app.status import describe_model
 
     report = _status(_settings())
     if as_json:
@@ -530,7 +530,7 @@ def stack() -> None:
 @click.option("--no-scorer", is_flag=True, help="Start the scorer later (needs a champion).")
 def stack_up(root: Path | None, no_scorer: bool) -> None:
     """Start every process and wait until each is healthy; print where they listen."""
-    from churn_assets import stack as churn_stack
+    from churn_assets.infra import stack as churn_stack
 
     target = root or _settings().home / "stack"
     try:
@@ -548,7 +548,7 @@ def stack_up(root: Path | None, no_scorer: bool) -> None:
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path))
 def stack_down(root: Path | None) -> None:
     """Stop every stack process and its Postgres server (state stays on disk)."""
-    from churn_assets import stack as churn_stack
+    from churn_assets.infra import stack as churn_stack
 
     stopped = churn_stack.down(root or _settings().home / "stack")
     click.echo("stopped: " + (", ".join(stopped) or "nothing was running"))
@@ -565,7 +565,7 @@ def warehouse_env() -> None:
     """Print `export CHURN_PG_*=...` lines for dbt by hand: eval "$(churn warehouse-env)"."""
     import shlex
 
-    from churn_assets.warehouse import parse_url
+    from churn_assets.infra.warehouse import parse_url
 
     for name, value in parse_url(_warehouse_url(_settings())).dbt_env().items():
         click.echo(f"export {name}={shlex.quote(value)}")
@@ -574,7 +574,7 @@ def warehouse_env() -> None:
 @main.command("warehouse-stop")
 def warehouse_stop() -> None:
     """Stop the embedded Postgres server (its data stays under CHURN_HOME)."""
-    from churn_assets.warehouse import stop_embedded
+    from churn_assets.infra.warehouse import stop_embedded
 
     settings = _settings()
     if settings.warehouse_url:
@@ -593,8 +593,8 @@ def psql() -> None:
 def _status(settings: Settings, *, models_only: bool = False) -> dict[str, Any]:
     """The status report (see `churn status`), or only its two models for a run's summary:
     that needs no warehouse query (the shadow comparison reads the whole prediction log)."""
+    from churn_assets.app.status import registered_models, status_report
     from churn_assets.ml.tracking import RegistryUnavailable
-    from churn_assets.status import registered_models, status_report
 
     try:
         return registered_models(settings) if models_only else status_report(settings)
@@ -603,7 +603,7 @@ def _status(settings: Settings, *, models_only: bool = False) -> dict[str, Any]:
 
 
 def _warehouse_url(settings: Settings) -> str:
-    from churn_assets.warehouse import WarehouseError, url_for
+    from churn_assets.infra.warehouse import WarehouseError, url_for
 
     try:
         return url_for(settings)
@@ -669,8 +669,8 @@ def _raise_if_failed(
 def _describe_registered(settings: Settings, version: str) -> str:
     if version.startswith("not registered"):
         return version
+    from churn_assets.app.status import describe_model
     from churn_assets.ml import tracking
-    from churn_assets.status import describe_model
 
     return describe_model(tracking.describe_version(settings.resolved_tracking_uri, version))
 

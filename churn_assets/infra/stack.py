@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from churn_assets import warehouse
+from churn_assets.infra import warehouse
 from churn_assets.settings import PROJECT_ROOT
 
 DATABASES = ("warehouse", "dagster", "mlflow")
