@@ -80,7 +80,7 @@ def _in_child(call: str, pg_dir: Path) -> str:
     """Runs a `warehouse` function in a fresh process: pgserver caches the server it
     started per process, so a stop and a later start must not share one."""
     code = (
-        "import sys; from pathlib import Path; from churn_assets import warehouse; "
+        "import sys; from pathlib import Path; from churn_assets.infra import warehouse; "
         f"print(warehouse.{call}(Path(sys.argv[1])))"
     )
     done = subprocess.run(

@@ -123,7 +123,7 @@ def test_stack_runs_the_graph_and_serves_the_champion(running: churn_stack.Stack
         for node in _graphql(running.webserver_url, CONDITIONS, {})["assetNodes"]
     }
     assert conditions["churn_scores"] == "eager, unless an upstream gate failed"
-    assert conditions["customer_features"].startswith("every period when the staging views")
+    assert conditions["customer_features"].startswith("the periods the last load can have changed")
     assert conditions["raw_orders"] is None  # loaded by raw_files_sensor, not a condition
     run_id = launch("churn_pipeline", period_range_tags(keys))
 
