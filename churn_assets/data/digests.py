@@ -159,8 +159,14 @@ def period_end_days(days: npt.NDArray[np.int64], period: Period) -> npt.NDArray[
     if period is Period.WEEK:
         weekday = (days + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
         return days + 6 - weekday
-    month = days.astype("datetime64[D]").astype("datetime64[M]")
-    return ((month + 1).astype("datetime64[D]") - 1).astype(np.int64)
+    if len(days) == 0:
+        return days
+    # A history spans a few hundred distinct days: compute each once, then look them up.
+    first = int(days.min())
+    span = np.arange(first, int(days.max()) + 1, dtype=np.int64)
+    month = span.astype("datetime64[D]").astype("datetime64[M]")
+    ends = ((month + 1).astype("datetime64[D]") - 1).astype(np.int64)
+    return ends[days - first]
 
 
 def _by_period(buckets: npt.NDArray[np.int64], hashes: U64) -> Digests:
@@ -199,23 +205,24 @@ def _column_hashes(column: pa.ChunkedArray) -> U64:
         values = pc.cast(column, pa.float64())
         bits = _filled(values, 0.0).astype(np.float64).view(np.uint64)
         return _with_nulls(values, _mix(bits ^ _GOLDEN))
-    text = column if pa.types.is_large_string(kind) else pc.cast(column, pa.large_string())
-    text = text.combine_chunks()
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        column = pc.cast(column, pa.large_string())
     parts: list[U64] = []
     repeats = True  # until a chunk shows mostly distinct values (an order id)
-    for start in range(0, len(text), _CHUNK_ROWS):
-        chunk = text.slice(start, _CHUNK_ROWS)
-        if repeats:
-            # A customer id or a category repeats: hash each distinct value once.
-            encoded = pc.dictionary_encode(chunk)
-            repeats = 2 * len(encoded.dictionary) <= len(chunk)
+    for piece in column.chunks:
+        for start in range(0, len(piece), _CHUNK_ROWS):
+            chunk = piece.slice(start, _CHUNK_ROWS)
             if repeats:
-                indices = pc.fill_null(encoded.indices, 0).to_numpy()
-                parts.append(_string_hashes(encoded.dictionary)[indices])
-                continue
-        parts.append(_string_hashes(chunk))
+                # A customer id or a category repeats: hash each distinct value once.
+                encoded = pc.dictionary_encode(chunk)
+                repeats = 2 * len(encoded.dictionary) <= len(chunk)
+                if repeats:
+                    indices = pc.fill_null(encoded.indices, 0).to_numpy()
+                    parts.append(_string_hashes(encoded.dictionary)[indices])
+                    continue
+            parts.append(_string_hashes(chunk))
     hashes = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
-    return _with_nulls(text, hashes)
+    return _with_nulls(column, hashes)
 
 
 def _filled(values: pa.ChunkedArray | pa.Array, zero: float) -> npt.NDArray[np.generic]:
@@ -243,11 +250,13 @@ def _powers(length: int) -> U64:
 
 
 def _string_hashes(text: pa.Array) -> U64:
-    """A hash of each string: a polynomial over its bytes (mod 2**64), then mixed with its
-    length. Vectorised over Arrow's offsets and data buffers."""
-    offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[
+    """A hash of each string (a string or large_string array): a polynomial over its bytes
+    (mod 2**64), then mixed with its length. Vectorised over Arrow's offsets and data
+    buffers."""
+    width = np.int64 if pa.types.is_large_string(text.type) else np.int32
+    offsets = np.frombuffer(text.buffers()[1], dtype=width)[
         text.offset : text.offset + len(text) + 1
-    ]
+    ].astype(np.int64)
     data_buffer = text.buffers()[2]
     data = (
         np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
@@ -256,14 +265,19 @@ def _string_hashes(text: pa.Array) -> U64:
     )
     starts, ends = offsets[:-1] - offsets[0], offsets[1:] - offsets[0]
     lengths = ends - starts
-    position = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths)
     longest = int(lengths.max()) if len(lengths) else 0
+    powers = _powers(1 << longest.bit_length())
     with np.errstate(over="ignore"):
-        powers = _powers(1 << longest.bit_length())
-        terms = powers[position] * (data.astype(np.uint64) + np.uint64(1))
-        running = np.zeros(len(data) + 1, dtype=np.uint64)
-        np.cumsum(terms, out=running[1:])
-        sums = running[ends] - running[starts]
+        if len(lengths) and int(lengths.min()) == longest:
+            # Ids of one width (the usual case): a byte column at a time, no per-byte index.
+            rows = data.reshape(len(lengths), longest).astype(np.uint64) + np.uint64(1)
+            sums = rows @ powers[:longest]
+        else:
+            position = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths)
+            terms = powers[position] * (data.astype(np.uint64) + np.uint64(1))
+            running = np.zeros(len(data) + 1, dtype=np.uint64)
+            np.cumsum(terms, out=running[1:])
+            sums = running[ends] - running[starts]
         return _mix(sums + lengths.astype(np.uint64) * _GOLDEN)
 
 

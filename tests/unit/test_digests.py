@@ -7,9 +7,10 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from churn_assets.data.digests import digest_raw_files, period_end_days
+from churn_assets.data.digests import _string_hashes, digest_raw_files, period_end_days
 from churn_assets.data.generator import GeneratorConfig, generate
 from churn_assets.data.scenarios import write_month
 from churn_assets.periods import Period, PeriodDigests, period_end, periods_to_rebuild
@@ -120,3 +121,12 @@ def test_a_monthly_feed_rebuilds_the_new_month_and_the_maturing_ones(tmp_path: P
     keys = sorted(after.orders)
     assert periods_to_rebuild(before, after, keys) == keys[-4:]
     assert keys[-4] == "2025-08-31"
+
+
+def test_a_strings_hash_does_not_depend_on_its_neighbours() -> None:
+    # Ids of one width take a faster path than mixed widths: both give the same hashes,
+    # whatever the Arrow string type.
+    same_width = _string_hashes(pa.array(["O0001", "O0002"]))
+    mixed = _string_hashes(pa.array(["O0001", "O0002", "x", ""], pa.large_string()))
+    assert list(mixed[:2]) == list(same_width)
+    assert len(set(mixed)) == 4
