@@ -211,9 +211,10 @@ def _periods_line(report: Any, settings: Settings) -> str:
 
 @main.command()
 def run() -> None:
-    """Materialise the whole graph of the raw data in one run: load, every period's features
-    and labels, training and its gates, the registered version, the promotion decision, the
-    newest period's scores, the drift monitor, realized performance, analyst tables."""
+    """Materialise the whole graph of the raw data in one run: load, the features and labels
+    of the periods the files can change (every period the first time), training and its
+    gates, the registered version, the promotion decision, the newest period's scores, the
+    drift monitor, realized performance, analyst tables."""
     settings = _settings()
     _run_whole_graph(settings)
 
