@@ -22,9 +22,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from churn_assets.defs.ingest.sensors import loaded_fingerprint
 from churn_assets.defs.monitoring.sensors import DRIFT_GATE, REALIZED_CHECK
 from churn_assets.lib.daemon import Daemon, Watch, launched_by, wait_for
 from churn_assets.lib.report import decision_line
+from churn_assets.lib.runs import RANGE_END_TAG, RANGE_START_TAG
 
 # The daemon's sensors look every few seconds (and its backfill loop as often): a month of
 # the story is a minute of wall time, not a month.
@@ -99,7 +101,7 @@ def monthly_story(
             deliver(write_month(data, month_end, Path(staging)), raw_dir)
         orders_sha = file_sha256(next(raw_dir.glob("orders.*")))
         wait_for(
-            lambda: _loaded_orders_sha(instance) == orders_sha,  # noqa: B023
+            lambda: loaded_fingerprint(instance)[0].get("orders") == orders_sha,  # noqa: B023
             daemon,
             f"the load of the files to {month_end}",
             MONTH_DEADLINE_SECONDS,
@@ -115,15 +117,6 @@ def monthly_story(
     return story
 
 
-def _loaded_orders_sha(instance: dg.DagsterInstance) -> str | None:
-    """The sha256 of the orders file the warehouse holds (the last load's metadata)."""
-    records = instance.fetch_materializations(dg.AssetKey("raw_orders"), limit=1).records
-    if not records or records[0].asset_materialization is None:
-        return None
-    value = records[0].asset_materialization.metadata.get("source_sha256")
-    return str(getattr(value, "value", value))
-
-
 def _run_lines(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
     """The run as a person reads it: who asked, what it built, how it ended; then the drift
     gate and the realized-performance check if it evaluated them."""
@@ -131,9 +124,8 @@ def _run_lines(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
     if what.startswith("__ASSET_JOB") and run.asset_selection:
         what = ", ".join(sorted(key.to_user_string() for key in run.asset_selection))
     scope = run.tags.get("dagster/partition") or (
-        f"{run.tags['dagster/asset_partition_range_start']} .. "
-        f"{run.tags['dagster/asset_partition_range_end']}"
-        if "dagster/asset_partition_range_start" in run.tags
+        f"{run.tags[RANGE_START_TAG]} .. {run.tags[RANGE_END_TAG]}"
+        if RANGE_START_TAG in run.tags
         else ""
     )
     ended = "" if run.status == dg.DagsterRunStatus.SUCCESS else f"  {run.status.value}"

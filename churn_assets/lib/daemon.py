@@ -33,16 +33,8 @@ from dagster._core.scheduler.instigation import (
     InstigatorType,
     TickStatus,
 )
+from dagster._core.storage.dagster_run import FINISHED_STATUSES, NOT_FINISHED_STATUSES
 from dagster._core.storage.tags import BACKFILL_ID_TAG, SENSOR_NAME_TAG
-
-ACTIVE = (
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-)
-FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 # `dagster-daemon` itself, with one constant changed: the backfill daemon's loop interval,
 # fixed at 30 s in Dagster (not configurable), set to the given seconds. The automation
@@ -150,7 +142,7 @@ class Watch:
 
     def finished_runs(self) -> list[dg.DagsterRun]:
         """The runs that finished since the last call, oldest first."""
-        runs = self.instance.get_runs(filters=dg.RunsFilter(statuses=list(FINISHED)))
+        runs = self.instance.get_runs(filters=dg.RunsFilter(statuses=list(FINISHED_STATUSES)))
         new = [run for run in reversed(runs) if run.run_id not in self.reported]
         self.reported.update(run.run_id for run in new)
         return new
@@ -159,7 +151,9 @@ class Watch:
         """True once the condition of the module docstring holds."""
         runs = self.instance.get_runs_count()
         busy = bool(
-            self.instance.get_runs(filters=dg.RunsFilter(statuses=list(ACTIVE)), limit=1)
+            self.instance.get_runs(
+                filters=dg.RunsFilter(statuses=list(NOT_FINISHED_STATUSES)), limit=1
+            )
             or self.instance.get_backfills(status=BulkActionStatus.REQUESTED, limit=1)
         )
         if busy or runs != self._runs_seen:

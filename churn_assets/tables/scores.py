@@ -44,12 +44,9 @@ _DDL = """
 _MIGRATIONS = ("add column if not exists model_data_through date",)
 
 
-def write_scores(
-    conn: psycopg2.extensions.connection, scores: pd.DataFrame, *, current: bool = True
-) -> None:
+def write_scores(conn: psycopg2.extensions.connection, scores: pd.DataFrame) -> None:
     """Put one period's ``scores`` (one model version) in the history, replacing that
-    version's earlier scores of the period; with ``current`` they also replace
-    ``scoring.churn_scores``."""
+    version's earlier scores of the period, and replace ``scoring.churn_scores`` with them."""
     missing = [column for column in SCORE_COLUMNS if column not in scores.columns]
     if missing:
         raise ValueError(f"scores frame is missing column(s): {', '.join(missing)}")
@@ -77,9 +74,8 @@ def write_scores(
                 f"insert into {SCORES_SCHEMA}.churn_scores_history ({', '.join(SCORE_COLUMNS)}) "
                 f"select {', '.join(SCORE_COLUMNS)} from scores_load"
             )
-            if current:
-                cur.execute(f"truncate {SCORES_SCHEMA}.churn_scores")
-                _insert_current(cur)
+            cur.execute(f"truncate {SCORES_SCHEMA}.churn_scores")
+            _insert_current(cur)
         conn.commit()
     except BaseException:
         conn.rollback()

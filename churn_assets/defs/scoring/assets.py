@@ -81,7 +81,7 @@ def churn_scores(
         model_data_through=data_through,
     )
     with warehouse.connect() as conn:
-        write_scores(conn, scores, current=True)
+        write_scores(conn, scores)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(scores),
