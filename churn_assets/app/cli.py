@@ -329,7 +329,7 @@ def _drift_story(settings: Settings, deliveries: list[date]) -> None:
             PROJECT_ROOT / "workspace.yaml",
             daemon_env,
             log,
-            backfill_interval_seconds=SENSOR_INTERVAL_SECONDS,
+            loop_interval_seconds=1,  # the loops look every second; sensors tick every 2 s
         ) as daemon,
         _instance(settings) as instance,
     ):

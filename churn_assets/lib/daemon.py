@@ -36,16 +36,22 @@ from dagster._core.scheduler.instigation import (
 from dagster._core.storage.dagster_run import FINISHED_STATUSES, NOT_FINISHED_STATUSES
 from dagster._core.storage.tags import BACKFILL_ID_TAG, SENSOR_NAME_TAG
 
-# `dagster-daemon` itself, with one constant changed: the backfill daemon's loop interval,
-# fixed at 30 s in Dagster (not configurable), set to the given seconds. The automation
-# turns a delivery's periods into a backfill, which would otherwise wait up to 30 s to
-# submit its run, and the story's months pass in seconds.
+# `dagster-daemon` itself, with three loop intervals (constants in Dagster, not settings) set
+# to the given seconds: the backfill daemon's (30 s), and the sensor and asset daemons' (5 s
+# between looks at the sensors due). The story's months pass in seconds; each of its runs
+# is asked for by one of those loops, and the automation turns a delivery's periods into a
+# backfill that would otherwise wait up to 30 s to submit its run. A sensor's own
+# ``minimum_interval_seconds`` still decides how often it ticks.
 _DAEMON = """
 import sys
+import dagster._daemon.asset_daemon as asset_daemon
 import dagster._daemon.controller as controller
+import dagster._daemon.sensor as sensor
 from dagster._daemon.cli import main
 
 controller.DEFAULT_DAEMON_INTERVAL_SECONDS = {interval}
+sensor.MIN_INTERVAL_LOOP_TIME = {interval}
+asset_daemon.MIN_INTERVAL_LOOP_SECONDS = {interval}
 sys.argv[0] = "dagster-daemon"
 sys.exit(main())
 """
@@ -78,7 +84,7 @@ def running_daemon(
     workspace: Path,
     env: Mapping[str, str],
     log: Path,
-    backfill_interval_seconds: int,
+    loop_interval_seconds: int,
 ) -> Iterator[Daemon]:
     """Start ``dagster-daemon run -w workspace`` on the instance in ``dagster_home`` (created
     first: two processes creating its SQLite storage at once can leave two schema heads),
@@ -88,7 +94,7 @@ def running_daemon(
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-c", _DAEMON.format(interval=backfill_interval_seconds),
+            [sys.executable, "-c", _DAEMON.format(interval=loop_interval_seconds),
              "run", "-w", str(workspace)],
             cwd=dagster_home,
             env={**os.environ, **env, "DAGSTER_HOME": str(dagster_home)},
