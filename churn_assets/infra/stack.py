@@ -95,6 +95,9 @@ def up(root: Path, *, sensor_interval_seconds: int = 30, scorer: bool = True) ->
         "DAGSTER_POSTGRES_DB": "dagster",
         "DAGSTER_POSTGRES_URL": f"postgresql+psycopg2://{params.user}@/dagster?host={params.host}",
         "CHURN_SENSOR_INTERVAL_SECONDS": str(sensor_interval_seconds),
+        # MLflow 3's server would start three job consumers (huey, ~250 MB each) for its
+        # GenAI jobs; the registry and tracking the platform uses need none of them.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
     bin_dir = Path(sys.executable).parent
     mlflow_backend = f"postgresql+psycopg2://{params.user}@/mlflow?host={params.host}"
