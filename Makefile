@@ -23,9 +23,10 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/churn demo
 
-# Two workers, one test module each at a time (module fixtures such as a story's run are
-# built once), in collection order: the two longest modules (the stories under the daemon
-# and in process, see tests/conftest.py) start first, one per worker, and the rest fills in.
+# Two workers, one work unit each at a time: a test module (its module fixtures are built
+# once), or every test on the session demo together (the demo runs once). The story under
+# the daemon starts on one worker, the demo's unit on the other, the rest fills in (the
+# units and their order: tests/conftest.py).
 test: install
 	$(BIN)/pytest -n 2 --dist loadscope --no-loadscope-reorder
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -14,7 +18,7 @@ from click.testing import CliRunner, Result
 
 from churn_assets.app.cli import main
 from churn_assets.infra import warehouse
-from churn_assets.policy import rules
+from churn_assets.policy import env_name, rules
 from churn_assets.settings import SETTINGS
 from tests.webhook import Receiver, serve_receiver
 
@@ -38,6 +42,11 @@ _ENV_TO_CLEAR = tuple(
         [*(setting.env for setting in SETTINGS), *(rule.env for rule in rules()), *_OUTSIDE_ENV]
     )
 )
+# For tests of plumbing around a whole run (locks, readers, topology, which periods a
+# delivery rebuilds): one backtest period and two training cohorts instead of six and six.
+# The training itself is tested under the default policy (the session demo, the story, the
+# retail profile); here it only has to pass its gates.
+LIGHT_TRAINING_ENV = {env_name("backtest_periods"): "1", env_name("training_periods"): "2"}
 # The test folders whose modules import the dbt assets (or load the definitions, which do).
 _DBT_FOLDERS = ("defs", "integration")
 
@@ -59,6 +68,9 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     for name in _ENV_TO_CLEAR:
         os.environ.pop(name, None)
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
+        units = Path(tempfile.mkdtemp(prefix="churn-xdist-")) / "units.json"
+        os.environ[_UNITS_FILE_ENV] = str(units)
     if hasattr(config, "workerinput") or not _collects_dbt_tests(config):
         return
     with warnings.catch_warnings():
@@ -67,6 +79,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
     project = churn_dbt_project()
     project.preparer.prepare(project)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput") and _UNITS_FILE_ENV in os.environ:
+        shutil.rmtree(Path(os.environ.pop(_UNITS_FILE_ENV)).parent, ignore_errors=True)
 
 
 def _collects_dbt_tests(config: pytest.Config) -> bool:
@@ -81,26 +98,63 @@ def _collects_dbt_tests(config: pytest.Config) -> bool:
 
 
 # The longest module, started first (``make test`` keeps this order: --no-loadscope-reorder):
-# one xdist worker begins with it and the rest fills in around it.
+# one xdist worker begins with it, the other with the tests on the session demo.
 _LONGEST_FIRST = ("integration/test_drift_story.py",)
+_DEMO_UNIT = "session-demo"
+# Where the workers tell the controller each test's work unit (set by the controller, which
+# collects nothing itself; the workers inherit it).
+_UNITS_FILE_ENV = "CHURN_TESTS_XDIST_UNITS"
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # A test that needs the session's `churn demo` (a whole run of the graph, minutes) is
-    # slow, whatever else it does: `-m "not slow"` then never starts the demo.
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests on the session demo slow, and choose the xdist work units.
+
+    ``make test`` runs two workers, one unit each at a time. A unit is a module (its module
+    fixtures are built once), except that every test needing the session's ``churn demo``
+    (a whole run of the graph, minutes) joins one unit, so only one worker runs the demo.
+    Units start in this order: the story, the demo's, the rest. (xdist's own
+    ``--dist loadgroup`` would do the grouping, but its marks do not reach the scheduler
+    under pytest 9: it renames ``item._nodeid``, which pytest 9 no longer reads.)
+    """
+    units: dict[str, str] = {}
     for item in items:
-        if "demo" in getattr(item, "fixturenames", ()):
+        on_demo = "demo" in getattr(item, "fixturenames", ())
+        if on_demo:  # `-m "not slow"` then never starts the demo
             item.add_marker(pytest.mark.slow)
+        units[item.nodeid] = _DEMO_UNIT if on_demo else item.nodeid.split("::")[0]
 
     def rank(item: pytest.Item) -> int:
-        path = item.path.as_posix()
-        return next(
-            (i for i, name in enumerate(_LONGEST_FIRST) if path.endswith(name)),
-            len(_LONGEST_FIRST),
-        )
+        if any(item.path.as_posix().endswith(name) for name in _LONGEST_FIRST):
+            return 0
+        return 1 if units[item.nodeid] == _DEMO_UNIT else 2
 
-    items.sort(key=rank)  # stable: the rest keep their order
+    items.sort(key=rank)  # stable: within a rank, collection order
+    units_file = os.environ.get(_UNITS_FILE_ENV)
+    if units_file and hasattr(config, "workerinput"):  # every worker writes the same units
+        partial = Path(f"{units_file}.{config.workerinput['workerid']}")
+        partial.write_text(json.dumps(units))
+        partial.replace(units_file)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` with the units of ``pytest_collection_modifyitems``."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    units_file = Path(os.environ[_UNITS_FILE_ENV])
+
+    class UnitScheduling(LoadScopeScheduling):
+        units: dict[str, str] | None = None
+
+        # Called once collection is complete, so after every worker wrote the file.
+        def _split_scope(self, nodeid: str) -> str:
+            if self.units is None:
+                self.units = json.loads(units_file.read_text())
+            return self.units.get(nodeid) or super()._split_scope(nodeid)
+
+    return UnitScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -128,6 +182,13 @@ def churn_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, churn_home: Path)
     monkeypatch.setenv("GX_ANALYTICS_ENABLED", "false")
     monkeypatch.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     return tmp_path / "raw"
+
+
+@pytest.fixture
+def light_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This test's runs train lightly (``LIGHT_TRAINING_ENV``)."""
+    for name, value in LIGHT_TRAINING_ENV.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture(scope="session")

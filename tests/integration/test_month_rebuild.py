@@ -49,6 +49,7 @@ def test_a_month_delivered_rebuilds_the_new_period_and_the_maturing_ones_only(
     tmp_path: Path,
     fresh_database_url: str,
     monkeypatch: pytest.MonkeyPatch,
+    light_training: None,
 ) -> None:
     assert demo[0].exit_code == 0, demo[0].output
     # A home of its own (Dagster instance, MLflow) on a fresh database.

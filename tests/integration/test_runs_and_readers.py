@@ -29,6 +29,7 @@ from churn_assets.serving.features import WarehouseFeatureSource
 from churn_assets.serving.model_store import ChampionHolder
 from churn_assets.serving.server import BackgroundServer
 from churn_assets.settings import load_settings
+from tests.conftest import LIGHT_TRAINING_ENV
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -96,6 +97,7 @@ def _start_run(home: Path, raw_dir: Path, log: Path) -> subprocess.Popen[bytes]:
         "CHURN_HOME": str(home),
         "CHURN_RAW_DIR": str(raw_dir),
         "GX_ANALYTICS_ENABLED": "false",
+        **LIGHT_TRAINING_ENV,  # what is tested is the lock, not the training
     }
     with log.open("wb") as out:
         return subprocess.Popen(

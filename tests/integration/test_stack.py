@@ -26,6 +26,7 @@ from churn_assets.defs.partitions import periods_in_files
 from churn_assets.infra import stack as churn_stack
 from churn_assets.lib.runs import period_range_tags
 from churn_assets.periods import Period
+from tests.conftest import LIGHT_TRAINING_ENV
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # every process, a whole run
 
@@ -69,7 +70,12 @@ def _wait(predicate, what: str, timeout: float = TIMEOUT_SECONDS):  # type: igno
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[churn_stack.Stack]:
     root = tmp_path_factory.mktemp("stack")
-    started = churn_stack.up(root, sensor_interval_seconds=2, scorer=False)
+    # The stack's processes take the environment they start with: a light training (what
+    # is tested is where each piece runs and lands, not the model).
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in LIGHT_TRAINING_ENV.items():
+            mp.setenv(name, value)
+        started = churn_stack.up(root, sensor_interval_seconds=2, scorer=False)
     try:
         yield started
     finally:
