@@ -31,8 +31,7 @@ from churn_assets.ml.features import NUMERIC_FEATURES, split_holdout
 from churn_assets.ml.scoring import score_in_batches
 from churn_assets.ml.train import train
 from churn_assets.policy import load_policy
-from churn_assets.tables.scores import write_scores
-from churn_assets.tables.snapshot import read_feature_table
+from churn_assets.tables.postgres.warehouse import PostgresWarehouse
 from tests.unit._features import training_snapshot
 
 COLUMNS = ["as_of", "customer_id", *NUMERIC_FEATURES, "email_domain_class"]
@@ -83,8 +82,7 @@ def _load_features(url: str, snapshot: pd.DataFrame, rows: int) -> None:
 def _score(url: str, onnx_path: Path) -> dict[str, float]:
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    with warehouse.connect(url) as conn:
-        features = read_feature_table(conn, "marts.current_features")
+    features = PostgresWarehouse(url).read_current_features()
     timings["read features (Postgres)"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -105,8 +103,7 @@ def _score(url: str, onnx_path: Path) -> dict[str, float]:
     timings["build rows + risk bands"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    with warehouse.connect(url) as conn:
-        write_scores(conn, scores)
+    PostgresWarehouse(url).write_scores(scores)
     timings["write scores + history (txn)"] = time.perf_counter() - start
     return timings
 

@@ -51,7 +51,8 @@ from churn_assets.app.status import shadow, status_report
 from churn_assets.infra import warehouse
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 from churn_assets.settings import load_settings
-from churn_assets.tables import online_predictions
+from churn_assets.tables.online_predictions import COLUMNS
+from churn_assets.tables.postgres import online_predictions
 
 CHUNK = 100_000
 
@@ -106,7 +107,7 @@ def fill(url: str, rows: int, days: float) -> float:
     with warehouse.connect(url) as conn:
         online_predictions.create_table(conn)
         with conn.cursor() as cur:
-            columns = ", ".join(online_predictions.COLUMNS)
+            columns = ", ".join(COLUMNS)
             for start in range(0, rows, CHUNK):
                 text = _chunk(rng, start, min(CHUNK, rows - start), rows, days)
                 cur.copy_expert(

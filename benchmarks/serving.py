@@ -384,15 +384,11 @@ def in_process_steps(bodies: list[dict[str, Any]], repeats: int = 2_000) -> dict
 
 def demo_bodies() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Feature payloads and customer-id payloads from the demo's ``marts.current_features``."""
-    from churn_assets.infra import warehouse
     from churn_assets.ml.features import CATEGORICAL_FEATURE, NUMERIC_FEATURES
     from churn_assets.settings import load_settings
-    from churn_assets.tables.snapshot import read_feature_table
+    from churn_assets.tables.engines import open_warehouse
 
-    settings = load_settings()
-    url = warehouse.url_for(settings)
-    with warehouse.connect(url) as conn:
-        frame = read_feature_table(conn, "marts.current_features")
+    frame = open_warehouse(load_settings()).read_current_features()
     if frame.empty:
         raise SystemExit("marts.current_features is empty: run `churn demo` first")
     features = [

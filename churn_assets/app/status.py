@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg2
-
-from churn_assets.infra import warehouse
+from churn_assets.infra.warehouse import WarehouseError
 from churn_assets.settings import Settings
+from churn_assets.tables.engines import open_warehouse
 from churn_assets.urls import mask_url
 
 
@@ -59,26 +58,27 @@ def _nothing_loaded(settings: Settings) -> bool:
 
 def realized(settings: Settings) -> list[dict[str, Any]] | None:
     """Realized performance per (version, period) from the warehouse; None if unreachable."""
-    from churn_assets.schema import REALIZED_TABLE
-
     if _nothing_loaded(settings):
         return []
     try:
-        with warehouse.connect(warehouse.url_for(settings)) as conn, conn.cursor() as cur:
-            cur.execute("select to_regclass(%s)", (REALIZED_TABLE,))
-            if cur.fetchone()[0] is None:
-                return []
-            cur.execute(
-                f"select model_version, as_of, rows, auc, brier from {REALIZED_TABLE} "
-                "order by as_of, model_version"
-            )
-            rows = cur.fetchall()
-    except (psycopg2.Error, warehouse.WarehouseError):
+        table = open_warehouse(settings).read_realized_performance()
+    except WarehouseError:
         return None
     return [
-        {"model_version": v, "as_of": a.isoformat(), "rows": n, "auc": auc, "brier": brier}
-        for v, a, n, auc, brier in rows
+        {
+            "model_version": str(row["model_version"]),
+            "as_of": row["as_of"].isoformat(),
+            "rows": int(row["rows"]),
+            "auc": _number(row["auc"]),
+            "brier": _number(row["brier"]),
+        }
+        for row in table.to_dict("records")
     ]
+
+
+def _number(value: Any) -> float | None:
+    """A float for JSON: a missing value (an undefined AUC) is None, never NaN."""
+    return None if value is None or value != value else float(value)
 
 
 def shadow(settings: Settings) -> dict[str, Any] | None:
@@ -86,14 +86,12 @@ def shadow(settings: Settings) -> dict[str, Any] | None:
     aggregates it per pair in one scan (0.8 s at a million rows, where reading every row
     into pandas took 3.7 s: benchmarks/RESULTS.md)."""
     from churn_assets.ml.shadow import describe, pairs_from_groups
-    from churn_assets.tables.online_predictions import read_shadow_groups
 
     if _nothing_loaded(settings):
         return {"rows": 0, "pairs": [], "summary": describe([])}
     try:
-        with warehouse.connect(warehouse.url_for(settings)) as conn:
-            groups = read_shadow_groups(conn)
-    except (psycopg2.Error, warehouse.WarehouseError):
+        groups = open_warehouse(settings).read_shadow_groups()
+    except WarehouseError:
         return None
     pairs = pairs_from_groups(groups)
     return {

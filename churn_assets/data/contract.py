@@ -6,7 +6,8 @@ violations are reported together, so a user fixes a file once rather than once p
 
 Values are bounded (``churn_assets.limits``) so that whatever passes also fits the
 warehouse types and keeps the features finite, and every failure, however odd the file, is
-a :class:`RawDataContractError`: never a pandas, numpy or psycopg2 exception at load time.
+a :class:`RawDataContractError`: never a pandas, numpy or database driver exception at load
+time.
 
 Errors end up in the Dagster event log, so they quote as little of a file as possible: raw
 files must be regular files in the raw directory (a symbolic link is refused without being

@@ -137,10 +137,8 @@ def periods_to_rebuild_for_files(
     files in ``CHURN_RAW_DIR`` can change, computed before the run that loads them with the
     very rule its load applies (:func:`plan_rebuild`; the digests are computed once)."""
     from churn_assets.data.digests import digest_raw_files
-    from churn_assets.infra import warehouse
-    from churn_assets.tables.raw import latest_load
+    from churn_assets.tables.engines import open_warehouse
 
     current = digest_raw_files(settings.raw_dir, settings.period, settings.window_days)
-    with warehouse.connect(warehouse.url_for(settings)) as conn:
-        loaded = latest_load(conn)
+    loaded = open_warehouse(settings).latest_load()
     return plan_rebuild(instance, loaded, current, keys)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import dagster as dg
-import psycopg2.extensions
 from dagster_dbt import DbtCliInvocation, DbtCliResource
 from dagster_dbt.compat import DBT_PYTHON_VERSION
 from packaging.version import Version
@@ -22,15 +21,19 @@ from churn_assets.lib.dbt import churn_dbt_project
 from churn_assets.policy import Policy, load_policy, rules
 from churn_assets.schema import EXPERIMENT_NAME, REGISTERED_MODEL_NAME
 from churn_assets.settings import DEFAULT_LOCK_TIMEOUT_SECONDS, load_settings
+from churn_assets.tables.postgres.warehouse import PostgresWarehouse
+from churn_assets.tables.warehouse import HeldLock, Warehouse
 from churn_assets.urls import mask_url
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The Postgres warehouse. Assets connect through it, never on their own.
+    """The warehouse. Assets read and write it through the interface it hands out
+    (:meth:`client`, a :class:`~churn_assets.tables.warehouse.Warehouse`), never on their own.
 
     A run that uses it holds the warehouse write lock from its first step to its last
-    (see :func:`churn_assets.infra.warehouse.write_lock`), so two runs never interleave: the
-    model a run trains is trained on the raw data and features that run built. Runs
+    (:meth:`~churn_assets.tables.warehouse.Warehouse.write_lock`), so two runs never
+    interleave: the model a run trains is trained on the raw data and features that run
+    built. Runs
     execute in one process (``in_process_executor`` below), which is what lets a
     resource hold the lock for the whole run rather than per step.
 
@@ -42,10 +45,14 @@ class WarehouseResource(dg.ConfigurableResource):
 
     lock_timeout_seconds: int = DEFAULT_LOCK_TIMEOUT_SECONDS
     # The lock this run holds (None outside a run); each run gets its own copy of the resource.
-    _write_lock: warehouse.HeldWriteLock | None = PrivateAttr(default=None)
+    _write_lock: HeldLock | None = PrivateAttr(default=None)
 
     def url(self) -> str:
         raise NotImplementedError
+
+    def client(self) -> Warehouse:
+        """The warehouse interface: every read and write of an asset goes through it."""
+        return PostgresWarehouse(self.url())
 
     @contextlib.contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[Self]:
@@ -63,7 +70,7 @@ class WarehouseResource(dg.ConfigurableResource):
                     f"being written by {current or 'another session'}"
                 )
 
-        with warehouse.write_lock(self.url(), holder, self.lock_timeout_seconds, waiting) as lock:
+        with self.client().write_lock(holder, self.lock_timeout_seconds, waiting) as lock:
             if log is not None:
                 log.info("holding the warehouse write lock until this run ends")
             self._write_lock = lock
@@ -83,12 +90,6 @@ class WarehouseResource(dg.ConfigurableResource):
         """
         if self._write_lock is not None:
             self._write_lock.ensure_held(consequence)
-
-    @contextlib.contextmanager
-    def connect(self) -> Iterator[psycopg2.extensions.connection]:
-        """A connection that commits on success, rolls back on error."""
-        with warehouse.connect(self.url()) as conn:
-            yield conn
 
     def dbt_env(self) -> dict[str, str]:
         """The ``CHURN_PG_*`` variables ``dbt_project/profiles.yml`` reads."""

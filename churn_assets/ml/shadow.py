@@ -7,9 +7,9 @@ question is how differently it would have served *live traffic*: how often the t
 customer in the same risk band, how far their probabilities are apart, and whether they
 rank customers alike. This module answers it per (champion, challenger) pair, from rows
 already oriented as champion and challenger (:func:`compare_shadow`, on the frame
-:func:`churn_assets.tables.online_predictions.read_shadow_results` reads) or from the same
-rows aggregated per pair by Postgres (:func:`pairs_from_groups`, on
-:func:`~churn_assets.tables.online_predictions.read_shadow_groups`: what ``churn status`` and
+:meth:`churn_assets.tables.warehouse.Warehouse.read_shadow_results` reads) or from the same
+rows aggregated per pair by the warehouse (:func:`pairs_from_groups`, on
+:meth:`~churn_assets.tables.warehouse.Warehouse.read_shadow_groups`: what ``churn status`` and
 the ``shadow_comparison`` asset read, one scan of the log instead of every row in Python).
 Both give the same pairs.
 """
@@ -103,7 +103,7 @@ def compare_shadow(shadow: pd.DataFrame) -> list[ShadowPair]:
 
 def pairs_from_groups(groups: Iterable[ShadowGroup]) -> list[ShadowPair]:
     """:func:`compare_shadow` of the rows behind ``groups`` (one per pair, aggregated by
-    :func:`~churn_assets.tables.online_predictions.read_shadow_groups`): the same pairs, in the
+    :meth:`~churn_assets.tables.warehouse.Warehouse.read_shadow_groups`): the same pairs, in the
     same order."""
     return _sorted(
         _judged(

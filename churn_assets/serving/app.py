@@ -212,7 +212,7 @@ def create_app(
         as_of = None
         features = request.features
         if request.customer_id is not None:
-            if feature_source.blocking:  # e.g. psycopg2: keep it off the event loop
+            if feature_source.blocking:  # e.g. a pooled warehouse lookup: off the event loop
                 row = await run_in_threadpool(lookup, request.customer_id, request_id)
             else:  # the online copy answers in microseconds; a thread hop costs ~0.1 ms
                 row = lookup(request.customer_id, request_id)

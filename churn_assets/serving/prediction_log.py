@@ -1,14 +1,15 @@
 """The online prediction log: every served prediction into ``scoring.online_predictions``,
 off the request path.
 
-A request only formats its row as a line of ``COPY`` text and appends it to a bounded buffer
-(when the buffer is full the prediction is left out of the log and counted,
-``churn_prediction_log_dropped_total``), so a slow or absent warehouse never slows a request.
-One writer thread takes the buffer in batches (``BATCH_ROWS`` rows, or what is there after
-``FLUSH_SECONDS``) and writes each with one ``COPY``; it drains the buffer on
-:meth:`PredictionLog.close`, so the rows of a scorer that stops cleanly are all written. A
-batch that cannot be written is dropped and counted too; the next batch reconnects. With a
-shadow (:class:`ShadowScoring`; the scorer's is
+A request only formats its row as a line of text (the log's line format: ``COPY`` text) and
+appends it to a bounded buffer (when the buffer is full the prediction is left out of the
+log and counted, ``churn_prediction_log_dropped_total``), so a slow or absent warehouse never
+slows a request. One writer thread takes the buffer in batches (``BATCH_ROWS`` rows, or what
+is there after ``FLUSH_SECONDS``) and appends each through the warehouse interface's log
+writer (:meth:`~churn_assets.tables.warehouse.Warehouse.prediction_log_writer`: one ``COPY``
+on Postgres); it drains the buffer on :meth:`PredictionLog.close`, so the rows of a scorer
+that stops cleanly are all written. A batch that cannot be written is dropped and counted
+too; the next batch reconnects. With a shadow (:class:`ShadowScoring`; the scorer's is
 :class:`~churn_assets.serving.challenger.ShadowScorer`), the writer first scores the batch
 with the shadow model and adds its results to the lines, so shadow scoring costs the
 request nothing either. What a request leaves for the shadow (:class:`ShadowJob`) and what
@@ -27,14 +28,13 @@ starts a pass that deletes the rows scored before now minus the retention, one
 ``prune_batch_rows`` DELETE (a ~8 ms transaction) per wake of the writer, between its
 COPYs, until none is left; so a first pass over an old, big log never holds the writer up
 and the buffer never waits long. Why a DELETE and not partitions: see
-:mod:`churn_assets.tables.online_predictions`. A scorer that runs prunes without any Dagster
-daemon; a log nobody writes to does not grow.
+:mod:`churn_assets.tables.postgres.online_predictions`. A scorer that runs prunes without any
+Dagster daemon; a log nobody writes to does not grow.
 """
 
 from __future__ import annotations
 
 import collections
-import io
 import logging
 import threading
 import time
@@ -43,17 +43,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-import psycopg2
-import psycopg2.extensions
-
+from churn_assets.infra.warehouse import WarehouseError
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 from churn_assets.serving.metrics import ServingMetrics
-from churn_assets.tables.online_predictions import (
-    COLUMNS,
-    PRUNE_BATCH_ROWS,
-    create_table,
-    prune_batch,
-)
+from churn_assets.tables.online_predictions import LINE_FIELDS, PRUNE_BATCH_ROWS, SHADOW_FIELDS
+from churn_assets.tables.warehouse import Warehouse
 
 if TYPE_CHECKING:
     from churn_assets.ml.features import ModelInputs
@@ -86,23 +80,15 @@ class LoggedPrediction(NamedTuple):
     batch_item: int | None = None  # the item's index in a /predict/batch request
 
 
-# COPY in the text format costs ~10 us a row, all in, where execute_values' INSERT (mogrify
-# per row, then the server parsing it) cost ~30 us (benchmarks/RESULTS.md). Request ids are
-# fresh uuids, so COPY's lack of ON CONFLICT loses nothing. The shadow's columns come last
-# so the writer can append them to the line the request made.
-_SHADOW_FIELDS = (
-    "shadow_model_version",
-    "shadow_model_sha256",
-    "shadow_probability",
-    "shadow_risk_band",
-)
-_HEAD_FIELDS: tuple[str, ...] = LoggedPrediction._fields
-if sorted(_HEAD_FIELDS + _SHADOW_FIELDS) != sorted(COLUMNS):
+# A row is a line of text in the log's line format (tables/online_predictions.py:
+# LINE_FIELDS; Postgres writes it with one COPY, ~10 us a row all in, where an INSERT cost
+# ~30 us: benchmarks/RESULTS.md). The shadow's columns come last so the writer can append
+# them to the line the request made.
+if LoggedPrediction._fields + SHADOW_FIELDS != LINE_FIELDS:
     raise RuntimeError(f"LoggedPrediction is out of sync with {ONLINE_PREDICTIONS_TABLE}")
-_COPY = f"copy {ONLINE_PREDICTIONS_TABLE} ({', '.join(_HEAD_FIELDS + _SHADOW_FIELDS)}) from stdin"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _NULL = "\\N"
-_NO_SHADOW = "\t".join(["", *[_NULL] * len(_SHADOW_FIELDS)]) + "\n"
+_NO_SHADOW = "\t".join(["", *[_NULL] * len(SHADOW_FIELDS)]) + "\n"
 
 
 def _text(value: str | None) -> str:
@@ -111,7 +97,7 @@ def _text(value: str | None) -> str:
 
 
 def copy_head(p: LoggedPrediction) -> str:
-    """The row's COPY text, fields in :class:`LoggedPrediction`'s order (the shadow's columns
+    """The row's line, fields in :class:`LoggedPrediction`'s order (the shadow's columns
     and the line's end follow in the writer). Request ids (uuid4), input hashes (hex),
     timestamps, numbers and ``served_by`` need no escaping; floats use ``repr``, which
     round-trips exactly through float8."""
@@ -174,7 +160,7 @@ class PredictionLog:
 
     def __init__(
         self,
-        url: str,
+        warehouse: Warehouse,
         metrics: ServingMetrics,
         *,
         capacity: int = DEFAULT_CAPACITY,
@@ -185,8 +171,9 @@ class PredictionLog:
         prune_every_seconds: float = PRUNE_EVERY_SECONDS,
         prune_batch_rows: int = PRUNE_BATCH_ROWS,
     ) -> None:
-        """``retention_days`` None keeps every row (nothing is deleted)."""
-        self._url = url
+        """``retention_days`` None keeps every row (nothing is deleted). Nothing connects to
+        ``warehouse`` before the writer's first batch."""
+        self._writer = warehouse.prediction_log_writer()
         self._dropped = metrics.prediction_log_dropped
         # A deque, not a queue.Queue: append and popleft are atomic without a lock, and the
         # writer is woken once per full batch (or by its flush timeout), never per row.
@@ -197,7 +184,6 @@ class PredictionLog:
         self._shadow = shadow
         self._batch_ready = threading.Event()
         self._stopping = threading.Event()
-        self._conn: psycopg2.extensions.connection | None = None
         self._thread: threading.Thread | None = None
         self._retention = None if retention_days is None else timedelta(days=retention_days)
         self._prune_every = prune_every_seconds
@@ -207,7 +193,7 @@ class PredictionLog:
         self._pruned = 0  # rows the running pass deleted so far
 
     def start(self) -> None:
-        """Start the writer (the table is created by its first connection)."""
+        """Start the writer (the table is created before its first write)."""
         if self._thread is None:
             self._stopping.clear()
             self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
@@ -251,8 +237,7 @@ class PredictionLog:
             if stopping:
                 break
             self._prune_step()
-        if self._conn is not None:
-            self._conn.close()
+        self._writer.close()
 
     def _lines(self, batch: list[Buffered]) -> list[str]:
         """The batch's COPY lines, with the shadow's results when there is a shadow."""
@@ -260,33 +245,14 @@ class PredictionLog:
         tails = _shadow_tails(len(batch), scores)
         return [buffered.head + tail for buffered, tail in zip(batch, tails, strict=True)]
 
-    def _connection(self) -> psycopg2.extensions.connection:
-        if self._conn is None or self._conn.closed:
-            # A commit need not wait for its WAL flush: a warehouse crash may lose the
-            # last fraction of a second of log rows, never their consistency.
-            self._conn = psycopg2.connect(
-                self._url, connect_timeout=10, options="-c synchronous_commit=off"
-            )
-            with self._conn:
-                create_table(self._conn)
-        return self._conn
-
-    def _disconnect(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-        self._conn = None
-
     def _copy(self, lines: list[str]) -> None:
         if not lines:
             return
         try:
-            conn = self._connection()
-            with conn, conn.cursor() as cur:
-                cur.copy_expert(_COPY, io.StringIO("".join(lines)))
-        except psycopg2.Error as exc:
+            self._writer.append(lines)
+        except WarehouseError as exc:  # the writer reconnects on its next call
             self._dropped.inc(len(lines))
             log.warning("prediction log: %d rows not written: %s", len(lines), exc)
-            self._disconnect()
 
     def _prune_step(self) -> None:
         """One DELETE of the retention's pass, if a pass runs or is due (module docstring)."""
@@ -300,13 +266,10 @@ class PredictionLog:
             self._cutoff = datetime.now(UTC) - self._retention
             self._pruned = 0
         try:
-            conn = self._connection()
-            with conn:
-                deleted = prune_batch(conn, self._cutoff, self._prune_rows)
-        except psycopg2.Error as exc:
+            deleted = self._writer.prune_before(self._cutoff, self._prune_rows)
+        except WarehouseError as exc:
             # The rows stay until the next pass; the log itself is unharmed.
             log.warning("prediction log: rows before %s not deleted: %s", self._cutoff, exc)
-            self._disconnect()
             self._cutoff = None
             return
         self._pruned += deleted

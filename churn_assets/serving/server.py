@@ -48,6 +48,7 @@ from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.model_store import DEFAULT_POLL_SECONDS, ChampionHolder
 from churn_assets.serving.prediction_log import PredictionLog
 from churn_assets.settings import Settings, load_settings
+from churn_assets.tables.engines import open_warehouse
 from churn_assets.tables.online_predictions import check_retention
 from churn_assets.urls import mask_secrets, mask_url
 
@@ -135,10 +136,10 @@ def build_service(
     )
     challenger.refresh()
     # The embedded server already runs (the feature copy started it): this only names it.
-    url = warehouse.url_for(settings)
+    log_warehouse = open_warehouse(settings)
     bands = RiskBands.from_policy(policy)
     prediction_log = PredictionLog(
-        url, metrics, shadow=ShadowScorer(bands, metrics), retention_days=retention_days
+        log_warehouse, metrics, shadow=ShadowScorer(bands, metrics), retention_days=retention_days
     )
     app = create_app(
         holder,

@@ -1,58 +1,22 @@
-"""Load validated raw tables into the warehouse's ``raw`` schema, all or nothing.
+"""The raw tables as every engine sees them: ``raw.customers`` and ``raw.orders`` (the
+delivered files, validated against the contract in :mod:`churn_assets.data.contract`) and
+``raw.loads``, one row per load.
 
-Both tables are replaced in one transaction: a failure at any point (bad file, lost
-connection) leaves the previous ``raw.customers`` and ``raw.orders`` exactly as they were,
-and loading the same files twice gives the same tables. Tables are truncated rather than
-dropped because dbt's staging views depend on them.
+A load replaces both tables at once, all or nothing: a failure at any point (bad file, lost
+connection) leaves the previous tables exactly as they were, and loading the same files
+twice gives the same tables. ``raw.loads`` records which files (path, sha256, rows) the raw
+tables hold and which Dagster run put them there; training records the row it trained on,
+so a model names the exact raw data behind it. How Postgres does it:
+:mod:`churn_assets.tables.postgres.raw`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-import psycopg2.extensions
-
-from churn_assets.data.contract import RawTables, file_sha256
-from churn_assets.tables.bulk import copy_frame
 
 RAW_SCHEMA = "raw"
-# One row per load, written in the load's transaction: which files (path, sha256) the raw
-# tables hold now and which Dagster run put them there. Training records the row it
-# trained on, so a model names the exact raw data behind it.
 LOADS_TABLE = f"{RAW_SCHEMA}.loads"
-_LOADS_DDL = """
-    load_id          bigserial primary key,
-    dagster_run_id   text,
-    customers_file   text not null,
-    customers_sha256 text not null,
-    customers_rows   bigint not null,
-    orders_file      text not null,
-    orders_sha256    text not null,
-    orders_rows      bigint not null,
-    loaded_at        timestamptz not null default now()
-"""
-
-# The warehouse schema of the contract.
-# ``_loaded_at`` (the load's transaction time) feeds dbt source freshness.
-RAW_DDL = {
-    "customers": """
-        customer_id text not null,
-        signup_at   timestamp,
-        email       text,
-        _loaded_at  timestamptz not null default now()
-    """,
-    "orders": """
-        order_id    text not null,
-        customer_id text not null,
-        ordered_at  timestamp not null,
-        amount      numeric not null,
-        item_count  integer,
-        category    text,
-        _loaded_at  timestamptz not null default now()
-    """,
-}
 
 
 @dataclass(frozen=True)
@@ -63,82 +27,3 @@ class LoadResult:
     loaded_at: datetime
     load_id: int
     files_sha256: dict[str, str]
-
-
-def load_raw_tables(
-    conn: psycopg2.extensions.connection, tables: RawTables, dagster_run_id: str | None = None
-) -> LoadResult:
-    """Replaces ``raw.customers`` and ``raw.orders`` with ``tables`` in a single transaction
-    and records the load (files, their sha256, row counts, run) in ``raw.loads``."""
-    frames = {"customers": tables.customers, "orders": tables.orders}
-    files = {"customers": tables.customers_file, "orders": tables.orders_file}
-    digests = {table: file_sha256(path) for table, path in files.items()}
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"create schema if not exists {RAW_SCHEMA}")
-            for table, ddl in RAW_DDL.items():
-                cur.execute(f"create table if not exists {RAW_SCHEMA}.{table} ({ddl})")
-            cur.execute(f"create table if not exists {LOADS_TABLE} ({_LOADS_DDL})")
-            cur.execute(f"truncate {RAW_SCHEMA}.customers, {RAW_SCHEMA}.orders")
-            for table, frame in frames.items():
-                copy_frame(cur, f"{RAW_SCHEMA}.{table}", frame)
-            cur.execute(
-                f"""
-                insert into {LOADS_TABLE} (dagster_run_id, customers_file, customers_sha256,
-                    customers_rows, orders_file, orders_sha256, orders_rows)
-                values (%s, %s, %s, %s, %s, %s, %s)
-                returning load_id, loaded_at
-                """,
-                (
-                    dagster_run_id,
-                    str(files["customers"]),
-                    digests["customers"],
-                    len(tables.customers),
-                    str(files["orders"]),
-                    digests["orders"],
-                    len(tables.orders),
-                ),
-            )
-            # loaded_at is now(), the transaction start: the value every row's default wrote.
-            load_id, loaded_at = cur.fetchone()
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
-    row_counts = {table: len(frame) for table, frame in frames.items()}
-    return LoadResult(row_counts, loaded_at, load_id, digests)
-
-
-def latest_load(conn: psycopg2.extensions.connection) -> dict[str, Any] | None:
-    """The row of ``raw.loads`` describing what the raw tables hold now (None: never loaded
-    by this version of the loader)."""
-    with conn.cursor() as cur:
-        cur.execute("select to_regclass(%s) is not null", (LOADS_TABLE,))
-        if not cur.fetchone()[0]:
-            return None
-        cur.execute(f"select * from {LOADS_TABLE} order by load_id desc limit 1")
-        row = cur.fetchone()
-        names = [column.name for column in cur.description or ()]
-    return dict(zip(names, row, strict=True)) if row is not None else None
-
-
-def retire_periods(conn: psycopg2.extensions.connection, period_ends: list[str]) -> int:
-    """Delete the rows of periods the data no longer has from the per-period marts.
-
-    A new data set (another source, or ``CHURN_PERIOD`` switched from month to week) must
-    not leave the old periods' features and labels beside it. Returns the rows deleted.
-    """
-    from churn_assets.schema import PERIOD_TABLES
-
-    if not period_ends:
-        return 0
-    deleted = 0
-    with conn.cursor() as cur:
-        for table in PERIOD_TABLES:
-            cur.execute("select to_regclass(%s)", (table,))
-            if cur.fetchone()[0] is None:
-                continue  # never built
-            cur.execute(f"delete from {table} where as_of = any(%s::date[])", (period_ends,))
-            deleted += cur.rowcount
-    conn.commit()
-    return deleted

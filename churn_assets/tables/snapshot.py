@@ -1,19 +1,14 @@
-"""The dbt feature tables read into pandas with the dtypes the ML code expects (the training
-snapshot, the current features, the per-period features), the labelled periods, and the
-newest order date."""
+"""The dbt feature tables as the Python side reads them, on every engine: the training
+snapshot, the current features and the per-period features, in the dtypes the ML code
+expects, and the labelled periods (checked against this run's label definition). How
+Postgres reads them: :mod:`churn_assets.tables.postgres.snapshot`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import date
-from typing import Any
-
 import pandas as pd
-import psycopg2.extensions
 
 from churn_assets.periods import PeriodError
 from churn_assets.schema import (
-    CHURN_LABELS_TABLE,
     CURRENT_FEATURES_TABLE,
     CUSTOMER_FEATURES_TABLE,
     SNAPSHOT_DTYPES,
@@ -22,109 +17,17 @@ from churn_assets.schema import (
 
 FEATURE_TABLES = (TRAINING_SNAPSHOT_TABLE, CURRENT_FEATURES_TABLE, CUSTOMER_FEATURES_TABLE)
 
-# Postgres numeric arrives as Decimal and integers as Python ints; the model and the
-# data-quality suite want plain numpy dtypes, as listed once in the schema.
+# A warehouse's numbers arrive in its own types (Postgres numeric as Decimal, integers as
+# Python ints); the model and the data-quality suite want plain numpy dtypes, as listed
+# once in the schema.
 _DTYPES = {column: dtype for column, dtype in SNAPSHOT_DTYPES.items() if column != "as_of"}
-
-
-def read_training_snapshot(
-    conn: psycopg2.extensions.connection,
-    periods: Sequence[date] | None = None,
-    customer_share: float = 1.0,
-) -> pd.DataFrame:
-    """The training snapshot of ``periods`` (default: every labelled period), one row per
-    period and customer, ordered by ``as_of`` then ``customer_id``. ``customer_share`` < 1
-    keeps a deterministic sample of customers (by a hash of the id: the same customers in
-    every period), sampled in the database so the rest never reaches memory."""
-    return read_feature_table(conn, TRAINING_SNAPSHOT_TABLE, periods, customer_share)
-
-
-def count_rows(conn: psycopg2.extensions.connection, periods: Sequence[date]) -> int:
-    """Rows of the training snapshot in ``periods``."""
-    with conn.cursor() as cur:
-        cur.execute(
-            f"select count(*) from {TRAINING_SNAPSHOT_TABLE} where as_of = any(%s::date[])",
-            ([p.isoformat() for p in periods],),
-        )
-        return int(cur.fetchone()[0])
 
 
 class LabelDefinitionError(PeriodError):
     """Labels in the warehouse were built under another definition than this run's."""
 
 
-def labelled_periods(conn: psycopg2.extensions.connection, window_days: int) -> list[date]:
-    """The periods with labels in the training snapshot, oldest first, once every label
-    has been checked against this run's definition (its window): labels built with
-    another window must never be stacked with, or judged against, this one's.
-
-    Raises :class:`LabelDefinitionError` naming the rows, periods and windows found.
-    """
-    with conn.cursor() as cur:
-        other: list[tuple[Any, ...]] = []
-        cur.execute("select to_regclass(%s)", (CHURN_LABELS_TABLE,))
-        if cur.fetchone()[0] is not None:  # else a snapshot built elsewhere: nothing to check
-            cur.execute(
-                f"""
-                select window_days, count(*), count(distinct as_of), min(as_of), max(as_of)
-                from {CHURN_LABELS_TABLE} where window_days <> %s
-                group by window_days order by window_days
-                """,
-                (window_days,),
-            )
-            other = cur.fetchall()
-        if other:
-            found = "; ".join(
-                f"{rows:,} rows of {n} period(s) {first.isoformat()} .. {last.isoformat()} "
-                f"with a {window}-day window"
-                for window, rows, n, first, last in other
-            )
-            raise LabelDefinitionError(
-                f"{CHURN_LABELS_TABLE} holds labels of another definition than this run's "
-                f"{window_days}-day window (CHURN_WINDOW_DAYS): {found}. Rebuild every period "
-                "with this window (churn run, or churn backfill) before training; nothing "
-                "was trained"
-            )
-        cur.execute(f"select distinct as_of from {TRAINING_SNAPSHOT_TABLE} order by as_of")
-        return [row[0] for row in cur.fetchall()]
-
-
-def last_order_date(conn: psycopg2.extensions.connection) -> date | None:
-    """The newest order date in the raw data: what the platform knows up to."""
-    with conn.cursor() as cur:
-        cur.execute("select to_regclass('raw.orders')")
-        if cur.fetchone()[0] is None:
-            return None  # a snapshot built elsewhere (no raw tables here)
-        cur.execute("select max(ordered_at)::date from raw.orders")
-        value = cur.fetchone()
-    return value[0] if value else None
-
-
-def read_feature_table(
-    conn: psycopg2.extensions.connection,
-    table: str,
-    periods: Sequence[date] | None = None,
-    customer_share: float = 1.0,
-) -> pd.DataFrame:
-    """A features table (e.g. ``marts.current_features``) with the same dtypes, optionally
-    restricted to some periods and a deterministic share of customers."""
-    if table not in FEATURE_TABLES:
-        raise ValueError(f"unknown feature table {table!r}; expected one of {FEATURE_TABLES}")
-    where: list[str] = ["true"]
-    params: list[object] = []
-    if periods is not None:
-        where.append("as_of = any(%s::date[])")
-        params.append([p.isoformat() for p in periods])
-    if customer_share < 1.0:
-        # the first 32 bits of md5(customer_id), in [0, 1): stable across runs and versions
-        where.append("('x' || substr(md5(customer_id), 1, 8))::bit(32)::bigint < %s")
-        params.append(int(customer_share * 2**32))
-    with conn.cursor() as cur:
-        cur.execute(
-            f"select * from {table} where {' and '.join(where)} order by as_of, customer_id",
-            params,
-        )
-        columns = [column.name for column in cur.description or ()]
-        frame = pd.DataFrame(cur.fetchall(), columns=columns)
-    # Only cast columns that are present: a missing column is the quality suite's to report.
+def with_model_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (rows of a feature table) with the dtypes of ``SNAPSHOT_DTYPES``. Only
+    columns that are present are cast: a missing column is the quality suite's to report."""
     return frame.astype({c: t for c, t in _DTYPES.items() if c in frame.columns})

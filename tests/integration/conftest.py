@@ -12,13 +12,11 @@ import pytest
 from click.testing import Result
 from mlflow.tracking import MlflowClient
 
-from churn_assets.infra import warehouse
 from churn_assets.ml import tracking
-from churn_assets.schema import CURRENT_FEATURES_TABLE
 from churn_assets.serving.features import WarehouseFeatureSource
 from churn_assets.serving.model_store import ChampionHolder
 from churn_assets.settings import Settings, load_settings
-from churn_assets.tables.snapshot import read_feature_table
+from churn_assets.tables.postgres.warehouse import PostgresWarehouse
 from tests.integration.serving_support import Registry, build_registry
 
 
@@ -40,8 +38,7 @@ def demo_model_dir(demo_settings: Settings) -> Path:
 
 @pytest.fixture(scope="module")
 def rows(demo_settings: Settings, embedded_url: str) -> pd.DataFrame:
-    with warehouse.connect(embedded_url) as conn:
-        return read_feature_table(conn, CURRENT_FEATURES_TABLE)
+    return PostgresWarehouse(embedded_url).read_current_features()
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """The online prediction log's retention on a real Postgres: rows scored before the
-retention go (by :func:`prune`, and by the scorer's own writer), newer rows stay, and a log
-an older scorer created keeps its rows. Each test gets an empty database of its own."""
+retention go (by ``prune_prediction_log``, and by the scorer's own writer), newer rows stay,
+and a log an older scorer created keeps its rows. Each test gets an empty database of its
+own."""
 
 from __future__ import annotations
 
@@ -14,12 +15,9 @@ from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.prediction_log import LoggedPrediction, PredictionLog
 from churn_assets.serving.server import ServingError, build_service
-from churn_assets.tables.online_predictions import (
-    COLUMNS,
-    SCORED_AT_INDEX,
-    create_table,
-    prune,
-)
+from churn_assets.tables.online_predictions import COLUMNS
+from churn_assets.tables.postgres.online_predictions import SCORED_AT_INDEX
+from churn_assets.tables.postgres.warehouse import PostgresWarehouse
 from tests.integration.serving_support import wait_until
 
 pytestmark = pytest.mark.integration
@@ -44,8 +42,8 @@ def _row(request_id: str, scored_at: datetime) -> tuple[object, ...]:
 
 
 def _insert(url: str, rows: list[tuple[object, ...]]) -> None:
+    PostgresWarehouse(url).create_prediction_log()
     with warehouse.connect(url) as conn, conn.cursor() as cur:
-        create_table(conn)
         execute_values(
             cur, f"insert into {ONLINE_PREDICTIONS_TABLE} ({', '.join(COLUMNS)}) values %s", rows
         )
@@ -73,28 +71,25 @@ def test_prune_deletes_the_rows_scored_before_the_cutoff_batch_by_batch(
 ) -> None:
     _insert(fresh_database_url, OLD + NEW)
     cutoff = NOW - timedelta(days=30)
-    with warehouse.connect(fresh_database_url) as conn:
-        deleted = prune(conn, cutoff, batch_rows=3)  # 3 + 3 + 1: three batches
+    log = PostgresWarehouse(fresh_database_url)
+    deleted = log.prune_prediction_log(cutoff, batch_rows=3)  # 3 + 3 + 1: three batches
     assert deleted == len(OLD)
     assert _request_ids(fresh_database_url) == ["new-0", "new-1", "new-2"]
-    with warehouse.connect(fresh_database_url) as conn:
-        assert prune(conn, cutoff) == 0  # nothing older left
+    assert log.prune_prediction_log(cutoff) == 0  # nothing older left
 
 
 def test_a_row_scored_exactly_at_the_cutoff_is_kept(fresh_database_url: str) -> None:
     cutoff = NOW - timedelta(days=30)
     _insert(fresh_database_url, [_row("at", cutoff), _row("before", cutoff - timedelta(0, 1))])
-    with warehouse.connect(fresh_database_url) as conn:
-        assert prune(conn, cutoff) == 1
+    assert PostgresWarehouse(fresh_database_url).prune_prediction_log(cutoff) == 1
     assert _request_ids(fresh_database_url) == ["at"]
 
 
 def test_pruning_a_warehouse_without_the_log_creates_nothing(fresh_database_url: str) -> None:
-    with warehouse.connect(fresh_database_url) as conn:
-        assert prune(conn, NOW) == 0
-        with conn.cursor() as cur:
-            cur.execute("select to_regclass(%s)", (ONLINE_PREDICTIONS_TABLE,))
-            assert cur.fetchone()[0] is None
+    assert PostgresWarehouse(fresh_database_url).prune_prediction_log(NOW) == 0
+    with warehouse.connect(fresh_database_url) as conn, conn.cursor() as cur:
+        cur.execute("select to_regclass(%s)", (ONLINE_PREDICTIONS_TABLE,))
+        assert cur.fetchone()[0] is None
 
 
 def test_the_writer_deletes_rows_older_than_its_retention_and_keeps_newer_ones(
@@ -104,7 +99,7 @@ def test_the_writer_deletes_rows_older_than_its_retention_and_keeps_newer_ones(
     and goes on writing meanwhile."""
     _insert(fresh_database_url, OLD + NEW)
     log = PredictionLog(
-        fresh_database_url,
+        PostgresWarehouse(fresh_database_url),
         ServingMetrics(),
         flush_seconds=0.05,
         retention_days=30,
@@ -123,7 +118,7 @@ def test_the_writer_deletes_rows_older_than_its_retention_and_keeps_newer_ones(
 
 def test_a_writer_without_retention_deletes_nothing(fresh_database_url: str) -> None:
     _insert(fresh_database_url, OLD + NEW)
-    log = PredictionLog(fresh_database_url, ServingMetrics(), flush_seconds=0.01)
+    log = PredictionLog(PostgresWarehouse(fresh_database_url), ServingMetrics(), flush_seconds=0.01)
     log.start()
     try:
         log.submit(
@@ -164,12 +159,11 @@ def test_an_older_log_gains_the_scored_at_index_keeps_its_rows_and_can_be_pruned
             return [name for (name,) in cur.fetchall()]
 
     assert indexes() == []
-    with warehouse.connect(fresh_database_url) as conn:
-        create_table(conn)
+    log = PostgresWarehouse(fresh_database_url)
+    log.create_prediction_log()
     assert indexes() == [SCORED_AT_INDEX]
     assert len(_request_ids(fresh_database_url)) == len(OLD + NEW)
-    with warehouse.connect(fresh_database_url) as conn:
-        assert prune(conn, NOW - timedelta(days=30)) == len(OLD)
+    assert log.prune_prediction_log(NOW - timedelta(days=30)) == len(OLD)
 
 
 def test_the_scorer_refuses_a_retention_shorter_than_the_label_window_plus_a_period(

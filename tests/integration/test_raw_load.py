@@ -17,7 +17,9 @@ from churn_assets.limits import (
     MAX_ITEM_COUNT,
     MAX_TEXT_LENGTH,
 )
-from churn_assets.tables import raw as loader
+from churn_assets.tables.postgres import raw as loader
+from churn_assets.tables.postgres.warehouse import PostgresWarehouse
+from churn_assets.tables.raw import LoadResult
 
 pytestmark = pytest.mark.integration
 
@@ -53,10 +55,8 @@ def _snapshot(url: str) -> dict[str, list[tuple[object, ...]]]:
         return {"customers": customers, "orders": cur.fetchall()}
 
 
-def _load(url: str, raw_dir: Path) -> loader.LoadResult:
-    tables = read_raw_tables(raw_dir)
-    with warehouse.connect(url) as conn:
-        return loader.load_raw_tables(conn, tables)
+def _load(url: str, raw_dir: Path) -> LoadResult:
+    return PostgresWarehouse(url).load_raw_tables(read_raw_tables(raw_dir))
 
 
 def test_load_raw_tables_writes_exactly_the_file_contents(
@@ -126,9 +126,8 @@ def test_failure_midway_through_the_load_rolls_back_both_tables(
     with (
         mock.patch.object(loader, "copy_frame", copy_then_fail_on_orders),
         pytest.raises(ConnectionError),
-        warehouse.connect(fresh_database_url) as conn,
     ):
-        loader.load_raw_tables(conn, tables)
+        PostgresWarehouse(fresh_database_url).load_raw_tables(tables)
     assert calls == ["raw.customers", "raw.orders"]  # customers had been written...
     assert _snapshot(fresh_database_url) == before  # ...and were rolled back
 

@@ -32,7 +32,8 @@ from churn_assets.lib import report
 from churn_assets.lib.runs import run_job
 from churn_assets.schema import CURRENT_FEATURES_TABLE, PERIOD_TABLES
 from churn_assets.settings import load_settings
-from churn_assets.tables.snapshot import LabelDefinitionError, labelled_periods
+from churn_assets.tables.postgres.warehouse import PostgresWarehouse
+from churn_assets.tables.snapshot import LabelDefinitionError
 from tests.raw_files import write_csv_delivery
 
 pytestmark = pytest.mark.integration
@@ -222,9 +223,9 @@ def test_a_longer_window_leaves_no_label_of_the_old_one(
         labels = [(as_of, window) for as_of, window, _ in cur.fetchall()]
         cur.execute("select count(*) from marts.training_snapshot where as_of = '2025-09-30'")
         snapshot_rows = cur.fetchone()[0]
-        # The periods this run did not rebuild still hold 90-day labels: training refuses.
-        with pytest.raises(LabelDefinitionError, match=r"with a 90-day window"):
-            labelled_periods(conn, 120)
+    # The periods this run did not rebuild still hold 90-day labels: training refuses.
+    with pytest.raises(LabelDefinitionError, match=r"with a 90-day window"):
+        PostgresWarehouse(demo_copy).labelled_periods(120)
     assert labels == [("2025-08-31", 120)]
     assert snapshot_rows == 0
 

@@ -23,9 +23,9 @@ from churn_assets.ml.features import to_model_inputs
 from churn_assets.policy import Policy
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
 from churn_assets.settings import load_settings
-from churn_assets.tables import scores as scores_module
 from churn_assets.tables.online_predictions import COLUMNS
-from churn_assets.tables.snapshot import read_feature_table
+from churn_assets.tables.postgres import scores as scores_module
+from churn_assets.tables.postgres.warehouse import PostgresWarehouse
 
 pytestmark = pytest.mark.integration
 
@@ -50,8 +50,7 @@ def _champion_version() -> Any:
 
 def test_every_current_customer_is_scored_with_lineage(url: str) -> None:
     scores = _frame(url, "select * from scoring.churn_scores order by customer_id")
-    with warehouse.connect(url) as conn:
-        features = read_feature_table(conn, "marts.current_features")
+    features = PostgresWarehouse(url).read_current_features()
     assert list(scores["customer_id"]) == list(features["customer_id"])
     champion = _champion_version()
     assert set(scores["model_version"]) == {str(champion.version)}
@@ -80,9 +79,8 @@ def test_a_failure_mid_write_leaves_the_previous_scores(url: str) -> None:
     with (
         mock.patch.object(scores_module, "_insert_current", fail_on_current),
         pytest.raises(ConnectionError),
-        warehouse.connect(url) as conn,
     ):
-        scores_module.write_scores(conn, replacement)
+        PostgresWarehouse(url).write_scores(replacement)
     after = _frame(url, "select * from scoring.churn_scores order by customer_id")
     pd.testing.assert_frame_equal(after, before)
     assert _frame(url, "select count(*) as n from scoring.churn_scores_history")["n"][0] == history

@@ -32,6 +32,7 @@ from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.model_store import ChampionHolder
 from churn_assets.serving.prediction_log import PredictionLog
 from churn_assets.serving.server import BackgroundServer
+from churn_assets.tables.postgres.warehouse import PostgresWarehouse
 from tests.integration.serving_support import Registry, metric_samples, payload
 
 pytestmark = pytest.mark.integration
@@ -91,7 +92,9 @@ def shadowed(
     requests += [{"features": payload(row)} for _, row in rows.iloc[150:200].iterrows()]
     alone, _ = _serve({"holder": champion}, source, requests)
     metrics = ServingMetrics()
-    log = PredictionLog(embedded_url, metrics, shadow=ShadowScorer(BANDS, metrics))
+    log = PredictionLog(
+        PostgresWarehouse(embedded_url), metrics, shadow=ShadowScorer(BANDS, metrics)
+    )
     log.start()
     app_args = {"holder": champion, "challenger": challenger, "metrics": metrics}
     try:
@@ -170,7 +173,9 @@ def test_canary_serves_its_share_of_customers_with_the_challenger_and_keeps_them
     ids = [f"canary-{i:05d}" for i in range(CANARY_CUSTOMERS)]
     source = InMemoryFeatureSource({c: demo_rows[i % len(demo_rows)] for i, c in enumerate(ids)})
     metrics = ServingMetrics()
-    log = PredictionLog(embedded_url, metrics, shadow=ShadowScorer(BANDS, metrics))
+    log = PredictionLog(
+        PostgresWarehouse(embedded_url), metrics, shadow=ShadowScorer(BANDS, metrics)
+    )
     log.start()
     app_args = {
         "holder": champion,
@@ -252,7 +257,9 @@ def test_a_batch_is_logged_one_row_per_item_with_its_shadow(
     items: list[dict[str, Any]] = [{"customer_id": c} for c in rows["customer_id"][:30]]
     items += [{"features": payload(row)} for _, row in rows.iloc[30:40].iterrows()]
     metrics = ServingMetrics()
-    log = PredictionLog(embedded_url, metrics, shadow=ShadowScorer(BANDS, metrics))
+    log = PredictionLog(
+        PostgresWarehouse(embedded_url), metrics, shadow=ShadowScorer(BANDS, metrics)
+    )
     log.start()
     app = create_app(
         champion,

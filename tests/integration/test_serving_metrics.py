@@ -24,8 +24,9 @@ from churn_assets.serving.metrics import EXPORTED_NAMES, ServingMetrics
 from churn_assets.serving.model_store import ChampionHolder
 from churn_assets.serving.prediction_log import LoggedPrediction, PredictionLog
 from churn_assets.serving.server import BackgroundServer
-from churn_assets.tables.online_predictions import COLUMNS, LEGACY_UNIQUE_INDEX, create_table
-from churn_assets.tables.snapshot import read_feature_table
+from churn_assets.tables.online_predictions import COLUMNS
+from churn_assets.tables.postgres.online_predictions import LEGACY_UNIQUE_INDEX, create_table
+from churn_assets.tables.postgres.warehouse import PostgresWarehouse
 from tests.integration.serving_support import metric_samples, wait_until
 
 pytestmark = pytest.mark.integration
@@ -35,8 +36,7 @@ RULES = Path(__file__).parents[2] / "docker" / "prometheus" / "rules.yml"
 
 @pytest.fixture(scope="module")
 def customer_ids(embedded_url: str) -> list[str]:
-    with warehouse.connect(embedded_url) as conn:
-        frame: pd.DataFrame = read_feature_table(conn, "marts.current_features")
+    frame: pd.DataFrame = PostgresWarehouse(embedded_url).read_current_features()
     return [str(c) for c in frame["customer_id"].head(100)]
 
 
@@ -56,7 +56,7 @@ def served(
     """100 predictions by id (logged), one unknown path and one unknown customer; the log
     is closed (flushed) before the fixture returns, as a scorer that stops does."""
     metrics = ServingMetrics()
-    prediction_log = PredictionLog(embedded_url, metrics)
+    prediction_log = PredictionLog(PostgresWarehouse(embedded_url), metrics)
     prediction_log.start()
     app = create_app(holder, source, "k", metrics=metrics, prediction_log=prediction_log)
     responses = []
@@ -113,7 +113,8 @@ def test_a_full_log_queue_drops_and_counts_without_holding_up_requests(
 ) -> None:
     metrics = ServingMetrics()
     # never started: nothing drains the one-slot queue, as with a warehouse that hangs
-    stuck = PredictionLog("postgresql://nobody@127.0.0.1:1/none", metrics, capacity=1)
+    nowhere = PostgresWarehouse("postgresql://nobody@127.0.0.1:1/none")
+    stuck = PredictionLog(nowhere, metrics, capacity=1)
     app = create_app(holder, source, None, metrics=metrics, prediction_log=stuck)
     with BackgroundServer(app) as server, httpx.Client(base_url=server.url) as client:
         for customer_id in customer_ids[:5]:
@@ -176,10 +177,9 @@ def test_promtool_accepts_the_alert_rules() -> None:
 def test_the_log_writes_any_customer_id_and_nulls_exactly(embedded_url: str) -> None:
     """COPY's text format: backslashes, tabs, line ends, quotes, non-ASCII ids and nulls arrive
     as sent, and a lone prediction is written without waiting for a full batch."""
-    with warehouse.connect(embedded_url) as conn:  # to read it before the writer's first batch
-        create_table(conn)
-        conn.commit()
-    log = PredictionLog(embedded_url, ServingMetrics(), flush_seconds=0.05)
+    log_warehouse = PostgresWarehouse(embedded_url)
+    log_warehouse.create_prediction_log()  # to read it before the writer's first batch
+    log = PredictionLog(log_warehouse, ServingMetrics(), flush_seconds=0.05)
     log.start()
     sent = [
         LoggedPrediction(
@@ -244,7 +244,5 @@ def test_creating_the_table_drops_its_old_unique_index_and_keeps_the_rows(
         conn.commit()
     rows, indexes = state()
     assert LEGACY_UNIQUE_INDEX in indexes
-    with warehouse.connect(embedded_url) as conn:
-        create_table(conn)
-        conn.commit()
+    PostgresWarehouse(embedded_url).create_prediction_log()
     assert state() == (rows, [i for i in indexes if i != LEGACY_UNIQUE_INDEX])

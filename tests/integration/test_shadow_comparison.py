@@ -20,12 +20,8 @@ from churn_assets.defs.serving.assets import shadow_comparison
 from churn_assets.infra import warehouse
 from churn_assets.ml.shadow import NO_SHADOW_YET, compare_shadow, pairs_from_groups
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
-from churn_assets.tables.online_predictions import (
-    COLUMNS,
-    create_table,
-    read_shadow_groups,
-    read_shadow_results,
-)
+from churn_assets.tables.online_predictions import COLUMNS
+from churn_assets.tables.postgres.warehouse import PostgresWarehouse
 
 pytestmark = pytest.mark.integration
 
@@ -83,8 +79,8 @@ ROWS = [
 
 @pytest.fixture
 def logged_url(fresh_database_url: str) -> str:
+    PostgresWarehouse(fresh_database_url).create_prediction_log()
     with warehouse.connect(fresh_database_url) as conn, conn.cursor() as cur:
-        create_table(conn)
         execute_values(
             cur, f"insert into {ONLINE_PREDICTIONS_TABLE} ({', '.join(COLUMNS)}) values %s", ROWS
         )
@@ -204,13 +200,13 @@ def test_the_pairs_aggregated_by_postgres_equal_the_pairs_of_the_row_by_row_fram
 ) -> None:
     """What `churn status` and the asset now read (one aggregating query) against what they
     read before (every row into pandas), on the same log."""
+    log = PostgresWarehouse(fresh_database_url)
+    log.create_prediction_log()
     with warehouse.connect(fresh_database_url) as conn, conn.cursor() as cur:
-        create_table(conn)
         insert = f"insert into {ONLINE_PREDICTIONS_TABLE} ({', '.join(COLUMNS)}) values %s"
         execute_values(cur, insert, _many_rows())
-    with warehouse.connect(fresh_database_url) as conn:
-        before = compare_shadow(read_shadow_results(conn))
-        after = pairs_from_groups(read_shadow_groups(conn))
+    before = compare_shadow(log.read_shadow_results())
+    after = pairs_from_groups(log.read_shadow_groups())
     assert [(p.champion_version, p.challenger_version) for p in after] == [
         ("2", "3"),
         ("4", "5"),
@@ -243,8 +239,7 @@ def test_the_pairs_aggregated_by_postgres_equal_the_pairs_of_the_row_by_row_fram
 def test_shadow_groups_of_a_warehouse_without_the_log_are_empty_and_create_nothing(
     fresh_database_url: str,
 ) -> None:
-    with warehouse.connect(fresh_database_url) as conn:
-        assert read_shadow_groups(conn) == []
-        with conn.cursor() as cur:
-            cur.execute("select to_regclass(%s)", (ONLINE_PREDICTIONS_TABLE,))
-            assert cur.fetchone()[0] is None
+    assert PostgresWarehouse(fresh_database_url).read_shadow_groups() == []
+    with warehouse.connect(fresh_database_url) as conn, conn.cursor() as cur:
+        cur.execute("select to_regclass(%s)", (ONLINE_PREDICTIONS_TABLE,))
+        assert cur.fetchone()[0] is None

@@ -12,10 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
-import pandas as pd
-import psycopg2
 from dagster_dbt import DbtCliInvocation, DbtCliResource, dbt_assets
-from psycopg2 import sql
 
 from churn_assets.defs.dbt.translator import ChurnDbtTranslator
 from churn_assets.defs.partitions import PERIODS, run_period_keys
@@ -34,7 +31,6 @@ from churn_assets.lib.dbt import (
     keep_parse_state,
     parse_state_dir,
 )
-from churn_assets.tables.online_predictions import create_table
 
 _PREVIEW_ROWS = 10
 # Singular tests that store their failing rows with a human-readable `failure` column.
@@ -131,8 +127,7 @@ def analytics_dbt_models(
     prediction log."""
     # The log is a dbt source the scorer creates on its first insert: create it (empty)
     # here too, so the step builds on a warehouse no scorer has written to yet.
-    with warehouse.connect() as conn:
-        create_table(conn)
+    warehouse.client().create_prediction_log()
     yield from _build(context, config, dbt, warehouse, labels)
 
 
@@ -186,10 +181,8 @@ def _failure_description(warehouse: WarehouseResource, errors: list[str]) -> str
     reasons: list[str] = []
     for test in _READABLE_TESTS:
         try:
-            with warehouse.connect() as conn, conn.cursor() as cur:
-                cur.execute(f"select failure, count(*) over () from test_failures.{test} limit 3")
-                rows = cur.fetchall()
-        except (psycopg2.Error, WarehouseError):
+            rows = warehouse.client().read_test_failures(test, limit=3)
+        except WarehouseError:
             continue  # the test did not run or never failed, or the warehouse is gone
         reasons.extend(f"{test} ({count} row(s)): {failure}" for failure, count in rows)
     reasons.extend(errors)
@@ -214,10 +207,7 @@ def _with_row_count(event: Any, manifest: Mapping[str, Any], warehouse: Warehous
         return event
     # Schema and alias, not the manifest's relation_name: that names the database the
     # manifest was parsed against, which need not be the one this run writes to.
-    table = sql.Identifier(node["schema"], node["alias"])
-    with warehouse.connect() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("select count(*) from {}").format(table))
-        (rows,) = cur.fetchone()
+    rows = warehouse.client().count_table_rows(node["schema"], node["alias"])
     return event.with_metadata({**event.metadata, "dagster/row_count": rows})
 
 
@@ -230,41 +220,24 @@ def _with_snapshot_metadata(
     model = event.output_name
     if model not in PERIOD_MODELS:
         return event
-    label = "avg(churned::float)" if model != "customer_features" else "null::float"
-    with warehouse.connect() as conn, conn.cursor() as cur:
-        cur.execute(
-            f"select as_of, count(*), {label} from marts.{model} "
-            "where as_of = any(%s::date[]) group by as_of order by as_of",
-            (period_ends,),
-        )
-        by_period = cur.fetchall()
-    rows = sum(count for _, count, _ in by_period)
-    table = pd.DataFrame(
-        [(as_of.isoformat(), count, rate) for as_of, count, rate in by_period],
-        columns=["as_of", "rows", "label_rate"],
-    )
+    client = warehouse.client()
+    table_name = f"marts.{model}"
+    table = client.rows_by_period(table_name, period_ends)
+    preview = client.preview_period(table_name, period_ends[-1], _PREVIEW_ROWS)
+    rows = int(table["rows"].sum())
+    table["as_of"] = [as_of.isoformat() for as_of in table["as_of"]]
     if model == "customer_features":
         table = table.drop(columns="label_rate")
     extra: dict[str, Any] = {
         "dagster/row_count": rows,
         "periods_built": len(period_ends),
         "rows_by_period": dg.MetadataValue.md(table.to_markdown(index=False)),
-        "preview": _preview(
-            warehouse, f"select * from marts.{model} where as_of = date '{period_ends[-1]}'"
-        ),
+        "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
     }
     if model != "customer_features":
         empty = [p for p in period_ends if p not in set(table["as_of"])]
         extra["periods_without_closed_labels"] = ", ".join(empty) or "none"
     return event.with_metadata({**event.metadata, **extra})
-
-
-def _preview(warehouse: WarehouseResource, query: str) -> dg.MetadataValue:
-    with warehouse.connect() as conn, conn.cursor() as cur:
-        cur.execute(f"{query} order by customer_id limit {_PREVIEW_ROWS}")
-        columns = [column.name for column in cur.description or ()]
-        frame = pd.DataFrame(cur.fetchall(), columns=columns)
-    return dg.MetadataValue.md(frame.to_markdown(index=False))
 
 
 @dg.definitions

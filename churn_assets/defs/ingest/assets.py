@@ -16,13 +16,7 @@ from churn_assets.defs.partitions import sync_periods
 from churn_assets.defs.rebuild import plan_rebuild, rebuild_metadata
 from churn_assets.defs.resources import ChurnPolicy, LabelDefinition, WarehouseResource
 from churn_assets.settings import Settings, load_settings
-from churn_assets.tables.raw import (
-    RAW_SCHEMA,
-    LoadResult,
-    latest_load,
-    load_raw_tables,
-    retire_periods,
-)
+from churn_assets.tables.raw import RAW_SCHEMA, LoadResult
 
 _KINDS = {"postgres", "pandas"}
 CUSTOMER_COUNT_CHECK = "customer_count_change"
@@ -88,18 +82,17 @@ def raw_tables(
     keys = [periods.as_key(end) for end in ends]
     digests = digest_raw_files(raw_dir, settings.period, labels.window_days)
     rules = policy.policy()
-    with warehouse.connect() as conn:
-        previous = latest_load(conn)
-        try:
-            change = check_customer_count(
-                previous["customers_rows"] if previous else None,
-                len(tables.customers),
-                rules,
-            )
-        except DeliveryRefused as exc:
-            raise dg.Failure(description=f"{raw_dir}: {exc}") from exc
-        rebuild = plan_rebuild(context.instance, previous, digests, keys)
-        result = load_raw_tables(conn, tables, context.run.run_id)
+    previous = warehouse.client().latest_load()
+    try:
+        change = check_customer_count(
+            previous["customers_rows"] if previous else None,
+            len(tables.customers),
+            rules,
+        )
+    except DeliveryRefused as exc:
+        raise dg.Failure(description=f"{raw_dir}: {exc}") from exc
+    rebuild = plan_rebuild(context.instance, previous, digests, keys)
+    result = warehouse.client().load_raw_tables(tables, context.run.run_id)
     context.log.info(f"loaded {result.row_counts} from {raw_dir} (raw.loads #{result.load_id})")
     context.log.info(
         f"the delivery can change {len(rebuild)} of {len(keys)} period(s): "
@@ -154,8 +147,7 @@ def _register_periods(
     keys = [periods.as_key(end) for end in ends]
     retired = sync_periods(context.instance, keys)
     if retired:
-        with warehouse.connect() as conn:
-            rows = retire_periods(conn, retired)
+        rows = warehouse.client().retire_periods(retired)
         context.log.info(f"retired {len(retired)} period(s) the data no longer has ({rows} rows)")
     labelled = periods.labelled_periods(ends, last, window_days)
     return {

@@ -10,9 +10,7 @@ import pandas as pd
 
 from churn_assets.defs.automation import GATED_EAGER, with_its_asset
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
-from churn_assets.schema import CURRENT_FEATURES_TABLE
 from churn_assets.settings import load_settings
-from churn_assets.tables.snapshot import read_feature_table
 
 GROUP = "monitoring"
 
@@ -65,8 +63,7 @@ def feature_drift(
         )
     with tempfile.TemporaryDirectory(prefix="churn-drift-") as tmp:
         reference = fetch_reference(mlflow.tracking_uri, version, Path(tmp), mlflow.model_name)
-    with warehouse.connect() as conn:
-        current = read_feature_table(conn, CURRENT_FEATURES_TABLE)
+    current = warehouse.client().read_current_features()
     report = compute_drift(reference, current, DriftPolicy.from_policy(policy.policy()))
     histograms = histograms_png(reference, current)
     reference_as_of = _dates(reference)

@@ -4,7 +4,6 @@ import math
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -12,9 +11,8 @@ import pandas as pd
 
 from churn_assets.defs.automation import EAGER_OVER_SCORED_PERIODS, GATED_EAGER, with_its_asset
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource, WarehouseResource
-from churn_assets.schema import CHURN_LABELS_TABLE, CUSTOMER_FEATURES_TABLE, REALIZED_TABLE
-from churn_assets.tables.scores import SCORES_SCHEMA, write_scores
-from churn_assets.tables.snapshot import read_feature_table
+from churn_assets.schema import REALIZED_TABLE
+from churn_assets.tables.scores import SCORES_TABLE
 
 GROUP = "scoring"
 
@@ -29,7 +27,7 @@ GROUP = "scoring"
     ],
     group_name=GROUP,
     kinds={"onnx", "postgres"},
-    metadata={"dagster/table_name": f"{SCORES_SCHEMA}.churn_scores"},
+    metadata={"dagster/table_name": SCORES_TABLE},
     automation_condition=GATED_EAGER,
 )
 def churn_scores(
@@ -56,9 +54,7 @@ def churn_scores(
         raise dg.Failure(description="no champion yet: nothing to score with")
     data_through = _data_through(mlflow, version)
     bands = RiskBands.from_policy(policy.policy())
-    with warehouse.connect() as conn, conn.cursor() as cur:
-        cur.execute(f"select max(as_of) from {CUSTOMER_FEATURES_TABLE}")
-        period = cur.fetchone()[0]
+    period = warehouse.client().newest_feature_period()
     if period is None:
         raise dg.Failure(description="no features yet: build customer_features first")
     with tempfile.TemporaryDirectory(prefix="churn-score-") as tmp:
@@ -66,8 +62,7 @@ def churn_scores(
         if not files.gates_passed:
             raise dg.Failure(description=f"champion v{version} is unusable: {files.gate_problem}")
         sha256 = sha256_file(files.onnx_path)
-        with warehouse.connect() as conn:
-            features = read_feature_table(conn, CUSTOMER_FEATURES_TABLE, [period])
+        features = warehouse.client().read_period_features([period])
         probabilities = score_in_batches(OnnxScorer(files.onnx_path), features)
     scores = features[["customer_id"]].assign(
         churn_probability=probabilities.astype(np.float64),
@@ -80,8 +75,7 @@ def churn_scores(
         dagster_run_id=context.run.run_id,
         model_data_through=data_through,
     )
-    with warehouse.connect() as conn:
-        write_scores(conn, scores)
+    warehouse.client().write_scores(scores)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(scores),
@@ -120,13 +114,11 @@ def realized_performance(
     period's as_of) count: a model trained later has seen the outcome."""
     from churn_assets.ml.realized import realized_performance as compute
 
-    with warehouse.connect() as conn:
-        scored = _matured_scores(conn)
+    scored = warehouse.client().read_matured_scores()
     realized = compute(scored) if len(scored) else _empty_realized()
     holdout = {str(v): _holdout_auc(mlflow, str(v)) for v in set(realized["model_version"])}
     realized["holdout_auc"] = [holdout[str(v)] for v in realized["model_version"]]
-    with warehouse.connect() as conn:
-        _write_realized(conn, realized)
+    warehouse.client().write_realized_performance(realized)
     context.log.info(f"realized performance for {len(realized)} (version, period) pair(s)")
     return dg.MaterializeResult(
         metadata={
@@ -138,29 +130,6 @@ def realized_performance(
             ),
         }
     )
-
-
-def _matured_scores(conn: Any) -> pd.DataFrame:
-    with conn.cursor() as cur:
-        cur.execute(
-            "select to_regclass(%s), to_regclass(%s)",
-            (f"{SCORES_SCHEMA}.churn_scores_history", CHURN_LABELS_TABLE),
-        )
-        if None in cur.fetchone():
-            return pd.DataFrame()
-        cur.execute(
-            f"""
-            select history.model_version, history.feature_as_of as as_of,
-                   history.churn_probability, labels.churned
-            from {SCORES_SCHEMA}.churn_scores_history as history
-            inner join {CHURN_LABELS_TABLE} as labels
-                on labels.customer_id = history.customer_id
-                and labels.as_of = history.feature_as_of
-            where history.model_data_through <= history.feature_as_of
-            """
-        )
-        columns = [c.name for c in cur.description or ()]
-        return pd.DataFrame(cur.fetchall(), columns=columns)
 
 
 def _empty_realized() -> pd.DataFrame:
@@ -186,31 +155,6 @@ def _holdout_auc(mlflow: MlflowResource, version: str) -> float | None:
     return client.get_run(run_id).data.metrics.get("roc_auc") if run_id else None
 
 
-def _write_realized(conn: Any, realized: pd.DataFrame) -> None:
-    from churn_assets.tables.bulk import copy_frame
-
-    columns = [
-        "model_version", "as_of", "rows", "auc", "brier", "mean_predicted", "observed_rate",
-        "holdout_auc",
-    ]  # fmt: skip
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"create schema if not exists {SCORES_SCHEMA}")
-            cur.execute(
-                f"create table if not exists {REALIZED_TABLE} (model_version text not null, "
-                "as_of date not null, rows bigint not null, auc double precision, "
-                "brier double precision not null, mean_predicted double precision not null, "
-                "observed_rate double precision not null, holdout_auc double precision, "
-                "primary key (model_version, as_of))"
-            )
-            cur.execute(f"truncate {REALIZED_TABLE}")
-            copy_frame(cur, REALIZED_TABLE, realized[columns])
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
-
-
 @dg.asset_check(
     asset=realized_performance,
     blocking=False,
@@ -229,10 +173,7 @@ def realized_performance_check(
     from churn_assets.ml.champion import CHAMPION
     from churn_assets.ml.realized import realized_failures
 
-    with warehouse.connect() as conn, conn.cursor() as cur:
-        cur.execute(f"select * from {REALIZED_TABLE}")
-        columns = [c.name for c in cur.description or ()]
-        realized = pd.DataFrame(cur.fetchall(), columns=columns)
+    realized = warehouse.client().read_realized_performance()
     champion = tracking.alias_version(mlflow.tracking_uri, CHAMPION, mlflow.model_name)
     judged = realized[realized["model_version"].astype(str) == str(champion)]
     holdout = {

@@ -14,7 +14,6 @@ import dagster as dg
 from churn_assets.defs.resources import WarehouseResource
 from churn_assets.ml.shadow import describe, pairs_from_groups
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
-from churn_assets.tables.online_predictions import read_shadow_groups
 
 GROUP = "serving"
 
@@ -54,8 +53,7 @@ def shadow_comparison(
     pair in the online prediction log, the share of requests both put in the same risk
     band, the mean absolute difference of their probabilities and the Spearman rank
     correlation. On demand; `churn status` computes it live."""
-    with warehouse.connect() as conn:
-        pairs = pairs_from_groups(read_shadow_groups(conn))
+    pairs = pairs_from_groups(warehouse.client().read_shadow_groups())
     summary = describe(pairs)
     context.log.info(summary)
     metadata: dict[str, Any] = {

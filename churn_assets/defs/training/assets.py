@@ -39,13 +39,6 @@ from churn_assets.ml.artifacts import (
 )
 from churn_assets.policy import env_name
 from churn_assets.settings import load_settings
-from churn_assets.tables.raw import latest_load
-from churn_assets.tables.snapshot import (
-    count_rows,
-    labelled_periods,
-    last_order_date,
-    read_training_snapshot,
-)
 
 # torch, sklearn and mlflow (``churn_assets.ml.tracking``, ``ml.pipeline``) are
 # imported in the asset bodies: every run process loads this module, and a run that does not
@@ -74,12 +67,11 @@ def training_dataset(
     the cohorts are the newest ``CHURN_TRAINING_PERIODS`` periods whose label windows closed
     by it, all with the ``labels`` resource's window (the one the dbt step labelled with).
     The Great Expectations check on it blocks training when the data is wrong."""
-    with warehouse.connect() as conn:
-        # One snapshot of the database for every read: periods, rows and their load.
-        conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+    # One state of the warehouse for every read: periods, rows and their load.
+    with warehouse.client().consistent_reads() as reads:
         try:
             chosen = periods.choose_training_periods(
-                labelled_periods(conn, labels.window_days),
+                reads.labelled_periods(labels.window_days),
                 count=policy.policy().training_periods,
                 window_days=labels.window_days,
                 pinned=labels.pinned(),
@@ -89,19 +81,19 @@ def training_dataset(
         # Sampled in the database (a hash of the customer id, so the same customers in every
         # period): at a million customers the cohorts would not fit in memory whole.
         if chosen.holdout is None:
-            frame, share = read_training_snapshot(conn, chosen.all), 1.0
+            frame, share = reads.read_training_snapshot(chosen.all), 1.0
         else:
-            cohorts = count_rows(conn, chosen.training)
+            cohorts = reads.count_training_rows(chosen.training)
             share = min(1.0, policy.policy().max_training_rows / max(cohorts, 1))
             frame = pd.concat(
                 [
-                    read_training_snapshot(conn, chosen.training, customer_share=share),
-                    read_training_snapshot(conn, [chosen.holdout]),
+                    reads.read_training_snapshot(chosen.training, customer_share=share),
+                    reads.read_training_snapshot([chosen.holdout]),
                 ],
                 ignore_index=True,
             )
-        load = latest_load(conn)
-        data_through = last_order_date(conn)
+        load = reads.latest_load()
+        data_through = reads.last_order_date()
     context.log.info(chosen.note)
     holdout = chosen.holdout.isoformat() if chosen.holdout else None
     if share < 1.0:
@@ -479,9 +471,9 @@ def backtest(
 
     rules = policy.policy()
     window_days = labels.window_days
-    with warehouse.connect() as conn:
+    with warehouse.client().consistent_reads() as reads:
         try:
-            labelled = labelled_periods(conn, window_days)
+            labelled = reads.labelled_periods(window_days)
         except periods.PeriodError as exc:
             raise dg.Failure(description=str(exc)) from exc
         needed = periods.backtest_periods(
@@ -493,11 +485,11 @@ def backtest(
         # Each backtest model trains on up to CHURN_TRAINING_PERIODS periods: sample
         # customers so that a training set stays near CHURN_BACKTEST_MAX_TRAINING_ROWS (at
         # a million customers six full trainings would cost more than the model itself).
-        per_period = count_rows(conn, needed) / max(len(needed), 1)
+        per_period = reads.count_training_rows(needed) / max(len(needed), 1)
         share = min(
             1.0, rules.backtest_max_training_rows / max(per_period * rules.training_periods, 1)
         )
-        snapshot = read_training_snapshot(conn, needed, customer_share=share)
+        snapshot = reads.read_training_snapshot(needed, customer_share=share)
     if share < 1.0:
         context.log.info(f"backtest on a {share:.1%} sample of customers")
     rows = run_backtest(
