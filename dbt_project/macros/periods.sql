@@ -49,9 +49,9 @@
 {% macro period_values_sql() -%}
     {%- set ends = churn_period_ends() -%}
     {%- if ends | length == 0 -%}
-        (select 1::integer as bucket, null::date as as_of where false)
+        (select cast(1 as integer) as bucket, cast(null as date) as as_of where false)
     {%- else -%}
-        (select bucket::integer as bucket, as_of::date as as_of from (values
+        (select cast(bucket as integer) as bucket, cast(as_of as date) as as_of from (values
         {%- for end in ends %}
             ({{ loop.index }}, date '{{ end }}'){% if not loop.last %},{% endif %}
         {%- endfor %}
@@ -62,25 +62,40 @@
 {#-
     The bucket of a date: the number of the first listed period ending on or after it
     (n + 1 when it is after every listed period). An order in bucket b is known to
-    periods b, b + 1, ...; width_bucket binary-searches the sorted period ends.
+    periods b, b + 1, ...; Postgres' width_bucket binary-searches the sorted period ends,
+    Spark (which has no array form of width_bucket) tests them in order.
 -#}
 {% macro period_bucket(date_expr) -%}
     {%- set ends = churn_period_ends() -%}
     {%- if ends | length == 0 -%}
         1
     {%- else -%}
-        (width_bucket({{ date_expr }}, array[
-            {%- for end in ends -%}
-                date '{{ end }}' + 1{% if not loop.last %}, {% endif %}
-            {%- endfor -%}
-        ]::date[]) + 1)
+        {{ adapter.dispatch('period_bucket')(date_expr, ends) }}
     {%- endif -%}
+{%- endmacro %}
+
+{% macro default__period_bucket(date_expr, ends) -%}
+    (width_bucket({{ date_expr }}, array[
+        {%- for end in ends -%}
+            date '{{ end }}' + 1{% if not loop.last %}, {% endif %}
+        {%- endfor -%}
+    ]::date[]) + 1)
+{%- endmacro %}
+
+{% macro spark__period_bucket(date_expr, ends) -%}
+    (case
+        when {{ date_expr }} is null then null
+        {%- for end in ends %}
+        when {{ date_expr }} <= date '{{ end }}' then {{ loop.index }}
+        {%- endfor %}
+        else {{ ends | length + 1 }}
+    end)
 {%- endmacro %}
 
 {#- The last period of the run (a SQL date literal). -#}
 {% macro last_period_end_sql() -%}
     {%- set ends = churn_period_ends() -%}
-    {%- if ends | length == 0 -%} null::date {%- else -%} date '{{ ends[-1] }}' {%- endif -%}
+    {%- if ends | length == 0 -%} cast(null as date) {%- else -%} date '{{ ends[-1] }}' {%- endif -%}
 {%- endmacro %}
 
 {#- `as_of in (...)` for the run's periods; `true` when none are set (tests of an unpartitioned build). -#}
@@ -117,12 +132,57 @@
 
 {#-
     Pre-hook of the per-period marts that hold labels: empty the run's periods before they
-    are rebuilt. delete+insert alone deletes only the periods present in the new result, so
-    a period that a longer label window no longer labels would keep the labels built under
-    the shorter one. Inside the model's transaction: readers see the old rows or the new.
+    are rebuilt. delete+insert (insert_overwrite on Spark) alone replaces only the periods
+    present in the new result, so a period that a longer label window no longer labels
+    would keep the labels built under the shorter one. On Postgres inside the model's
+    transaction: readers see the old rows or the new. Spark's Parquet tables have no
+    transactions and no delete: the run's partitions are dropped, and a build that fails
+    after the drop leaves those periods empty until it is run again.
 -#}
 {% macro clear_run_periods() -%}
     {%- if is_incremental() -%}
-        delete from {{ this }} where {{ in_run_periods() }}
+        {{ adapter.dispatch('clear_run_periods')() }}
     {%- endif -%}
+{%- endmacro %}
+
+{% macro default__clear_run_periods() -%}
+    delete from {{ this }} where {{ in_run_periods() }}
+{%- endmacro %}
+
+{% macro spark__clear_run_periods() -%}
+    {%- set ends = churn_period_ends(required=false) -%}
+    {%- if ends | length > 0 -%}
+        alter table {{ this }} drop if exists
+        {%- for end in ends %} partition (as_of = date '{{ end }}'){% if not loop.last %},{% endif %}{% endfor %}
+    {%- endif -%}
+{%- endmacro %}
+
+{#-
+    How a per-period mart is materialised, per engine: one period's rows are replaced, the
+    others kept. Postgres: delete+insert on as_of (one transaction), an index on as_of, and
+    the model's contract enforced (`contract=true`). Spark: a Parquet table partitioned by
+    as_of, rebuilt partitions overwritten (insert_overwrite); the contract is not enforced
+    there (see CONTRIBUTING.md, "Two engines", for what checks it instead).
+    Use: {{ config(materialized='incremental', **period_mart_config(contract=true)) }}
+-#}
+{% macro period_mart_config(contract=false) -%}
+    {{- return(adapter.dispatch('period_mart_config')(contract)) -}}
+{%- endmacro %}
+
+{% macro default__period_mart_config(contract) -%}
+    {{- return({
+        'incremental_strategy': 'delete+insert',
+        'unique_key': 'as_of',
+        'indexes': [{'columns': ['as_of']}],
+        'contract': {'enforced': contract},
+    }) -}}
+{%- endmacro %}
+
+{% macro spark__period_mart_config(contract) -%}
+    {{- return({
+        'incremental_strategy': 'insert_overwrite',
+        'partition_by': ['as_of'],
+        'file_format': 'parquet',
+        'contract': {'enforced': false},
+    }) -}}
 {%- endmacro %}

@@ -5,11 +5,9 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='as_of',
         on_schema_change='fail',
-        indexes=[{'columns': ['as_of']}],
         pre_hook="{{ clear_run_periods() }}",
+        **period_mart_config()
     )
 }}
 
@@ -47,7 +45,7 @@ labelled_periods as (
     select periods.bucket, periods.as_of
     from periods
     cross join data_bounds
-    where periods.as_of + {{ window_days }} <= data_bounds.last_order_on
+    where {{ add_days('periods.as_of', window_days) }} <= data_bounds.last_order_on
 
 ),
 
@@ -71,10 +69,12 @@ orders_in_windows as (
         count(*) as orders_in_window
 
     from orders
-    cross join lateral generate_series(
-        {{ period_bucket('orders.ordered_on - ' ~ window_days) }},
-        {{ period_bucket('orders.ordered_on') }} - 1
-    ) as windows (bucket)
+    {{ join_int_series(
+        period_bucket(add_days('orders.ordered_on', '-' ~ window_days)),
+        period_bucket('orders.ordered_on') ~ ' - 1',
+        'windows',
+        'bucket',
+    ) }}
     group by orders.customer_id, windows.bucket
 
 ),
@@ -82,11 +82,11 @@ orders_in_windows as (
 final as (
 
     select
-        population.customer_id::text as customer_id,
-        population.as_of::date as as_of,
-        {{ window_days }}::integer as window_days,
-        coalesce(orders_in_windows.orders_in_window, 0)::integer as orders_in_window,
-        case when orders_in_windows.orders_in_window is null then 1 else 0 end::integer
+        cast(population.customer_id as {{ text_type() }}) as customer_id,
+        cast(population.as_of as date) as as_of,
+        cast({{ window_days }} as integer) as window_days,
+        cast(coalesce(orders_in_windows.orders_in_window, 0) as integer) as orders_in_window,
+        cast(case when orders_in_windows.orders_in_window is null then 1 else 0 end as integer)
             as churned
 
     from population

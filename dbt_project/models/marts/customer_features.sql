@@ -4,17 +4,16 @@
 -- Partitioned by period (as_of = the period end): a run builds the periods of
 -- churn_period_ends() (from Dagster, CHURN_PERIOD_ENDS: the run's partition keys) and
 -- replaces exactly those periods' rows (delete+insert on as_of, in one transaction); other
--- periods stay untouched. All the run's periods are computed in one
+-- periods stay untouched (on Spark: insert_overwrite of the run's as_of partitions; see
+-- period_mart_config in macros/periods.sql). All the run's periods are computed in one
 -- pass over the orders: every order becomes dated "events" (it is known from its period on;
 -- its revenue leaves the 30/90/365-day sums 30/90/365 days later), and running totals per
 -- customer over the periods give every period's features.
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='as_of',
         on_schema_change='fail',
-        indexes=[{'columns': ['as_of']}],
+        **period_mart_config(contract=true)
     )
 }}
 
@@ -59,9 +58,9 @@ orders_bucketed as (
         ordered_on,
         amount,
         {{ period_bucket('ordered_on') }} as b0,
-        {{ period_bucket('ordered_on + 30') }} as b30,
-        {{ period_bucket('ordered_on + 90') }} as b90,
-        {{ period_bucket('ordered_on + 365') }} as b365
+        {{ period_bucket(add_days('ordered_on', 30)) }} as b30,
+        {{ period_bucket(add_days('ordered_on', 90)) }} as b90,
+        {{ period_bucket(add_days('ordered_on', 365)) }} as b365
 
     from orders
 
@@ -86,20 +85,23 @@ known_events as (
 
 leaving_events as (
 
-    select customer_id, b30 as bucket, -amount as revenue_30d, 0::numeric as revenue_90d,
-           0::numeric as revenue_365d
+    select customer_id, b30 as bucket, -amount as revenue_30d,
+           cast(0 as {{ numeric_type() }}) as revenue_90d,
+           cast(0 as {{ numeric_type() }}) as revenue_365d
     from orders_bucketed
     where b30 > b0 and b30 <= (select max(bucket) from periods)
 
     union all
 
-    select customer_id, b90, 0::numeric, -amount, 0::numeric
+    select customer_id, b90, cast(0 as {{ numeric_type() }}), -amount,
+           cast(0 as {{ numeric_type() }})
     from orders_bucketed
     where b90 > b0 and b90 <= (select max(bucket) from periods)
 
     union all
 
-    select customer_id, b365, 0::numeric, 0::numeric, -amount
+    select customer_id, b365, cast(0 as {{ numeric_type() }}),
+           cast(0 as {{ numeric_type() }}), -amount
     from orders_bucketed
     where b365 > b0 and b365 <= (select max(bucket) from periods)
 
@@ -121,8 +123,8 @@ order_events as (
         select * from known_events
         union all
         select
-            customer_id, bucket, 0 as orders, null::date as first_order_on,
-            null::date as last_order_on, revenue_30d, revenue_90d, revenue_365d
+            customer_id, bucket, 0 as orders, cast(null as date) as first_order_on,
+            cast(null as date) as last_order_on, revenue_30d, revenue_90d, revenue_365d
         from leaving_events
     ) as events
     group by customer_id, bucket
@@ -194,21 +196,31 @@ running_totals as (
 
 ),
 
+-- a join, not `in (select ...)`: Spark allows no subquery inside a case expression
+free_domains as (
+
+    select distinct lower(trim(domain)) as domain
+    from free_email_domains
+
+),
+
 email_domain_classes as (
 
     select
-        customer_id,
+        customers.customer_id,
         case
-            when email_domain is null then 'unknown'
-            when email_domain in (select lower(trim(domain)) from free_email_domains) then 'free'
-            when email_domain like '%.edu'
-                or email_domain like '%.ac.%'
-                or email_domain ~ '\.edu\.[a-z]+$'
+            when customers.email_domain is null then 'unknown'
+            when free_domains.domain is not null then 'free'
+            when customers.email_domain like '%.edu'
+                or customers.email_domain like '%.ac.%'
+                or {{ regexp_matches('customers.email_domain', '\\.edu\\.[a-z]+$') }}
                 then 'education'
             else 'business'
         end as email_domain_class
 
     from customers
+    left join free_domains
+        on free_domains.domain = customers.email_domain
 
 ),
 
@@ -218,9 +230,11 @@ customer_as_of as (
         running_totals.*,
         email_domain_classes.email_domain_class,
         -- least() ignores nulls: a null signup falls back to the first order
-        running_totals.as_of
-            - least(customers.signup_at::date, running_totals.first_order_on)
-            as customer_lifetime_days
+        {{ dbt.datediff(
+            'least(cast(customers.signup_at as date), running_totals.first_order_on)',
+            'running_totals.as_of',
+            'day',
+        ) }} as customer_lifetime_days
 
     from running_totals
     inner join customers
@@ -233,24 +247,26 @@ customer_as_of as (
 final as (
 
     select
-        as_of::date as as_of,
-        customer_id::text as customer_id,
-        (as_of - last_order_on)::integer as days_since_last_order,
+        cast(as_of as date) as as_of,
+        cast(customer_id as {{ text_type() }}) as customer_id,
+        cast({{ dbt.datediff('last_order_on', 'as_of', 'day') }} as integer)
+            as days_since_last_order,
         -- trim_scale: a sum reached through entering and leaving events (0.00) and one
         -- that never saw the order (0) are the same value; store it the same way, so a
         -- period's rows are identical whichever run built them
-        trim_scale(total_revenue_30d)::numeric as total_revenue_30d,
-        trim_scale(total_revenue_90d)::numeric as total_revenue_90d,
-        trim_scale(total_revenue_365d)::numeric as total_revenue_365d,
+        cast({{ trim_scale('total_revenue_30d') }} as {{ numeric_type() }}) as total_revenue_30d,
+        cast({{ trim_scale('total_revenue_90d') }} as {{ numeric_type() }}) as total_revenue_90d,
+        cast({{ trim_scale('total_revenue_365d') }} as {{ numeric_type() }})
+            as total_revenue_365d,
         -- orders per 30 days; lifetime floored at 30 days so brand-new
         -- customers are not inflated (float arithmetic, like Python's)
         (
-            order_count::double precision * 30.0::double precision
-            / greatest(customer_lifetime_days, 30)::double precision
+            cast(order_count as {{ double_type() }}) * cast(30.0 as {{ double_type() }})
+            / cast(greatest(customer_lifetime_days, 30) as {{ double_type() }})
         ) as order_frequency,
-        cart_diversity::integer as cart_diversity,
-        email_domain_class::text as email_domain_class,
-        customer_lifetime_days::integer as customer_lifetime_days
+        cast(cart_diversity as integer) as cart_diversity,
+        cast(email_domain_class as {{ text_type() }}) as email_domain_class,
+        cast(customer_lifetime_days as integer) as customer_lifetime_days
 
     from customer_as_of
 

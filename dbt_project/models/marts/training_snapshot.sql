@@ -4,11 +4,9 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='as_of',
         on_schema_change='fail',
-        indexes=[{'columns': ['as_of']}],
         pre_hook="{{ clear_run_periods() }}",
+        **period_mart_config(contract=true)
     )
 }}
 

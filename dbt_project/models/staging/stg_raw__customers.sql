@@ -24,7 +24,7 @@ final as (
         signup_at,
         email,
         -- text after the (last) '@'; null when there is no '@' or nothing after it
-        nullif(substring(email from '@([^@]*)$'), '') as email_domain
+        nullif({{ regexp_group('email', '@([^@]*)$') }}, '') as email_domain
 
     from renamed
 

@@ -12,10 +12,10 @@ final as (
         order_id,
         customer_id,
         ordered_at,
-        ordered_at::date as ordered_on,
-        amount::numeric as amount,
+        cast(ordered_at as date) as ordered_on,
+        cast(amount as {{ numeric_type() }}) as amount,
         -- an order has at least one item; unknown counts default to 1
-        coalesce(item_count, 1)::integer as item_count,
+        cast(coalesce(item_count, 1) as integer) as item_count,
         nullif(lower(trim(category)), '') as category
 
     from source

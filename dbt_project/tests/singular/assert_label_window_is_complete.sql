@@ -42,18 +42,21 @@ final as (
     select
         labelled_periods.as_of,
         labelled_periods.window_days,
-        labelled_periods.as_of + labelled_periods.window_days as label_window_end,
+        {{ add_days('labelled_periods.as_of', 'labelled_periods.window_days') }}
+            as label_window_end,
         data_bounds.last_order_on,
         'label window incomplete: period ' || labelled_periods.as_of || ' + '
         || labelled_periods.window_days || ' days = '
-        || (labelled_periods.as_of + labelled_periods.window_days)
-        || ' is after the last order date ' || coalesce(data_bounds.last_order_on::text, 'none')
+        || {{ add_days('labelled_periods.as_of', 'labelled_periods.window_days') }}
+        || ' is after the last order date '
+        || coalesce(cast(data_bounds.last_order_on as {{ text_type() }}), 'none')
         || ' but ' || labelled_periods.customers || ' customers were labelled' as failure
 
     from labelled_periods
     cross join data_bounds
     where data_bounds.last_order_on is null
-        or labelled_periods.as_of + labelled_periods.window_days > data_bounds.last_order_on
+        or {{ add_days('labelled_periods.as_of', 'labelled_periods.window_days') }}
+            > data_bounds.last_order_on
 
 )
 

@@ -61,7 +61,7 @@ checks as (
             when customer_features.days_since_last_order < 0
                 then 'days_since_last_order < 0: an order after as_of was used'
             when customer_features.days_since_last_order
-                <> customer_features.as_of - known_orders.last_order_on
+                <> {{ dbt.datediff('known_orders.last_order_on', 'customer_features.as_of', 'day') }}
                 then 'days_since_last_order differs from the last order on or before as_of'
             when customer_features.total_revenue_30d > known_orders.revenue_to_date
                 or customer_features.total_revenue_90d > known_orders.revenue_to_date
