@@ -20,6 +20,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
+from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -31,6 +32,10 @@ DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 DEFAULT_HOME = ".churn"
 DEFAULT_WINDOW_DAYS = 90
 DEFAULT_DBT_TARGET = "local"
+# The dbt output of the Spark engine (dbt_project/profiles.yml) when DBT_TARGET is unset.
+SPARK_DBT_TARGET = "spark"
+# Every core of this machine; a cluster is spark://host:7077 (or yarn, k8s://...).
+DEFAULT_SPARK_MASTER = "local[*]"
 DEFAULT_SENSOR_INTERVAL_SECONDS = 30
 # A full 1M-customer run takes a few minutes; a second run waits that long, not forever.
 DEFAULT_LOCK_TIMEOUT_SECONDS = 900
@@ -40,6 +45,13 @@ DEFAULT_UI_URL = "http://127.0.0.1:3000"
 
 class SettingsError(ValueError):
     """An environment variable holds a value the platform cannot use."""
+
+
+class Engine(StrEnum):
+    """What builds and holds the tables: the dbt adapter and the warehouse."""
+
+    POSTGRES = "postgres"
+    SPARK = "spark"
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,10 @@ class Settings:
     window_days: int
     warehouse_url: str | None
     dbt_target: str
+    engine: Engine
+    spark_master: str
+    spark_warehouse_dir: str
+    spark_metastore: str
     mlflow_tracking_uri: str | None
     sensor_interval_seconds: int
     warehouse_lock_timeout_seconds: int
@@ -164,7 +180,42 @@ SETTINGS: tuple[SettingDoc, ...] = (
         "dbt_target",
         "DBT_TARGET",
         f"`{DEFAULT_DBT_TARGET}`",
-        "dbt target in `dbt_project/profiles.yml` (`local`, `ci`, `prod`)",
+        "dbt target in `dbt_project/profiles.yml` (`local`, `ci`, `prod`; "
+        f"`{SPARK_DBT_TARGET}` is the default when `CHURN_ENGINE={Engine.SPARK}`)",
+        WHEN_CODE_LOADS,
+    ),
+    SettingDoc(
+        "engine",
+        "CHURN_ENGINE",
+        f"`{Engine.POSTGRES}`",
+        "what builds and holds the tables: `postgres` (dbt-postgres) or `spark` (dbt-spark "
+        "in session mode, Parquet tables in a Hive catalog; `pip install -e '.[spark]'` and "
+        "a Java runtime)",
+        WHEN_CODE_LOADS,
+    ),
+    SettingDoc(
+        "spark_master",
+        "CHURN_SPARK_MASTER",
+        f"`{DEFAULT_SPARK_MASTER}`",
+        "Spark master of the engine's sessions: `local[N]`, `spark://host:7077`, `yarn`, "
+        "`k8s://...`",
+        WHEN_CODE_LOADS,
+    ),
+    SettingDoc(
+        "spark_warehouse_dir",
+        "CHURN_SPARK_WAREHOUSE_DIR",
+        "`$CHURN_HOME/spark/warehouse`",
+        "where Spark writes the tables' Parquet files: a directory, or a URL every Spark "
+        "process reaches (`s3a://bucket/churn`, `hdfs://...`)",
+        WHEN_CODE_LOADS,
+    ),
+    SettingDoc(
+        "spark_metastore",
+        "CHURN_SPARK_METASTORE",
+        "`$CHURN_HOME/spark/metastore`",
+        "the Hive metastore that names the tables: a directory (embedded Derby: one process "
+        "at a time, see [Spark notes](spark-notes.md)) or `thrift://host:9083` (a shared "
+        "metastore service)",
         WHEN_CODE_LOADS,
     ),
     SettingDoc(
@@ -228,15 +279,20 @@ class DbtTarget:
 
     target: str
     warehouse_url: str | None
+    engine: Engine = Engine.POSTGRES
 
 
 def load_dbt_target(environ: Mapping[str, str] | None = None) -> DbtTarget:
-    """The two settings the dbt project needs, read alone: dagster-dbt defines the dbt
-    assets from the manifest when their module is imported."""
+    """The settings the dbt project needs, read alone: dagster-dbt defines the dbt assets
+    from the manifest when their module is imported. The engine picks the default target:
+    `spark` for Spark, `local` for Postgres; ``DBT_TARGET`` wins over both."""
     env = os.environ if environ is None else environ
+    engine = _parse_engine(env)
+    default_target = SPARK_DBT_TARGET if engine is Engine.SPARK else DEFAULT_DBT_TARGET
     return DbtTarget(
-        target=env.get("DBT_TARGET") or DEFAULT_DBT_TARGET,
+        target=env.get("DBT_TARGET") or default_target,
         warehouse_url=env.get("CHURN_WAREHOUSE_URL") or None,
+        engine=engine,
     )
 
 
@@ -255,6 +311,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         window_days=_parse_int(env, "CHURN_WINDOW_DAYS", DEFAULT_WINDOW_DAYS, minimum=1),
         warehouse_url=dbt.warehouse_url,
         dbt_target=dbt.target,
+        engine=dbt.engine,
+        spark_master=(env.get("CHURN_SPARK_MASTER") or "").strip() or DEFAULT_SPARK_MASTER,
+        spark_warehouse_dir=_location(
+            env, "CHURN_SPARK_WAREHOUSE_DIR", home / "spark" / "warehouse"
+        ),
+        spark_metastore=_location(env, "CHURN_SPARK_METASTORE", home / "spark" / "metastore"),
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
         sensor_interval_seconds=_parse_int(
             env, "CHURN_SENSOR_INTERVAL_SECONDS", DEFAULT_SENSOR_INTERVAL_SECONDS, minimum=1
@@ -266,6 +328,26 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ui_url=(_parse_http_url(env, "CHURN_UI_URL") or DEFAULT_UI_URL).rstrip("/"),
         canary_percent=_parse_percent(env, "CHURN_CANARY_PERCENT"),
     )
+
+
+def _parse_engine(env: Mapping[str, str]) -> Engine:
+    raw = (env.get("CHURN_ENGINE") or Engine.POSTGRES.value).strip().lower()
+    try:
+        return Engine(raw)
+    except ValueError:
+        choices = ", ".join(e.value for e in Engine)
+        raise SettingsError(f"CHURN_ENGINE={raw!r} is not one of: {choices}") from None
+
+
+def _location(env: Mapping[str, str], name: str, default: Path) -> str:
+    """A directory (made absolute: Spark resolves a relative one against the working
+    directory of whichever process starts it) or a URL, kept as written."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return str(default)
+    if "://" in raw:
+        return raw
+    return str(Path(raw).expanduser().resolve())
 
 
 def _parse_period(env: Mapping[str, str]) -> Period:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from churn_assets.infra.warehouse import WarehouseError, parse_url
-from churn_assets.settings import SettingsError, load_settings
+from churn_assets.settings import Engine, SettingsError, load_dbt_target, load_settings
 
 
 def test_load_settings_defaults_put_all_state_under_churn_home(tmp_path: Path) -> None:
@@ -55,11 +55,38 @@ def test_load_settings_reads_every_override(tmp_path: Path) -> None:
         ("CHURN_CANARY_PERCENT", "ten", "CHURN_CANARY_PERCENT='ten' is not a number"),
         ("CHURN_CANARY_PERCENT", "101", "CHURN_CANARY_PERCENT=101 must be between 0 and 100"),
         ("CHURN_CANARY_PERCENT", "nan", "CHURN_CANARY_PERCENT=nan must be between 0 and 100"),
+        ("CHURN_ENGINE", "duckdb", "CHURN_ENGINE='duckdb' is not one of: postgres, spark"),
     ],
 )
 def test_load_settings_names_the_bad_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         load_settings({name: value})
+
+
+def test_the_spark_engine_picks_its_dbt_output_and_keeps_its_state_under_churn_home(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings({"CHURN_HOME": str(tmp_path), "CHURN_ENGINE": "Spark"})
+    assert settings.engine is Engine.SPARK
+    assert settings.dbt_target == "spark"
+    assert settings.spark_master == "local[*]"
+    assert settings.spark_warehouse_dir == str(tmp_path / "spark" / "warehouse")
+    assert settings.spark_metastore == str(tmp_path / "spark" / "metastore")
+    # Postgres stays the default, with its own output; DBT_TARGET wins on either engine
+    assert load_settings({}).engine is Engine.POSTGRES
+    assert load_dbt_target({"CHURN_ENGINE": "spark", "DBT_TARGET": "prod"}).target == "prod"
+
+
+def test_spark_locations_are_made_absolute_but_urls_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Spark resolves a relative directory against whichever process starts it
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(
+        {"CHURN_SPARK_WAREHOUSE_DIR": "wh", "CHURN_SPARK_METASTORE": "thrift://hms:9083"}
+    )
+    assert settings.spark_warehouse_dir == str(tmp_path / "wh")
+    assert settings.spark_metastore == "thrift://hms:9083"
 
 
 @pytest.mark.parametrize(
