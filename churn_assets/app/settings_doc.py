@@ -53,6 +53,10 @@ Read elsewhere, not settings of the platform:
   variables, the alternative to credentials in `MLFLOW_TRACKING_URI`.
 - `CHURN_PG_*`: printed by `churn warehouse-env` for dbt's `profiles.yml`, derived from the
   warehouse; not set by hand ([analysts](analysts.md)).
+- `CHURN_SPARK_METASTORE_JDBC_URL`, `CHURN_SPARK_METASTORE_URIS`,
+  `CHURN_SPARK_DRIVER_JAVA_OPTIONS`: derived from the Spark settings above for the `spark`
+  output of dbt's `profiles.yml` (`churn_assets.infra.spark.dbt_env`); not set by hand
+  ([Spark notes](spark-notes.md)).
 
 ## The policy: every threshold the platform decides with
 

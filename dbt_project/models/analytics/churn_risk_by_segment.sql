@@ -17,7 +17,7 @@ final as (
         count(*) as customers,
         avg(churn_probability) as mean_churn_probability,
         count(*) filter (where risk_band = 'high') as high_risk_customers,
-        avg((risk_band = 'high')::int) as high_risk_share,
+        avg(cast(risk_band = 'high' as integer)) as high_risk_share,
         sum(total_revenue_365d) filter (where risk_band = 'high') as revenue_365d_at_high_risk
 
     from customer_360

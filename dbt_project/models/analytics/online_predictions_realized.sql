@@ -32,7 +32,7 @@ by_customer as (
         batch_item,
         scored_at,
         customer_id,
-        features_as_of::date as as_of,
+        cast(features_as_of as date) as as_of,
         served_by,
         model_version,
         churn_probability,
