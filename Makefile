@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+SPARK_STAMP := $(VENV)/.installed-spark-stamp
 # Offline machines: no analytics pings from Great Expectations or dbt.
 export GX_ANALYTICS_ENABLED := false
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
@@ -17,8 +18,13 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# The Spark engine's extra (pyspark, dbt-spark: ~350 MB): the tests need it, the demo not.
+$(SPARK_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
+	touch $(SPARK_STAMP)
 
 demo: install
 	$(BIN)/churn demo
@@ -27,7 +33,7 @@ demo: install
 # once), or every test on the session demo together (the demo runs once). The story under
 # the daemon starts on one worker, the demo's unit on the other, the rest fills in (the
 # units and their order: tests/conftest.py).
-test: install
+test: $(SPARK_STAMP)
 	$(BIN)/pytest -n 2 --dist loadscope --no-loadscope-reorder
 
 lint: install

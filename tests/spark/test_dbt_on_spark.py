@@ -39,7 +39,7 @@ from churn_assets.lib.dbt import environ as temporary_environ
 from churn_assets.settings import DBT_PROJECT_DIR, Settings, load_settings
 from churn_assets.tables.raw import load_raw_tables
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # a JVM and two builds per engine: minutes
 
 if not spark.java_available():
     pytest.skip(spark.JAVA_MISSING, allow_module_level=True)
