@@ -37,7 +37,7 @@ from churn_assets.infra import spark, warehouse
 from churn_assets.lib.dbt import ANALYTICS_SELECT, PERIOD_SELECT, dbt_build_args, dbt_build_env
 from churn_assets.lib.dbt import environ as temporary_environ
 from churn_assets.settings import DBT_PROJECT_DIR, Settings, load_settings
-from churn_assets.tables.raw import load_raw_tables
+from churn_assets.tables.postgres.warehouse import PostgresWarehouse
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]  # a JVM and two builds per engine: minutes
 
@@ -105,8 +105,7 @@ def on_postgres(
     raw: RawTables, new_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, pd.DataFrame]:
     url = new_database()
-    with warehouse.connect(url) as conn:
-        load_raw_tables(conn, raw)
+    PostgresWarehouse(url).load_raw_tables(raw)
     env = warehouse.parse_url(url).dbt_env()
     _build_twice(_dbt_builder("local", env, tmp_path_factory.mktemp("dbt_postgres")))
     with warehouse.connect(url) as conn:
