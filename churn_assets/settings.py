@@ -17,6 +17,7 @@ cannot stop an import).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -54,6 +55,20 @@ class Engine(StrEnum):
     SPARK = "spark"
 
 
+class RawSource(StrEnum):
+    """Where the raw customers and orders come from."""
+
+    FILES = "files"
+    """Files in ``CHURN_RAW_DIR``, validated in Python (``data/contract.py``)."""
+    TABLES = "tables"
+    """Tables already in the warehouse, validated in the engine (``tables/source.py``)."""
+
+
+# A table a setting names: ``table`` or ``schema.table``, unquoted identifiers only, so
+# the name reaches the engine's SQL as it is and can never carry SQL of its own.
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved platform settings: each field's variable, default and meaning is in
@@ -76,6 +91,19 @@ class Settings:
     alert_webhook_url: str | None
     ui_url: str
     canary_percent: float = 0.0
+    raw_source: RawSource = RawSource.FILES
+    raw_customers_table: str | None = None
+    raw_orders_table: str | None = None
+
+    def source_tables(self) -> tuple[str, str]:
+        """The customers and orders tables ``CHURN_RAW_SOURCE=tables`` reads; raises
+        :class:`SettingsError` naming the variables when either is unset."""
+        if self.raw_customers_table is None or self.raw_orders_table is None:
+            raise SettingsError(
+                "CHURN_RAW_SOURCE=tables reads customers and orders from the warehouse: set "
+                "CHURN_RAW_CUSTOMERS_TABLE and CHURN_RAW_ORDERS_TABLE (schema.table)"
+            )
+        return self.raw_customers_table, self.raw_orders_table
 
     @property
     def embedded_pg_dir(self) -> Path:
@@ -264,6 +292,30 @@ SETTINGS: tuple[SettingDoc, ...] = (
         "the shadow",
         WHEN_SCORER_STARTS,
     ),
+    SettingDoc(
+        "raw_source",
+        "CHURN_RAW_SOURCE",
+        f"`{RawSource.FILES.value}`",
+        "where raw customers and orders come from: `files` (in `CHURN_RAW_DIR`) or `tables` "
+        "(already in the warehouse, named by the two settings below, checked against the "
+        "contract in SQL and copied into `raw` there)",
+        PER_RUN_OR_TICK,
+    ),
+    SettingDoc(
+        "raw_customers_table",
+        "CHURN_RAW_CUSTOMERS_TABLE",
+        "unset",
+        "with `CHURN_RAW_SOURCE=tables`: the customers table or view (`schema.table`, "
+        "unquoted names), with the contract's columns",
+        PER_RUN_OR_TICK,
+    ),
+    SettingDoc(
+        "raw_orders_table",
+        "CHURN_RAW_ORDERS_TABLE",
+        "unset",
+        "with `CHURN_RAW_SOURCE=tables`: the orders table or view (`schema.table`)",
+        PER_RUN_OR_TICK,
+    ),
 )
 
 
@@ -327,6 +379,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         alert_webhook_url=_parse_http_url(env, "CHURN_ALERT_WEBHOOK_URL"),
         ui_url=(_parse_http_url(env, "CHURN_UI_URL") or DEFAULT_UI_URL).rstrip("/"),
         canary_percent=_parse_percent(env, "CHURN_CANARY_PERCENT"),
+        raw_source=_parse_raw_source(env),
+        raw_customers_table=_parse_table_name(env, "CHURN_RAW_CUSTOMERS_TABLE"),
+        raw_orders_table=_parse_table_name(env, "CHURN_RAW_ORDERS_TABLE"),
     )
 
 
@@ -348,6 +403,27 @@ def _location(env: Mapping[str, str], name: str, default: Path) -> str:
     if "://" in raw:
         return raw
     return str(Path(raw).expanduser().resolve())
+
+
+def _parse_raw_source(env: Mapping[str, str]) -> RawSource:
+    raw = (env.get("CHURN_RAW_SOURCE") or RawSource.FILES.value).strip().lower()
+    try:
+        return RawSource(raw)
+    except ValueError:
+        choices = ", ".join(source.value for source in RawSource)
+        raise SettingsError(f"CHURN_RAW_SOURCE={raw!r} is not one of: {choices}") from None
+
+
+def _parse_table_name(env: Mapping[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    if not _TABLE_NAME.fullmatch(raw):
+        raise SettingsError(
+            f"{name}={raw[:80]!r} is not a table name: table or schema.table, letters, "
+            "digits, _ and $ (unquoted names)"
+        )
+    return raw
 
 
 def _parse_period(env: Mapping[str, str]) -> Period:

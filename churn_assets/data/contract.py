@@ -52,14 +52,56 @@ MAX_ERROR_CHARS = 100
 MAX_LISTED_COLUMNS = 10
 """Most column names listed when a required column is missing."""
 
+# The rules' names, shared with the check of warehouse tables (``tables/source.py`` and
+# each engine's SQL), so a bad table gets the same words as a bad file.
 ISO_8601 = "ISO 8601 date/timestamp"
 FINITE = "finite (not inf, -inf or NaN)"
 NOT_BOOLEAN = "numeric, not boolean"
+NOT_NULL = "not null"
+UNIQUE = "unique"
+ID_RULE = "text or integer id"
+NO_CONTROL_CHARACTERS = "no control characters"
+KNOWN_CUSTOMER = "exists in customers.customer_id"
+AT_LEAST_ONE_ROW = "at least one data row"
+NOT_BEFORE = f"not before {MIN_DATE.isoformat()}"
+
+
+def at_most_rule(limit: int) -> str:
+    return f"at most {limit} characters"
+
+
+def minimum_rule(column: str, minimum: int) -> str:
+    return f"{column} >= {minimum}"
+
+
+def maximum_rule(column: str, maximum: int) -> str:
+    return f"{column} <= {maximum:,}"
+
+
+def latest_allowed(now: datetime | None = None) -> pd.Timestamp:
+    """The latest date a value may hold when validated at ``now`` (default: the current
+    time; a naive ``now`` is UTC), as naive UTC: ``now`` + ``FUTURE_TOLERANCE``."""
+    return _utc_naive(now or datetime.now(UTC)) + pd.Timedelta(FUTURE_TOLERANCE)
+
+
+def future_rule(latest: pd.Timestamp) -> str:
+    limit = f"{latest:%Y-%m-%d %H:%M} UTC, validation time + {FUTURE_TOLERANCE.days} day"
+    return f"not in the future (after {limit})"
+
+
+def column_present_rule(found_columns: list[str]) -> str:
+    """The rule a missing column breaks, listing (cut short) the columns found."""
+    names = [_show(str(column)) for column in found_columns[:MAX_LISTED_COLUMNS]]
+    more = len(found_columns) - MAX_LISTED_COLUMNS
+    found = ", ".join(names) + (f", … ({more} more)" if more > 0 else "")
+    return f"column present (found: {found})"
+
 
 # A plain decimal literal. pandas gives up (NA) on one whose magnitude overflows float64
 # (1e400, 400 nines): those are out of range, not "not numeric". ASCII digits only, since
 # Python's \d also matches other scripts' digits, which pandas does not parse.
-_DECIMAL = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+DECIMAL_PATTERN = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_DECIMAL = DECIMAL_PATTERN
 _NAN_TEXT = r"[+-]?nan"
 # An ISO 8601 date split into its year and the rest, to tell a date outside pandas'
 # nanosecond range (year 2999, 0001) from text that is no date at all.
@@ -146,7 +188,7 @@ def read_raw_tables(raw_dir: Path, *, now: datetime | None = None) -> RawTables:
     ``FUTURE_TOLERANCE``); it defaults to the current time, and tests pin it. A naive ``now``
     is taken as UTC.
     """
-    latest = _utc_naive(now or datetime.now(UTC)) + pd.Timedelta(FUTURE_TOLERANCE)
+    latest = latest_allowed(now)
     violations: list[Violation] = []
     # Both files are located and read before any raises, so file-level problems of both
     # tables are reported together, as are column rules of whichever files could be read.
@@ -315,8 +357,7 @@ def _validate_orders(
     checks.unique(out["order_id"], "order_id")
     if customers is not None:
         known = out["customer_id"].isna() | out["customer_id"].isin(customers["customer_id"])
-        rule = "exists in customers.customer_id"
-        checks.report("customer_id", rule, ~known, out["customer_id"])
+        checks.report("customer_id", KNOWN_CUSTOMER, ~known, out["customer_id"])
     if not violations:
         out["item_count"] = out["item_count"].astype("Int64")
     return out
@@ -327,17 +368,15 @@ def _has_columns(
 ) -> bool:
     missing = [column for column in required if column not in df.columns]
     if missing:
-        names = [_show(str(column)) for column in df.columns[:MAX_LISTED_COLUMNS]]
-        more = len(df.columns) - MAX_LISTED_COLUMNS
-        found = ", ".join(names) + (f", … ({more} more)" if more > 0 else "")
+        rule = column_present_rule([str(column) for column in df.columns])
         for column in missing:
-            violations.append(Violation(file, column, f"column present (found: {found})", 0))
+            violations.append(Violation(file, column, rule, 0))
     return not missing
 
 
 def _require_rows(df: pd.DataFrame, file: str, violations: list[Violation]) -> None:
     if len(df) == 0:
-        violations.append(Violation(file, "", "at least one data row", 0))
+        violations.append(Violation(file, "", AT_LEAST_ONE_ROW, 0))
 
 
 class _Checks:
@@ -372,19 +411,17 @@ class _Checks:
         if missing.any():
             positions = np.flatnonzero(missing.to_numpy())
             examples = tuple(f"row {i + 1}" for i in positions[:_MAX_EXAMPLES].tolist())
-            self.violations.append(
-                Violation(self.file, column, "not null", len(positions), examples)
-            )
+            self.violations.append(Violation(self.file, column, NOT_NULL, len(positions), examples))
 
     def unique(self, values: pd.Series, column: str) -> None:
         duplicated = values.notna() & values.duplicated(keep=False)
-        self.report(column, "unique", duplicated, values)
+        self.report(column, UNIQUE, duplicated, values)
 
     def text_column(self, column: str, limit: int) -> pd.Series:
         """The column as text with cells over ``limit`` characters reported and masked."""
         text = self.df[column].astype("string")
         too_long = text.str.len() > limit
-        self.report(column, f"at most {limit} characters", too_long)
+        self.report(column, at_most_rule(limit), too_long)
         return text.mask(too_long.fillna(False))
 
     def id_column(self, column: str) -> pd.Series:
@@ -392,7 +429,7 @@ class _Checks:
         series = self.df[column]
         self.not_null(column)
         if pd.api.types.is_bool_dtype(series):
-            self.report(column, "text or integer id, not boolean", series.notna())
+            self.report(column, f"{ID_RULE}, not boolean", series.notna())
             return pd.Series(pd.NA, index=series.index, dtype="string")
         if pd.api.types.is_float_dtype(series):
             # Parquet writes integer ids with nulls as float; 17.0 means id "17".
@@ -401,17 +438,17 @@ class _Checks:
                 whole = np.isfinite(values) & (values == np.floor(values))
                 whole &= np.abs(values) < 2.0**53  # beyond, floats skip integers
             bad = series.notna() & ~whole
-            self.report(column, "text or integer id", bad)
+            self.report(column, ID_RULE, bad)
             return series.mask(bad).astype("Int64").astype("string")
         if pd.api.types.is_integer_dtype(series):
             return series.astype("string")
         if not pd.api.types.is_string_dtype(series):
-            self.report(column, "text or integer id", series.notna())
+            self.report(column, ID_RULE, series.notna())
             return pd.Series(pd.NA, index=series.index, dtype="string")
         text = self.text_column(column, MAX_ID_LENGTH)
         # The scoring API refuses such ids, so a customer holding one could never be scored by id.
         forbidden = text.str.contains(ID_FORBIDDEN_CHARACTERS, regex=True)
-        self.report(column, "no control characters", forbidden, text)
+        self.report(column, NO_CONTROL_CHARACTERS, forbidden, text)
         return text.mask(forbidden.fillna(False))
 
     def timestamp_column(self, column: str, latest: pd.Timestamp, *, nullable: bool) -> pd.Series:
@@ -435,11 +472,10 @@ class _Checks:
         else:  # numbers or booleans: no date at all
             self.report(column, ISO_8601, series.notna())
             return pd.Series(pd.NaT, index=series.index, dtype="datetime64[ns]")
-        limit = f"{latest:%Y-%m-%d %H:%M} UTC, validation time + {FUTURE_TOLERANCE.days} day"
         future = (parsed > latest) | (overflow_year >= _PANDAS_MIN_YEAR)
-        self.report(column, f"not in the future (after {limit})", future)
+        self.report(column, future_rule(latest), future)
         early = (parsed < pd.Timestamp(MIN_DATE)) | (overflow_year < _PANDAS_MIN_YEAR)
-        self.report(column, f"not before {MIN_DATE.isoformat()}", early)
+        self.report(column, NOT_BEFORE, early)
         return parsed.mask(future | early)
 
     def number_column(
@@ -480,8 +516,10 @@ class _Checks:
         fractional = finite & (values != np.floor(values)) if integer else nowhere
         self.report(column, kind, unparsed | fractional)
         self.report(column, FINITE, nan_text | np.isinf(values))
-        self.report(column, f"{column} >= {minimum}", too_small | (finite & (values < minimum)))
-        self.report(column, f"{column} <= {maximum:,}", too_big | (finite & (values > maximum)))
+        self.report(
+            column, minimum_rule(column, minimum), too_small | (finite & (values < minimum))
+        )
+        self.report(column, maximum_rule(column, maximum), too_big | (finite & (values > maximum)))
         return values.where(finite & ~fractional & values.between(minimum, maximum))
 
 
@@ -523,6 +561,11 @@ def _excerpt(text: str, limit: int = MAX_QUOTED_CHARS) -> str:
     """``text`` on one line, cut to ``limit`` characters with "…" and the full length."""
     line = " ".join(text.split())
     return line if len(line) <= limit else f"{line[:limit]}… ({len(text)} chars)"
+
+
+def quote_value(value: object) -> str:
+    """A found value as an error quotes it (a file's cell or a table's value)."""
+    return _show(value)
 
 
 def _show(value: object) -> str:

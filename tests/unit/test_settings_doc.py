@@ -44,6 +44,9 @@ EXAMPLES = {
     "CHURN_ALERT_WEBHOOK_URL": "https://hooks.example.com/alert",
     "CHURN_UI_URL": "https://dagster.example.com",
     "CHURN_CANARY_PERCENT": "10",
+    "CHURN_RAW_SOURCE": "tables",
+    "CHURN_RAW_CUSTOMERS_TABLE": "shop.customers",
+    "CHURN_RAW_ORDERS_TABLE": "shop.orders",
 }
 
 
