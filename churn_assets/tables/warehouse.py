@@ -39,6 +39,7 @@ from churn_assets.data.contract import RawTables
 from churn_assets.infra.warehouse import LockHolder
 from churn_assets.tables.online_predictions import PRUNE_BATCH_ROWS, ShadowGroup
 from churn_assets.tables.raw import LoadResult
+from churn_assets.tables.source import SourceCheck, SourceFingerprint, SourceState, SourceTables
 
 
 class HeldLock(Protocol):
@@ -117,6 +118,31 @@ class Warehouse(Protocol):
     def load_raw_tables(self, tables: RawTables, dagster_run_id: str | None = None) -> LoadResult:
         """Replace the raw customers and orders with ``tables``, all or nothing, and record
         the load (files, sha256, rows, run) in ``raw.loads``."""
+        ...
+
+    def observe_source(self, source: SourceTables) -> SourceState:
+        """Row counts and newest order of the source tables (``CHURN_RAW_SOURCE=tables``),
+        cheap enough for every sensor tick: the source asset's data version. Raises
+        ``ValueError`` naming a table or column that is missing."""
+        ...
+
+    def check_source(self, source: SourceTables, now: datetime | None = None) -> SourceCheck:
+        """The raw-data contract checked on the source tables in the engine, every broken
+        rule a :class:`~churn_assets.data.contract.Violation` naming the table, column,
+        rule and offending rows (``now``: the validation time, as for files). Reads only."""
+        ...
+
+    def load_raw_from_source(
+        self,
+        source: SourceTables,
+        checked: SourceFingerprint,
+        dagster_run_id: str | None = None,
+    ) -> LoadResult:
+        """Replace the raw customers and orders with the source tables' rows, copied inside
+        the engine, all or nothing, and record the load in ``raw.loads`` (tables and
+        fingerprint where files record sha256). Raises
+        :class:`~churn_assets.tables.source.SourceChanged`, writing nothing, when the tables
+        no longer hold what ``checked`` (from :meth:`check_source`) describes."""
         ...
 
     def latest_load(self) -> dict[str, Any] | None:

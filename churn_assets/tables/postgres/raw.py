@@ -58,10 +58,7 @@ def load_raw_tables(
     digests = {table: file_sha256(path) for table, path in files.items()}
     try:
         with conn.cursor() as cur:
-            cur.execute(f"create schema if not exists {RAW_SCHEMA}")
-            for table, ddl in RAW_DDL.items():
-                cur.execute(f"create table if not exists {RAW_SCHEMA}.{table} ({ddl})")
-            cur.execute(f"create table if not exists {LOADS_TABLE} ({_LOADS_DDL})")
+            ensure_raw_tables(cur)
             cur.execute(f"truncate {RAW_SCHEMA}.customers, {RAW_SCHEMA}.orders")
             for table, frame in frames.items():
                 copy_frame(cur, f"{RAW_SCHEMA}.{table}", frame)
@@ -90,6 +87,14 @@ def load_raw_tables(
         raise
     row_counts = {table: len(frame) for table, frame in frames.items()}
     return LoadResult(row_counts, loaded_at, load_id, digests)
+
+
+def ensure_raw_tables(cur: psycopg2.extensions.cursor) -> None:
+    """Create the raw schema, both raw tables and ``raw.loads`` where missing."""
+    cur.execute(f"create schema if not exists {RAW_SCHEMA}")
+    for table, ddl in RAW_DDL.items():
+        cur.execute(f"create table if not exists {RAW_SCHEMA}.{table} ({ddl})")
+    cur.execute(f"create table if not exists {LOADS_TABLE} ({_LOADS_DDL})")
 
 
 def latest_load(conn: psycopg2.extensions.connection) -> dict[str, Any] | None:

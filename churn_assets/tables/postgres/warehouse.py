@@ -24,7 +24,9 @@ from churn_assets.schema import CURRENT_FEATURES_TABLE, CUSTOMER_FEATURES_TABLE
 from churn_assets.tables.online_predictions import PRUNE_BATCH_ROWS, ShadowGroup
 from churn_assets.tables.postgres import marts, online_predictions, raw, snapshot
 from churn_assets.tables.postgres import scores as score_tables
+from churn_assets.tables.postgres import source as source_tables
 from churn_assets.tables.raw import LoadResult
+from churn_assets.tables.source import SourceCheck, SourceFingerprint, SourceState, SourceTables
 from churn_assets.urls import mask_url
 
 _T = TypeVar("_T")
@@ -93,6 +95,24 @@ class PostgresWarehouse:
     def load_raw_tables(self, tables: RawTables, dagster_run_id: str | None = None) -> LoadResult:
         return self._run(
             functools.partial(raw.load_raw_tables, tables=tables, dagster_run_id=dagster_run_id)
+        )
+
+    def observe_source(self, source: SourceTables) -> SourceState:
+        return self._run(functools.partial(source_tables.observe, source=source))
+
+    def check_source(self, source: SourceTables, now: datetime | None = None) -> SourceCheck:
+        return self._run(functools.partial(source_tables.check, source=source, now=now))
+
+    def load_raw_from_source(
+        self,
+        source: SourceTables,
+        checked: SourceFingerprint,
+        dagster_run_id: str | None = None,
+    ) -> LoadResult:
+        return self._run(
+            functools.partial(
+                source_tables.load, source=source, checked=checked, dagster_run_id=dagster_run_id
+            )
         )
 
     def latest_load(self) -> dict[str, Any] | None:
