@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from churn_assets.limits import DEFAULT_HEADER_TIMEOUT_SECONDS
-from churn_assets.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
+from churn_assets.settings import (
+    PROJECT_ROOT,
+    RawSource,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance, ExecuteInProcessResult
@@ -355,33 +361,55 @@ def _run_whole_graph(settings: Settings) -> None:
     can change (all of them the first time), one run, then its summary."""
     from churn_assets import periods
     from churn_assets.definitions import defs
-    from churn_assets.defs.partitions import order_span_in_files, register_periods
+    from churn_assets.defs.partitions import register_periods
     from churn_assets.defs.rebuild import periods_to_rebuild_for_files
     from churn_assets.lib.runs import period_range_tags, run_job
 
     # What the files' dates allow is known before anything starts: a delivery that covers
     # no whole period, or a window that labels none, stops here in one line, with the
     # warehouse untouched (the ingest step refuses the first again, for runs from the UI).
-    span = order_span_in_files(settings.raw_dir)
+    span, where = _order_span(settings)
     if span is not None:
         try:
             periods.trainable_periods(*span, settings.period, settings.window_days, settings.as_of)
         except periods.PeriodError as exc:
-            raise click.ClickException(f"{settings.raw_dir}: {exc}") from exc
+            raise click.ClickException(f"{where}: {exc}") from exc
     _warm_up(settings)
     definitions = defs()
     with _instance(settings) as instance:
         if span is None:
             # Unreadable files: the ingest step names every contract violation.
             _raise_if_failed(run_job(definitions, instance, "ingest_job"), instance)
-            raise click.ClickException(f"the orders in {settings.raw_dir} have no order dates")
+            raise click.ClickException(f"the orders in {where} have no order dates")
         keys = [periods.as_key(end) for end in periods.period_ends(*span, settings.period)]
         register_periods(instance, keys)
         # The periods loading these files can change (the rule the run's own load records).
-        rebuild = periods_to_rebuild_for_files(instance, settings, keys)
+        # From tables: every period (no per-period digests of tables yet, as in the load).
+        from_tables = settings.raw_source is RawSource.TABLES
+        rebuild = keys if from_tables else periods_to_rebuild_for_files(instance, settings, keys)
         result = run_job(definitions, instance, "churn_pipeline", tags=period_range_tags(rebuild))
         _raise_if_failed(result, instance)
     _summarise(result, settings)
+
+
+def _order_span(settings: Settings) -> tuple[tuple[date, date] | None, str]:
+    """The first and last order date of the raw data and where it is: the orders file, or
+    with ``CHURN_RAW_SOURCE=tables`` the source tables, checked against the contract in the
+    warehouse (``None`` when they break it: the ingest step then names every violation)."""
+    from churn_assets.defs.partitions import order_span_in_files
+    from churn_assets.tables.engines import open_warehouse
+    from churn_assets.tables.source import SourceTables
+
+    if settings.raw_source is not RawSource.TABLES:
+        return order_span_in_files(settings.raw_dir), str(settings.raw_dir)
+    try:
+        source = SourceTables(*settings.source_tables())
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    check = open_warehouse(settings).check_source(source)
+    first, last = check.first_order_on, check.last_order_on
+    span = (first, last) if first is not None and last is not None else None
+    return span, source.orders
 
 
 def _summarise(result: ExecuteInProcessResult, settings: Settings) -> None:
