@@ -1,6 +1,9 @@
 """The warehouse interface: every read and write of the warehouse from Python goes through
-a :class:`Warehouse`, one implementation per engine (Postgres today:
-:class:`churn_assets.tables.postgres.warehouse.PostgresWarehouse`).
+a :class:`Warehouse`, one implementation per engine
+(:class:`churn_assets.tables.postgres.warehouse.PostgresWarehouse`,
+:class:`churn_assets.tables.spark.warehouse.SparkWarehouse`), chosen by ``CHURN_ENGINE``
+(:func:`churn_assets.tables.engines.open_warehouse`). An operation an engine does not offer
+raises :class:`UnsupportedOperation` saying what to use instead.
 
 Operations are named after what they mean to the platform (load the raw tables, read the
 training snapshot of some periods, write a period's scores), never after SQL: the SQL of an
@@ -36,10 +39,15 @@ from typing import Any, Protocol
 import pandas as pd
 
 from churn_assets.data.contract import RawTables
-from churn_assets.infra.warehouse import LockHolder
+from churn_assets.infra.warehouse import LockHolder, WarehouseError
 from churn_assets.tables.online_predictions import PRUNE_BATCH_ROWS, ShadowGroup
 from churn_assets.tables.raw import LoadResult
 from churn_assets.tables.source import SourceCheck, SourceFingerprint, SourceState, SourceTables
+
+
+class UnsupportedOperation(WarehouseError):
+    """An operation this engine does not offer (yet); the message says what to use instead
+    (e.g. the online prediction log on Spark)."""
 
 
 class HeldLock(Protocol):
