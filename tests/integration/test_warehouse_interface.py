@@ -4,7 +4,12 @@ other test reaches without a whole demo run: the raw load's record, retiring per
 feature reads, the dbt metadata reads, scores and realized performance, one state for many
 reads, the scorer's log writer, the write lock, and the one error type callers catch.
 
-The marts are made by hand here (the columns dbt gives them), so nothing runs dbt.
+The marts are made by hand here (the columns dbt gives them), so nothing runs dbt. Each
+check that holds on every engine reaches the engine only through the interface and the
+test's own :class:`Hands` (make tables, count rows), so the Spark implementation runs the
+same checks: ``tests/spark/test_spark_warehouse.py`` imports them (:data:`ENGINE_CHECKS`) and
+gives them its own ``wh`` and ``hands``. The rest are Postgres's own (an unreachable server,
+repeatable read, the scorer's log writer).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import pandas as pd
 import psycopg2
@@ -29,6 +35,7 @@ from churn_assets.schema import (
     TRAINING_SNAPSHOT_TABLE,
 )
 from churn_assets.tables.online_predictions import SHADOW_FIELDS
+from churn_assets.tables.postgres.bulk import copy_frame
 from churn_assets.tables.postgres.warehouse import PostgresWarehouse
 from churn_assets.tables.scores import MATURED_SCORE_COLUMNS, REALIZED_COLUMNS, SCORE_COLUMNS
 from churn_assets.tables.snapshot import LabelDefinitionError
@@ -38,12 +45,126 @@ pytestmark = pytest.mark.integration
 
 JAN, FEB = date(2025, 1, 31), date(2025, 2, 28)
 CUSTOMERS = [f"c{i:02d}" for i in range(20)]
-_FEATURES_DDL = """
-    customer_id text not null, as_of date not null, days_since_last_order integer,
-    total_revenue_30d numeric, total_revenue_90d numeric, total_revenue_365d numeric,
-    order_frequency double precision, cart_diversity integer,
-    email_domain_class text, customer_lifetime_days integer
-"""
+# The marts' columns as dbt types them on Postgres; an engine's hands translate.
+FEATURE_COLUMNS = {
+    "customer_id": "text",
+    "as_of": "date",
+    "days_since_last_order": "integer",
+    "total_revenue_30d": "numeric",
+    "total_revenue_90d": "numeric",
+    "total_revenue_365d": "numeric",
+    "order_frequency": "double precision",
+    "cart_diversity": "integer",
+    "email_domain_class": "text",
+    "customer_lifetime_days": "integer",
+}
+LABEL_COLUMNS = {
+    "customer_id": "text",
+    "as_of": "date",
+    "churned": "integer",
+    "window_days": "integer",
+}
+MART_COLUMNS = {
+    CUSTOMER_FEATURES_TABLE: FEATURE_COLUMNS,
+    CURRENT_FEATURES_TABLE: FEATURE_COLUMNS,
+    CHURN_LABELS_TABLE: LABEL_COLUMNS,
+    TRAINING_SNAPSHOT_TABLE: {**FEATURE_COLUMNS, "churned": "integer"},
+}
+
+
+class Hands(Protocol):
+    """A test's own access to one engine, beside the interface under test."""
+
+    driver_error: type[BaseException]  # what the engine's driver raises
+
+    def make_tables(self, tables: dict[str, pd.DataFrame]) -> None:
+        """Create each table (``schema.name``, typed by :data:`MART_COLUMNS`, schemas
+        created) holding its frame's rows."""
+        ...
+
+    def drop(self, table: str) -> None: ...
+
+    def count(self, table: str) -> int: ...
+
+    def exists(self, table: str) -> bool: ...
+
+    def store_test_failures(self, test: str, failures: list[str]) -> None:
+        """What dbt stores for a failing singular test: one ``failure`` line per row."""
+        ...
+
+    def another(self) -> Warehouse:
+        """A second client of the same warehouse (another process's view of it)."""
+        ...
+
+
+def mart_frames() -> dict[str, pd.DataFrame]:
+    """Two periods of features, labels (90-day window) and training rows; the current
+    features are February's. Churned: the odd customers."""
+    features = pd.DataFrame(
+        [
+            {
+                "customer_id": customer,
+                "as_of": as_of,
+                "days_since_last_order": i,
+                "total_revenue_30d": i + 0.5,
+                "total_revenue_90d": i * 2 + 0.25,
+                "total_revenue_365d": float(i * 3),
+                "order_frequency": i / 7,
+                "cart_diversity": i % 4,
+                "email_domain_class": "free",
+                "customer_lifetime_days": 100 + i,
+            }
+            for as_of in (JAN, FEB)
+            for i, customer in enumerate(CUSTOMERS)
+        ]
+    )
+    churned = features["days_since_last_order"] % 2
+    return {
+        CUSTOMER_FEATURES_TABLE: features,
+        CURRENT_FEATURES_TABLE: features[features["as_of"] == FEB].reset_index(drop=True),
+        CHURN_LABELS_TABLE: features[["customer_id", "as_of"]].assign(
+            churned=churned, window_days=90
+        ),
+        TRAINING_SNAPSHOT_TABLE: features.assign(churned=churned),
+    }
+
+
+class PostgresHands:
+    driver_error = psycopg2.Error
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def make_tables(self, tables: dict[str, pd.DataFrame]) -> None:
+        with warehouse.connect(self.url) as conn, conn.cursor() as cur:
+            for table, frame in tables.items():
+                columns = ", ".join(f"{c} {t}" for c, t in MART_COLUMNS[table].items())
+                cur.execute(f"create schema if not exists {table.split('.')[0]}")
+                cur.execute(f"create table {table} ({columns})")
+                copy_frame(cur, table, frame)
+
+    def drop(self, table: str) -> None:
+        _execute(self.url, f"drop table {table}")
+
+    def count(self, table: str) -> int:
+        return _count(self.url, table)
+
+    def exists(self, table: str) -> bool:
+        with warehouse.connect(self.url) as conn, conn.cursor() as cur:
+            cur.execute("select to_regclass(%s) is not null", (table,))
+            return bool(cur.fetchone()[0])
+
+    def store_test_failures(self, test: str, failures: list[str]) -> None:
+        values = ", ".join(f"('{failure}')" for failure in failures)
+        _execute(
+            self.url,
+            "create schema test_failures",
+            f"create table test_failures.{test} (failure text)",
+            f"insert into test_failures.{test} values {values}",
+        )
+
+    def another(self) -> Warehouse:
+        return PostgresWarehouse(self.url)
 
 
 @pytest.fixture
@@ -56,44 +177,22 @@ def wh(url: str) -> Warehouse:
     return PostgresWarehouse(url)
 
 
+@pytest.fixture
+def hands(url: str) -> Hands:
+    return PostgresHands(url)
+
+
+@pytest.fixture
+def marts(hands: Hands) -> Hands:
+    """The marts of :func:`mart_frames`, made by hand."""
+    hands.make_tables(mart_frames())
+    return hands
+
+
 def _execute(url: str, *statements: str) -> None:
     with warehouse.connect(url) as conn, conn.cursor() as cur:
         for statement in statements:
             cur.execute(statement)
-
-
-def _feature_values(customer: str, as_of: date) -> str:
-    i = int(customer[1:])
-    return (
-        f"('{customer}', date '{as_of}', {i}, {i}.5, {i * 2}.25, {i * 3}, {i / 7}, {i % 4}, "
-        f"'free', {100 + i})"
-    )
-
-
-@pytest.fixture
-def marts(url: str) -> str:
-    """Two periods of features, labels (90-day window) and training rows; the current
-    features are February's."""
-    rows = [(c, p) for p in (JAN, FEB) for c in CUSTOMERS]
-    features = ", ".join(_feature_values(c, p) for c, p in rows)
-    labelled = ", ".join(
-        f"{_feature_values(c, p)[:-1]}, {int(c[1:]) % 2})" for c, p in rows
-    )  # churned: odd customers
-    labels = ", ".join(f"('{c}', date '{p}', {int(c[1:]) % 2}, 90)" for c, p in rows)
-    _execute(
-        url,
-        "create schema marts",
-        f"create table {CUSTOMER_FEATURES_TABLE} ({_FEATURES_DDL})",
-        f"insert into {CUSTOMER_FEATURES_TABLE} values {features}",
-        f"create table {CURRENT_FEATURES_TABLE} as select * from {CUSTOMER_FEATURES_TABLE} "
-        f"where as_of = date '{FEB}'",
-        f"create table {CHURN_LABELS_TABLE} (customer_id text, as_of date, churned integer, "
-        "window_days integer)",
-        f"insert into {CHURN_LABELS_TABLE} values {labels}",
-        f"create table {TRAINING_SNAPSHOT_TABLE} ({_FEATURES_DDL}, churned integer)",
-        f"insert into {TRAINING_SNAPSHOT_TABLE} values {labelled}",
-    )
-    return url
 
 
 def _count(url: str, table: str) -> int:
@@ -134,13 +233,13 @@ def test_a_raw_load_is_what_latest_load_and_last_order_date_then_read(
 
 
 def test_retiring_periods_deletes_their_rows_from_every_built_mart_and_no_other(
-    wh: Warehouse, marts: str
+    wh: Warehouse, marts: Hands
 ) -> None:
-    _execute(marts, f"drop table {TRAINING_SNAPSHOT_TABLE}")  # a mart never built: skipped
+    marts.drop(TRAINING_SNAPSHOT_TABLE)  # a mart never built: skipped
     deleted = wh.retire_periods([JAN.isoformat()])
     assert deleted == 2 * len(CUSTOMERS)  # features and labels
     for table in (CUSTOMER_FEATURES_TABLE, CHURN_LABELS_TABLE):
-        assert _count(marts, table) == len(CUSTOMERS)
+        assert marts.count(table) == len(CUSTOMERS)
     assert wh.retire_periods([]) == 0
 
 
@@ -148,7 +247,7 @@ def test_retiring_periods_deletes_their_rows_from_every_built_mart_and_no_other(
 
 
 def test_the_training_snapshot_reads_typed_rows_in_order_and_samples_the_same_customers(
-    wh: Warehouse, marts: str
+    wh: Warehouse, marts: Hands
 ) -> None:
     frame = wh.read_training_snapshot()
     assert len(frame) == 2 * len(CUSTOMERS)
@@ -168,7 +267,7 @@ def test_the_training_snapshot_reads_typed_rows_in_order_and_samples_the_same_cu
 
 
 def test_labelled_periods_are_the_snapshots_and_refuse_labels_of_another_window(
-    wh: Warehouse, marts: str
+    wh: Warehouse, marts: Hands
 ) -> None:
     assert wh.labelled_periods(90) == [JAN, FEB]
     with pytest.raises(LabelDefinitionError, match=r"40 rows of 2 period\(s\).*90-day window"):
@@ -176,7 +275,7 @@ def test_labelled_periods_are_the_snapshots_and_refuse_labels_of_another_window(
 
 
 def test_the_feature_reads_name_the_newest_period_and_read_each_table(
-    wh: Warehouse, marts: str
+    wh: Warehouse, marts: Hands
 ) -> None:
     assert wh.newest_feature_period() == FEB
     january = wh.read_period_features([JAN])
@@ -187,8 +286,9 @@ def test_the_feature_reads_name_the_newest_period_and_read_each_table(
     assert str(current["days_since_last_order"].dtype) == "int64"
 
 
-def test_no_features_yet_has_no_newest_period(wh: Warehouse, url: str) -> None:
-    _execute(url, "create schema marts", f"create table {CUSTOMER_FEATURES_TABLE} (as_of date)")
+def test_no_features_yet_has_no_newest_period(wh: Warehouse, hands: Hands) -> None:
+    features = mart_frames()[CUSTOMER_FEATURES_TABLE]
+    hands.make_tables({CUSTOMER_FEATURES_TABLE: features.iloc[:0]})
     assert wh.newest_feature_period() is None
 
 
@@ -196,7 +296,7 @@ def test_no_features_yet_has_no_newest_period(wh: Warehouse, url: str) -> None:
 
 
 def test_the_dbt_metadata_reads_count_summarise_preview_and_quote_failures(
-    wh: Warehouse, marts: str
+    wh: Warehouse, marts: Hands
 ) -> None:
     assert wh.count_table_rows("marts", "customer_features") == 2 * len(CUSTOMERS)
     periods = [JAN.isoformat(), FEB.isoformat(), "2025-03-31"]  # March was never built
@@ -211,19 +311,16 @@ def test_the_dbt_metadata_reads_count_summarise_preview_and_quote_failures(
     preview = wh.preview_period(TRAINING_SNAPSHOT_TABLE, FEB.isoformat(), 3)
     assert list(preview["customer_id"]) == CUSTOMERS[:3]
     assert set(preview["as_of"]) == {FEB}
-    _execute(
-        marts,
-        "create schema test_failures",
-        "create table test_failures.assert_something (failure text)",
-        "insert into test_failures.assert_something values ('a broke'), ('b broke'), ('c')",
-    )
+    marts.store_test_failures("assert_something", ["a broke", "b broke", "c"])
     assert wh.read_test_failures("assert_something", limit=2) == [("a broke", 3), ("b broke", 3)]
 
 
-def test_a_driver_error_leaves_as_a_warehouse_error_with_its_cause(wh: Warehouse) -> None:
-    with pytest.raises(WarehouseError, match="does not exist") as caught:
+def test_a_driver_error_leaves_as_a_warehouse_error_with_its_cause(
+    wh: Warehouse, hands: Hands
+) -> None:
+    with pytest.raises(WarehouseError, match="never_ran") as caught:  # names what it missed
         wh.read_test_failures("never_ran", limit=3)
-    assert isinstance(caught.value.__cause__, psycopg2.Error)
+    assert isinstance(caught.value.__cause__, hands.driver_error)
     with pytest.raises(WarehouseError):
         wh.count_table_rows("marts", "nothing")
 
@@ -256,13 +353,13 @@ def _scores(version: str, as_of: date, data_through: str) -> pd.DataFrame:
 
 
 def test_matured_scores_are_the_scores_of_labelled_periods_by_models_that_had_not_seen_them(
-    wh: Warehouse, marts: str
+    wh: Warehouse, marts: Hands
 ) -> None:
     assert wh.read_matured_scores().empty  # nothing scored yet
     wh.write_scores(_scores("1", JAN, data_through=JAN.isoformat()))
     wh.write_scores(_scores("2", JAN, data_through=FEB.isoformat()))  # trained after January
-    assert _count(marts, "scoring.churn_scores") == len(CUSTOMERS)  # the newest write
-    assert _count(marts, "scoring.churn_scores_history") == 2 * len(CUSTOMERS)
+    assert marts.count("scoring.churn_scores") == len(CUSTOMERS)  # the newest write
+    assert marts.count("scoring.churn_scores_history") == 2 * len(CUSTOMERS)
     matured = wh.read_matured_scores()
     assert tuple(matured.columns) == MATURED_SCORE_COLUMNS
     assert set(matured["model_version"]) == {"1"} and set(matured["as_of"]) == {JAN}
@@ -270,13 +367,11 @@ def test_matured_scores_are_the_scores_of_labelled_periods_by_models_that_had_no
 
 
 def test_scores_without_a_column_are_refused_before_anything_is_written(
-    wh: Warehouse, url: str
+    wh: Warehouse, hands: Hands
 ) -> None:
     with pytest.raises(ValueError, match="model_data_through"):
         wh.write_scores(_scores("1", JAN, "").drop(columns="model_data_through"))
-    with warehouse.connect(url) as conn, conn.cursor() as cur:
-        cur.execute("select to_regclass('scoring.churn_scores')")
-        assert cur.fetchone()[0] is None
+    assert not hands.exists("scoring.churn_scores")
     assert SCORE_COLUMNS[-1] == "model_data_through"
 
 
@@ -304,15 +399,29 @@ def test_realized_performance_is_replaced_whole_and_read_back_by_period(wh: Ware
 # --- one state for many reads -----------------------------------------------------------
 
 
-def test_consistent_reads_see_one_state_and_write_nothing(wh: Warehouse, marts: str) -> None:
+def test_consistent_reads_read_through_a_view_that_writes_nothing(
+    wh: Warehouse, marts: Hands
+) -> None:
+    with wh.consistent_reads() as reads:
+        assert reads.count_training_rows([JAN, FEB]) == 2 * len(CUSTOMERS)
+        assert len(reads.read_training_snapshot()) == 2 * len(CUSTOMERS)
+        with reads.consistent_reads() as nested:  # already one state
+            assert nested.labelled_periods(90) == [JAN, FEB]
+        with pytest.raises(WarehouseError, match="read-only"):
+            reads.retire_periods([FEB.isoformat()])
+    assert marts.count(TRAINING_SNAPSHOT_TABLE) == 2 * len(CUSTOMERS)
+
+
+def test_consistent_reads_on_postgres_see_one_state_whatever_others_commit(
+    wh: Warehouse, marts: Hands, url: str
+) -> None:
+    # repeatable read: Postgres's guarantee (Spark's is one state per read, see SparkWarehouse)
     with wh.consistent_reads() as reads:
         before = reads.count_training_rows([JAN, FEB])
-        _execute(marts, f"delete from {TRAINING_SNAPSHOT_TABLE} where as_of = date '{JAN}'")
+        _execute(url, f"delete from {TRAINING_SNAPSHOT_TABLE} where as_of = date '{JAN}'")
         assert wh.count_training_rows([JAN, FEB]) == len(CUSTOMERS)  # others see the delete
         assert reads.count_training_rows([JAN, FEB]) == before == 2 * len(CUSTOMERS)
         assert len(reads.read_training_snapshot()) == before
-        with pytest.raises(WarehouseError, match="read-only"):
-            reads.retire_periods([FEB.isoformat()])
 
 
 # --- the scorer's log writer ------------------------------------------------------------
@@ -363,7 +472,7 @@ def test_the_log_writer_says_what_failed_as_a_warehouse_error(wh: Warehouse, url
 
 
 def test_the_write_lock_through_the_interface_names_its_holder_and_refuses_a_second(
-    wh: Warehouse, url: str
+    wh: Warehouse, hands: Hands
 ) -> None:
     assert wh.lock_holder() is None
     with wh.write_lock("run first (churn_pipeline)", 0) as held:
@@ -372,8 +481,26 @@ def test_the_write_lock_through_the_interface_names_its_holder_and_refuses_a_sec
         assert holder is not None and holder.name == "run first (churn_pipeline)"
         with (
             pytest.raises(WarehouseBusy, match="run first"),
-            PostgresWarehouse(url).write_lock("run second", 0),
+            hands.another().write_lock("run second", 0),
         ):
             pytest.fail("the lock was granted twice")
         held.ensure_held("nothing registered")  # still ours: no error
     assert wh.lock_holder() is None
+
+
+# The checks every engine runs (tests/spark/test_spark_warehouse.py imports them).
+ENGINE_CHECKS = (
+    test_a_raw_load_is_what_latest_load_and_last_order_date_then_read,
+    test_retiring_periods_deletes_their_rows_from_every_built_mart_and_no_other,
+    test_the_training_snapshot_reads_typed_rows_in_order_and_samples_the_same_customers,
+    test_labelled_periods_are_the_snapshots_and_refuse_labels_of_another_window,
+    test_the_feature_reads_name_the_newest_period_and_read_each_table,
+    test_no_features_yet_has_no_newest_period,
+    test_the_dbt_metadata_reads_count_summarise_preview_and_quote_failures,
+    test_a_driver_error_leaves_as_a_warehouse_error_with_its_cause,
+    test_matured_scores_are_the_scores_of_labelled_periods_by_models_that_had_not_seen_them,
+    test_scores_without_a_column_are_refused_before_anything_is_written,
+    test_realized_performance_is_replaced_whole_and_read_back_by_period,
+    test_consistent_reads_read_through_a_view_that_writes_nothing,
+    test_the_write_lock_through_the_interface_names_its_holder_and_refuses_a_second,
+)

@@ -19,8 +19,6 @@ could not open the embedded Derby metastore while this process holds it (docs/sp
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime
 from decimal import Decimal
@@ -36,8 +34,9 @@ from churn_assets.data.generator import GeneratorConfig, generate, write_raw_fil
 from churn_assets.infra import spark, warehouse
 from churn_assets.lib.dbt import ANALYTICS_SELECT, PERIOD_SELECT, dbt_build_args, dbt_build_env
 from churn_assets.lib.dbt import environ as temporary_environ
-from churn_assets.settings import DBT_PROJECT_DIR, Settings, load_settings
+from churn_assets.settings import DBT_PROJECT_DIR, Settings
 from churn_assets.tables.postgres.warehouse import PostgresWarehouse
+from tests.spark import SMALL_DATA_CONF
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]  # a JVM and two builds per engine: minutes
 
@@ -52,11 +51,6 @@ PERIODS = sorted({*FIRST_BUILD, *SECOND_BUILD})
 # as_of + 90 days <= 2025-12-29, the last order date
 LABELLED = ["2025-06-30", "2025-07-31", "2025-08-31", "2025-09-30"]
 COMPARED = ("customer_features", "churn_labels", "training_snapshot")
-SMALL_DATA_CONF = {
-    "spark.sql.shuffle.partitions": "1",
-    "spark.sql.adaptive.enabled": "false",
-    "spark.sql.codegen.wholeStage": "false",
-}
 
 Build = Callable[[list[str], str | None], None]
 
@@ -117,17 +111,6 @@ def _read_postgres(conn: Any, table: str) -> pd.DataFrame:
         cur.execute(f"select * from marts.{table}")
         names = [column.name for column in cur.description]
         return pd.DataFrame(cur.fetchall(), columns=names)
-
-
-@pytest.fixture(scope="module")
-def spark_settings() -> Iterator[Settings]:
-    """Spark's warehouse, metastore (and derby.log) and scratch space under a short
-    directory of /tmp, removed afterwards."""
-    home = Path(tempfile.mkdtemp(prefix="churn-spark-", dir="/tmp"))
-    yield load_settings(
-        {"CHURN_HOME": str(home), "CHURN_ENGINE": "spark", "CHURN_SPARK_MASTER": "local[2]"}
-    )
-    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
