@@ -20,7 +20,7 @@ from churn_assets.lib import child_processes
 from churn_assets.lib.dbt import churn_dbt_project
 from churn_assets.policy import Policy, load_policy, rules
 from churn_assets.schema import EXPERIMENT_NAME, REGISTERED_MODEL_NAME
-from churn_assets.settings import DEFAULT_LOCK_TIMEOUT_SECONDS, load_settings
+from churn_assets.settings import DEFAULT_LOCK_TIMEOUT_SECONDS, Engine, load_settings
 from churn_assets.tables.postgres.warehouse import PostgresWarehouse
 from churn_assets.tables.warehouse import HeldLock, Warehouse
 from churn_assets.urls import mask_url
@@ -60,6 +60,14 @@ class WarehouseResource(dg.ConfigurableResource):
         if run is None:  # built outside a run (``dg.build_resources``, a notebook): no lock
             yield self
             return
+        if load_settings().engine is Engine.SPARK:
+            # The dbt project and the warehouse interface run on Spark (tests/spark), but the
+            # runs' steps are not wired to it yet: a run would build features on Spark and
+            # read them from Postgres. Say so before anything is written.
+            raise dg.Failure(
+                "CHURN_ENGINE=spark: Dagster runs do not run on Spark yet (the dbt project "
+                "and the warehouse interface do, docs/spark-notes.md); unset CHURN_ENGINE"
+            )
         holder = f"run {run.run_id} ({run.job_name})"
         log = context.log
 

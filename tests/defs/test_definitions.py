@@ -177,6 +177,30 @@ def test_warehouse_resource_is_embedded_unless_a_url_is_set(
         assert resources.warehouse.url() == "postgresql://u:p@h/d"
 
 
+def test_a_run_under_the_spark_engine_stops_before_writing_saying_it_is_not_wired(
+    monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance, fresh_database_url: str
+) -> None:
+    # The steps would build features on Spark and read Postgres: refused, not half-run.
+    monkeypatch.setenv("CHURN_ENGINE", "spark")
+    wrote: list[str] = []
+
+    @dg.asset(required_resource_keys={"warehouse"})
+    def writer() -> None:
+        wrote.append("yes")
+
+    result = dg.materialize(
+        [writer],
+        resources={"warehouse": ExternalPostgresWarehouse(connection_url=fresh_database_url)},
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success and wrote == []
+    failure = next(e for e in result.all_events if e.is_failure)
+    assert "CHURN_ENGINE=spark: Dagster runs do not run on Spark yet" in str(
+        failure.event_specific_data
+    )
+
+
 def test_the_policy_resource_shows_every_rule_with_its_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
