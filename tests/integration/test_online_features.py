@@ -162,18 +162,17 @@ def test_online_copy_answers_through_an_outage_and_catches_up_without_restart(
             psycopg2.connect(own_warehouse.url, connect_timeout=3).close()
 
         own_warehouse.start()
-        # The next period lands while the poller runs: new as_of, a new value, a new customer.
+        # The next period lands while the poller runs: new as_of, a new value, a new customer,
+        # in one transaction as dbt lands a period (two commits let the poller see the new
+        # as_of without the newcomer, and the test then failed on a busy machine).
         newer = as_of + timedelta(days=30)
         own_warehouse.execute(
-            f"update {FEATURE_TABLE} set as_of = %s, cart_diversity = cart_diversity + 1",
-            (newer,),
-        )
-        own_warehouse.execute(
+            f"update {FEATURE_TABLE} set as_of = %s, cart_diversity = cart_diversity + 1; "
             f"insert into {FEATURE_TABLE} select as_of, 'newcomer', days_since_last_order, "
             "total_revenue_30d, total_revenue_90d, total_revenue_365d, order_frequency, "
             f"cart_diversity, email_domain_class, customer_lifetime_days from {FEATURE_TABLE} "
             "where customer_id = %s",
-            (customer,),
+            (newer, customer),
         )
         wait_until(lambda: online.state().as_of == newer, "the new period to be served")
         state = online.state()
