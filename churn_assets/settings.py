@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from churn_assets.periods import Period, longest_period, period_end
@@ -339,7 +340,7 @@ def load_dbt_target(environ: Mapping[str, str] | None = None) -> DbtTarget:
     from the manifest when their module is imported. The engine picks the default target:
     `spark` for Spark, `local` for Postgres; ``DBT_TARGET`` wins over both."""
     env = os.environ if environ is None else environ
-    engine = _parse_engine(env)
+    engine = _parse_choice(env, "CHURN_ENGINE", Engine.POSTGRES)
     default_target = SPARK_DBT_TARGET if engine is Engine.SPARK else DEFAULT_DBT_TARGET
     return DbtTarget(
         target=env.get("DBT_TARGET") or default_target,
@@ -354,7 +355,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     dbt = load_dbt_target(env)
     home = Path(env.get("CHURN_HOME") or DEFAULT_HOME).expanduser().resolve()
     raw_dir = Path(env.get("CHURN_RAW_DIR") or home / "raw").expanduser().resolve()
-    period = _parse_period(env)
+    period = _parse_choice(env, "CHURN_PERIOD", Period.MONTH)
     return Settings(
         home=home,
         raw_dir=raw_dir,
@@ -379,19 +380,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         alert_webhook_url=_parse_http_url(env, "CHURN_ALERT_WEBHOOK_URL"),
         ui_url=(_parse_http_url(env, "CHURN_UI_URL") or DEFAULT_UI_URL).rstrip("/"),
         canary_percent=_parse_percent(env, "CHURN_CANARY_PERCENT"),
-        raw_source=_parse_raw_source(env),
+        raw_source=_parse_choice(env, "CHURN_RAW_SOURCE", RawSource.FILES),
         raw_customers_table=_parse_table_name(env, "CHURN_RAW_CUSTOMERS_TABLE"),
         raw_orders_table=_parse_table_name(env, "CHURN_RAW_ORDERS_TABLE"),
     )
-
-
-def _parse_engine(env: Mapping[str, str]) -> Engine:
-    raw = (env.get("CHURN_ENGINE") or Engine.POSTGRES.value).strip().lower()
-    try:
-        return Engine(raw)
-    except ValueError:
-        choices = ", ".join(e.value for e in Engine)
-        raise SettingsError(f"CHURN_ENGINE={raw!r} is not one of: {choices}") from None
 
 
 def _location(env: Mapping[str, str], name: str, default: Path) -> str:
@@ -405,13 +397,18 @@ def _location(env: Mapping[str, str], name: str, default: Path) -> str:
     return str(Path(raw).expanduser().resolve())
 
 
-def _parse_raw_source(env: Mapping[str, str]) -> RawSource:
-    raw = (env.get("CHURN_RAW_SOURCE") or RawSource.FILES.value).strip().lower()
+_Choice = TypeVar("_Choice", bound=StrEnum)
+
+
+def _parse_choice(env: Mapping[str, str], name: str, default: _Choice) -> _Choice:
+    """One of ``default``'s enum values (case and spaces ignored), or the default when unset."""
+    choices = type(default)
+    raw = (env.get(name) or default.value).strip().lower()
     try:
-        return RawSource(raw)
+        return choices(raw)
     except ValueError:
-        choices = ", ".join(source.value for source in RawSource)
-        raise SettingsError(f"CHURN_RAW_SOURCE={raw!r} is not one of: {choices}") from None
+        listed = ", ".join(choice.value for choice in choices)
+        raise SettingsError(f"{name}={raw!r} is not one of: {listed}") from None
 
 
 def _parse_table_name(env: Mapping[str, str], name: str) -> str | None:
@@ -424,15 +421,6 @@ def _parse_table_name(env: Mapping[str, str], name: str) -> str | None:
             "digits, _ and $ (unquoted names)"
         )
     return raw
-
-
-def _parse_period(env: Mapping[str, str]) -> Period:
-    raw = (env.get("CHURN_PERIOD") or Period.MONTH.value).strip().lower()
-    try:
-        return Period(raw)
-    except ValueError:
-        choices = ", ".join(p.value for p in Period)
-        raise SettingsError(f"CHURN_PERIOD={raw!r} is not one of: {choices}") from None
 
 
 def _parse_date(env: Mapping[str, str], name: str) -> date | None:
