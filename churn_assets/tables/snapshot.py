@@ -5,10 +5,14 @@ Postgres reads them: :mod:`churn_assets.tables.postgres.snapshot`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import date
+
 import pandas as pd
 
 from churn_assets.periods import PeriodError
 from churn_assets.schema import (
+    CHURN_LABELS_TABLE,
     CURRENT_FEATURES_TABLE,
     CUSTOMER_FEATURES_TABLE,
     SNAPSHOT_DTYPES,
@@ -25,6 +29,24 @@ _DTYPES = {column: dtype for column, dtype in SNAPSHOT_DTYPES.items() if column 
 
 class LabelDefinitionError(PeriodError):
     """Labels in the warehouse were built under another definition than this run's."""
+
+    @classmethod
+    def for_other_windows(
+        cls, window_days: int, other: Sequence[tuple[int, int, int, date, date]]
+    ) -> LabelDefinitionError:
+        """The error for labels of other windows than ``window_days``: per window, its rows,
+        periods, first and last period (what each engine's query returns)."""
+        found = "; ".join(
+            f"{rows:,} rows of {n} period(s) {first.isoformat()} .. {last.isoformat()} "
+            f"with a {window}-day window"
+            for window, rows, n, first, last in other
+        )
+        return cls(
+            f"{CHURN_LABELS_TABLE} holds labels of another definition than this run's "
+            f"{window_days}-day window (CHURN_WINDOW_DAYS): {found}. Rebuild every period "
+            "with this window (churn run, or churn backfill) before training; nothing "
+            "was trained"
+        )
 
 
 def with_model_dtypes(frame: pd.DataFrame) -> pd.DataFrame:

@@ -50,17 +50,7 @@ def labelled_periods(session: SparkSession, window_days: int) -> list[date]:
             ).collect()
         ]
     if other:
-        found = "; ".join(
-            f"{rows:,} rows of {n} period(s) {first.isoformat()} .. {last.isoformat()} "
-            f"with a {window}-day window"
-            for window, rows, n, first, last in other
-        )
-        raise LabelDefinitionError(
-            f"{CHURN_LABELS_TABLE} holds labels of another definition than this run's "
-            f"{window_days}-day window (CHURN_WINDOW_DAYS): {found}. Rebuild every period "
-            "with this window (churn run, or churn backfill) before training; nothing "
-            "was trained"
-        )
+        raise LabelDefinitionError.for_other_windows(window_days, other)
     rows = session.sql(
         f"select distinct as_of from {TRAINING_SNAPSHOT_TABLE} order by as_of"
     ).collect()
