@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from churn_assets.schema import REALIZED_TABLE
+from churn_assets.schema import CHURN_LABELS_TABLE, REALIZED_TABLE
 
 SCORES_SCHEMA = "scoring"
 SCORES_TABLE = f"{SCORES_SCHEMA}.churn_scores"
@@ -30,8 +30,18 @@ SCORE_COLUMNS = (
     "dagster_run_id",
     "model_data_through",
 )
-# What realized performance reads: a period's scores with their matured labels.
+# What realized performance reads: a period's scores with their matured labels, only those
+# of a model trained on data up to the period (plain SQL that every engine runs as it is).
 MATURED_SCORE_COLUMNS = ("model_version", "as_of", "churn_probability", "churned")
+MATURED_SCORES_SQL = f"""
+select history.model_version, history.feature_as_of as as_of,
+       history.churn_probability, labels.churned
+from {SCORES_HISTORY_TABLE} as history
+inner join {CHURN_LABELS_TABLE} as labels
+    on labels.customer_id = history.customer_id
+    and labels.as_of = history.feature_as_of
+where history.model_data_through <= history.feature_as_of
+"""
 REALIZED_COLUMNS = (
     "model_version",
     "as_of",
@@ -43,6 +53,7 @@ REALIZED_COLUMNS = (
     "holdout_auc",
 )
 __all__ = [
+    "MATURED_SCORES_SQL",
     "MATURED_SCORE_COLUMNS",
     "REALIZED_COLUMNS",
     "REALIZED_TABLE",

@@ -11,6 +11,7 @@ from churn_assets.schema import CHURN_LABELS_TABLE
 from churn_assets.tables.postgres.bulk import copy_frame
 from churn_assets.tables.scores import (
     MATURED_SCORE_COLUMNS,
+    MATURED_SCORES_SQL,
     REALIZED_COLUMNS,
     REALIZED_TABLE,
     SCORE_COLUMNS,
@@ -92,17 +93,7 @@ def read_matured_scores(conn: psycopg2.extensions.connection) -> pd.DataFrame:
         )
         if None in cur.fetchone():
             return pd.DataFrame()
-        cur.execute(
-            f"""
-            select history.model_version, history.feature_as_of as as_of,
-                   history.churn_probability, labels.churned
-            from {SCORES_HISTORY_TABLE} as history
-            inner join {CHURN_LABELS_TABLE} as labels
-                on labels.customer_id = history.customer_id
-                and labels.as_of = history.feature_as_of
-            where history.model_data_through <= history.feature_as_of
-            """
-        )
+        cur.execute(MATURED_SCORES_SQL)
         return pd.DataFrame(cur.fetchall(), columns=list(MATURED_SCORE_COLUMNS))
 
 

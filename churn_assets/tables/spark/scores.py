@@ -19,6 +19,7 @@ import pandas as pd
 from churn_assets.schema import CHURN_LABELS_TABLE
 from churn_assets.tables.scores import (
     MATURED_SCORE_COLUMNS,
+    MATURED_SCORES_SQL,
     REALIZED_COLUMNS,
     REALIZED_TABLE,
     SCORES_HISTORY_TABLE,
@@ -86,18 +87,7 @@ def read_matured_scores(session: SparkSession) -> pd.DataFrame:
     or labelled yet."""
     if not (exists(session, SCORES_HISTORY_TABLE) and exists(session, CHURN_LABELS_TABLE)):
         return pd.DataFrame()
-    frame = read(
-        session,
-        f"""
-        select history.model_version, history.feature_as_of as as_of,
-               history.churn_probability, labels.churned
-        from {SCORES_HISTORY_TABLE} as history
-        inner join {CHURN_LABELS_TABLE} as labels
-            on labels.customer_id = history.customer_id
-            and labels.as_of = history.feature_as_of
-        where history.model_data_through <= history.feature_as_of
-        """,
-    )
+    frame = read(session, MATURED_SCORES_SQL)
     return frame[list(MATURED_SCORE_COLUMNS)]
 
 
