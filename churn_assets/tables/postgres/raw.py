@@ -4,8 +4,8 @@ written with ``COPY``; the load recorded in ``raw.loads`` in the same transactio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import date
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
 from typing import Any
 
 import psycopg2.extensions
@@ -56,37 +56,52 @@ def load_raw_tables(
     frames = {"customers": tables.customers, "orders": tables.orders}
     files = {"customers": tables.customers_file, "orders": tables.orders_file}
     digests = {table: file_sha256(path) for table, path in files.items()}
+    rows = {table: len(frame) for table, frame in frames.items()}
     try:
         with conn.cursor() as cur:
             ensure_raw_tables(cur)
             cur.execute(f"truncate {RAW_SCHEMA}.customers, {RAW_SCHEMA}.orders")
             for table, frame in frames.items():
                 copy_frame(cur, f"{RAW_SCHEMA}.{table}", frame)
-            cur.execute(
-                f"""
-                insert into {LOADS_TABLE} (dagster_run_id, customers_file, customers_sha256,
-                    customers_rows, orders_file, orders_sha256, orders_rows)
-                values (%s, %s, %s, %s, %s, %s, %s)
-                returning load_id, loaded_at
-                """,
-                (
-                    dagster_run_id,
-                    str(files["customers"]),
-                    digests["customers"],
-                    len(tables.customers),
-                    str(files["orders"]),
-                    digests["orders"],
-                    len(tables.orders),
-                ),
-            )
             # loaded_at is now(), the transaction start: the value every row's default wrote.
-            load_id, loaded_at = cur.fetchone()
+            load_id, loaded_at = record_load(
+                cur,
+                dagster_run_id,
+                {table: str(path) for table, path in files.items()},
+                digests,
+                rows,
+            )
         conn.commit()
     except BaseException:
         conn.rollback()
         raise
-    row_counts = {table: len(frame) for table, frame in frames.items()}
-    return LoadResult(row_counts, loaded_at, load_id, digests)
+    return LoadResult(rows, loaded_at, load_id, digests)
+
+
+def record_load(
+    cur: psycopg2.extensions.cursor,
+    dagster_run_id: str | None,
+    sources: Mapping[str, str],
+    digests: Mapping[str, str],
+    rows: Mapping[str, int],
+) -> tuple[int, datetime]:
+    """Insert the load's row into ``raw.loads`` (per raw table: where it came from, its
+    digest and rows); returns its load_id and loaded_at."""
+    cur.execute(
+        f"""
+        insert into {LOADS_TABLE} (dagster_run_id, customers_file, customers_sha256,
+            customers_rows, orders_file, orders_sha256, orders_rows)
+        values (%s, %s, %s, %s, %s, %s, %s)
+        returning load_id, loaded_at
+        """,
+        (
+            dagster_run_id,
+            *(sources["customers"], digests["customers"], rows["customers"]),
+            *(sources["orders"], digests["orders"], rows["orders"]),
+        ),
+    )
+    load_id, loaded_at = cur.fetchone()
+    return load_id, loaded_at
 
 
 def ensure_raw_tables(cur: psycopg2.extensions.cursor) -> None:

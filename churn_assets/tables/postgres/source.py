@@ -24,8 +24,8 @@ import psycopg2.extensions
 from churn_assets.data import contract
 from churn_assets.data.contract import Violation
 from churn_assets.limits import MAX_ID_LENGTH, MAX_TEXT_LENGTH, MIN_DATE
-from churn_assets.tables.postgres.raw import ensure_raw_tables
-from churn_assets.tables.raw import LOADS_TABLE, RAW_SCHEMA, LoadResult
+from churn_assets.tables.postgres.raw import ensure_raw_tables, record_load
+from churn_assets.tables.raw import RAW_SCHEMA, LoadResult
 from churn_assets.tables.source import (
     CONTRACT,
     KEYS,
@@ -424,6 +424,8 @@ def load(
     """Replace ``raw.customers`` and ``raw.orders`` with the source tables' rows, in one
     repeatable-read transaction that first proves they are still the rows ``checked``
     (else :class:`SourceChanged`, nothing written), and record the load in ``raw.loads``."""
+    rows = {"customers": checked.state.customers_rows, "orders": checked.state.orders_rows}
+    digests = {table: checked.digest(table) for table in CONTRACT}
     conn.set_session(isolation_level="REPEATABLE READ")
     try:
         with conn.cursor() as cur:
@@ -446,28 +448,15 @@ def load(
                     f"insert into {RAW_SCHEMA}.{name} ({names}) "
                     f"select {values} from ({table.select(*columns)}) r"
                 )
-            cur.execute(
-                f"""
-                insert into {LOADS_TABLE} (dagster_run_id, customers_file, customers_sha256,
-                    customers_rows, orders_file, orders_sha256, orders_rows)
-                values (%s, %s, %s, %s, %s, %s, %s)
-                returning load_id, loaded_at
-                """,
-                (
-                    dagster_run_id,
-                    f"table {source.customers}",
-                    checked.digest("customers"),
-                    checked.state.customers_rows,
-                    f"table {source.orders}",
-                    checked.digest("orders"),
-                    checked.state.orders_rows,
-                ),
+            load_id, loaded_at = record_load(
+                cur,
+                dagster_run_id,
+                {"customers": f"table {source.customers}", "orders": f"table {source.orders}"},
+                digests,
+                rows,
             )
-            load_id, loaded_at = cur.fetchone()
         conn.commit()
     except BaseException:
         conn.rollback()
         raise
-    rows = {"customers": checked.state.customers_rows, "orders": checked.state.orders_rows}
-    digests = {table: checked.digest(table) for table in CONTRACT}
     return LoadResult(rows, loaded_at, load_id, digests)
