@@ -230,6 +230,33 @@ class LockHolder:
         return f"{self.name} (holding it since {self.since})"
 
 
+def wait_for_lock(
+    take: Callable[[], bool],
+    current_holder: Callable[[], LockHolder | None],
+    what: str,
+    timeout_seconds: float,
+    on_wait: Callable[[LockHolder | None], None],
+) -> None:
+    """Try ``take`` (one non-blocking attempt at a write lock) every second until it
+    succeeds; call ``on_wait`` once with the holder the first time it fails, and raise
+    :class:`WarehouseBusy` naming ``what`` and the holder once ``timeout_seconds`` (0: no
+    wait) have passed. The one waiting rule of every engine's lock."""
+    deadline = time.monotonic() + timeout_seconds
+    waited = False
+    while not take():
+        current = current_holder()
+        if time.monotonic() >= deadline:
+            raise WarehouseBusy(
+                f"{what} is being written by {current or 'another session'}; waited "
+                f"{timeout_seconds:g} s. Run again when it has finished (or raise "
+                "CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS to wait longer)."
+            )
+        if not waited:
+            on_wait(current)
+            waited = True
+        time.sleep(min(_LOCK_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+
 def lock_holder(conn: psycopg2.extensions.connection) -> LockHolder | None:
     """The session holding the write lock, read from ``pg_locks`` and ``pg_stat_activity``."""
     with conn.cursor() as cur:
@@ -275,25 +302,19 @@ def write_lock(
         raise unreachable(url, exc) from None
     try:
         conn.autocommit = True  # a session lock; no transaction left open while it is held
-        deadline = time.monotonic() + timeout_seconds
-        waited = False
-        while True:
+
+        def take() -> bool:
             with conn.cursor() as cur:
                 cur.execute("select pg_try_advisory_lock(%s, %s)", _LOCK_KEY)
-                if cur.fetchone()[0]:
-                    break
-            current = lock_holder(conn)
-            if time.monotonic() >= deadline:
-                raise WarehouseBusy(
-                    f"the warehouse {mask_url(url)} is being written by "
-                    f"{current or 'another session'}; waited {timeout_seconds:g} s. "
-                    "Run again when it has finished (or raise "
-                    "CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS to wait longer)."
-                )
-            if not waited:
-                on_wait(current)
-                waited = True
-            time.sleep(min(_LOCK_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+                return bool(cur.fetchone()[0])
+
+        wait_for_lock(
+            take,
+            lambda: lock_holder(conn),
+            f"the warehouse {mask_url(url)}",
+            timeout_seconds,
+            on_wait,
+        )
         try:
             yield HeldWriteLock(conn, conn.get_backend_pid())
         finally:

@@ -25,18 +25,16 @@ import contextlib
 import fcntl
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from churn_assets.infra import spark
-from churn_assets.infra.warehouse import LockHolder, WarehouseBusy, WarehouseLockLost
+from churn_assets.infra.warehouse import LockHolder, WarehouseLockLost, wait_for_lock
 from churn_assets.settings import Settings
 
 LOCK_FILE = "write.lock"
-_POLL_SECONDS = 1.0
 
 
 def lock_path(settings: Settings) -> Path:
@@ -109,25 +107,21 @@ def write_lock(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        deadline = time.monotonic() + timeout_seconds
-        waited = False
-        while True:
+
+        def take() -> bool:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except BlockingIOError:
-                pass
-            current = _read_holder(fd)
-            if time.monotonic() >= deadline:
-                raise WarehouseBusy(
-                    f"the Spark warehouse (lock {path}) is being written by {current}; "
-                    f"waited {timeout_seconds:g} s. Run again when it has finished (or raise "
-                    "CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS to wait longer)."
-                )
-            if not waited:
-                on_wait(current)
-                waited = True
-            time.sleep(min(_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+                return False
+            return True
+
+        wait_for_lock(
+            take,
+            lambda: _read_holder(fd),
+            f"the Spark warehouse (lock {path})",
+            timeout_seconds,
+            on_wait,
+        )
         since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"name": holder, "since": since}).encode(), 0)
