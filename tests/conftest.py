@@ -43,9 +43,10 @@ _ENV_TO_CLEAR = tuple(
     )
 )
 # For tests of plumbing around a whole run (locks, readers, topology, which periods a
-# delivery rebuilds): one backtest period and two training cohorts instead of six and six.
-# The training itself is tested under the default policy (the session demo, the story, the
-# retail profile); here it only has to pass its gates.
+# delivery rebuilds, the daemon's story): one backtest period and two training cohorts
+# instead of six and six. The training itself is tested under the default policy (the
+# session demo, the retail profile); here it only has to pass its gates (and, in the story,
+# a retrained version still has to beat the drifted champion).
 LIGHT_TRAINING_ENV = {env_name("backtest_periods"): "1", env_name("training_periods"): "2"}
 # The test folders whose modules import the dbt assets (or load the definitions, which do).
 _DBT_FOLDERS = ("defs", "integration")

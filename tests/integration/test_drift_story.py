@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 from churn_assets.app.cli import main
 from churn_assets.infra import warehouse
 from churn_assets.settings import load_settings
+from tests.conftest import LIGHT_TRAINING_ENV
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,6 +41,8 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Result, Pa
         mp.setenv("CHURN_HOME", str(home))
         mp.delenv("CHURN_RAW_DIR", raising=False)
         mp.setenv("GX_ANALYTICS_ENABLED", "false")
+        for name, value in LIGHT_TRAINING_ENV.items():
+            mp.setenv(name, value)
         result = CliRunner().invoke(
             main,
             ["demo", "--scenario", "drift", *("--deliver", DECEMBER, "--deliver", MARCH)],
