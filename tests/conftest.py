@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from churn_assets.app.cli import main
+from churn_assets.data.generator import GeneratorConfig
 from churn_assets.infra import warehouse
 from churn_assets.policy import env_name, rules
 from churn_assets.settings import SETTINGS
@@ -48,6 +49,9 @@ _ENV_TO_CLEAR = tuple(
 # session demo, the retail profile); here it only has to pass its gates (and, in the story,
 # a retrained version still has to beat the drifted champion).
 LIGHT_TRAINING_ENV = {env_name("backtest_periods"): "1", env_name("training_periods"): "2"}
+# Their data: the demo's customers over 13 months instead of 24 (half the periods for dbt to
+# build), still enough labelled periods for two cohorts, a backtest and the holdout.
+PLUMBING_DATA = GeneratorConfig(history_days=400)
 # The test folders whose modules import the dbt assets (or load the definitions, which do).
 _DBT_FOLDERS = ("defs", "integration")
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from churn_assets.app.cli import main
 from churn_assets.data.contract import file_sha256
-from churn_assets.data.generator import GeneratorConfig, generate, write_raw_files
+from churn_assets.data.generator import generate, write_raw_files
 from churn_assets.infra import warehouse
 from churn_assets.ml import tracking
 from churn_assets.serving.app import create_app
@@ -29,7 +30,7 @@ from churn_assets.serving.features import WarehouseFeatureSource
 from churn_assets.serving.model_store import ChampionHolder
 from churn_assets.serving.server import BackgroundServer
 from churn_assets.settings import load_settings
-from tests.conftest import LIGHT_TRAINING_ENV
+from tests.conftest import LIGHT_TRAINING_ENV, PLUMBING_DATA
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -124,7 +125,7 @@ def test_two_runs_on_one_home_each_train_on_their_own_data(
     raw_dirs = {}
     for seed in (42, 7):
         raw_dirs[seed] = tmp_path / f"seed{seed}"
-        write_raw_files(generate(GeneratorConfig(n_customers=1000, seed=seed)), raw_dirs[seed])
+        write_raw_files(generate(replace(PLUMBING_DATA, seed=seed)), raw_dirs[seed])
     logs = {seed: tmp_path / f"run{seed}.log" for seed in raw_dirs}
     first = _start_run(shared_home, raw_dirs[42], logs[42])
     _wait_for(logs[42], "holding the warehouse write lock", first, timeout=120)

@@ -21,12 +21,12 @@ import psycopg2
 import pytest
 from mlflow.tracking import MlflowClient
 
-from churn_assets.data.generator import GeneratorConfig, generate, write_raw_files
+from churn_assets.data.generator import generate, write_raw_files
 from churn_assets.defs.partitions import periods_in_files
 from churn_assets.infra import stack as churn_stack
 from churn_assets.lib.runs import period_range_tags
 from churn_assets.periods import Period
-from tests.conftest import LIGHT_TRAINING_ENV
+from tests.conftest import LIGHT_TRAINING_ENV, PLUMBING_DATA
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # every process, a whole run
 
@@ -84,7 +84,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[churn_stack.St
 
 def test_stack_runs_the_graph_and_serves_the_champion(running: churn_stack.Stack) -> None:
     env = running.env()
-    write_raw_files(generate(GeneratorConfig()), Path(env["CHURN_HOME"]) / "raw")
+    write_raw_files(generate(PLUMBING_DATA), Path(env["CHURN_HOME"]) / "raw")
 
     def launch(job: str, tags: dict[str, str]) -> str:
         launched = _graphql(
