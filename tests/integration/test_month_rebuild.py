@@ -19,14 +19,19 @@ from churn_assets.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
+# The feed's history starts here (13 months by October, not the demo's 24): what is tested
+# is which periods a month rebuilds, not how many there are.
+HISTORY_STARTS = pd.Timestamp("2024-10-01")
+
 
 def _delivery(demo_raw: Path, through: date, raw_dir: Path) -> Path:
-    """The demo's files as a monthly feed had them on ``through``: the orders up to that
-    day and the customers known by then."""
+    """The demo's files as a monthly feed had them on ``through``: the orders from
+    ``HISTORY_STARTS`` up to that day and the customers known by then."""
     customers = pd.read_csv(demo_raw / "customers.csv", dtype=str)
     orders = pd.read_csv(demo_raw / "orders.csv", dtype=str)
     end = pd.Timestamp(through) + pd.Timedelta(days=1)  # all of ``through`` counts
-    kept = orders[pd.to_datetime(orders["ordered_at"]) < end]
+    ordered_at = pd.to_datetime(orders["ordered_at"])
+    kept = orders[(ordered_at >= HISTORY_STARTS) & (ordered_at < end)]
     signed_up = pd.to_datetime(customers["signup_at"]) < end  # NaT: no
     known = customers[signed_up | customers["customer_id"].isin(kept["customer_id"])]
     raw_dir.mkdir(parents=True)
