@@ -4,16 +4,18 @@
 The same contract as for files (:mod:`churn_assets.data.contract`), checked in the engine:
 a billion orders are counted by SQL, never pulled into pandas. :data:`CONTRACT` says, per
 column, what the engine checks (the kind of value, null or not, the bounds, uniqueness,
-the reference to customers); each engine turns it into its own SQL
-(:mod:`churn_assets.tables.postgres.source`) and reports every broken rule as a
-:class:`~churn_assets.data.contract.Violation` naming the table (where a file's name would
-be), the column, the rule in the contract's own words, and the count of offending rows,
-with a few offending values keyed by the row's id (a table has no row numbers).
+the reference to customers); :mod:`churn_assets.tables.source_sql` turns it into SQL once
+for every engine, each saying how it spells what differs
+(:mod:`churn_assets.tables.postgres.source`). Every
+broken rule is reported as a :class:`~churn_assets.data.contract.Violation` naming the table
+(where a file's name would be), the column, the rule in the contract's own words, and the
+count of offending rows, with a few offending values keyed by the row's id (a table has no
+row numbers).
 
 A table that passes is copied into the ``raw`` schema inside the engine (``insert ...
-select``), so dbt and everything after it cannot tell it from a file load; ``raw.loads``
-records the tables and their :class:`SourceFingerprint` where a file load records its
-sha256.
+select``), so dbt and everything after it cannot
+tell it from a file load; ``raw.loads`` records the tables and their
+:class:`SourceFingerprint` where a file load records its sha256.
 """
 
 from __future__ import annotations
@@ -102,6 +104,11 @@ class SourceState:
     def data_version(self) -> str:
         newest = self.newest_order_at or "none"
         return f"customers={self.customers_rows};orders={self.orders_rows};newest={newest}"
+
+
+def hash_digest(total: int) -> str:
+    """A fingerprint's hash: the sum of the rows' 64-bit hashes, modulo 2^64, in hex."""
+    return f"{total % 2**64:016x}"
 
 
 @dataclass(frozen=True)
