@@ -39,7 +39,9 @@ from churn_assets.tables.postgres.bulk import copy_frame
 from churn_assets.tables.postgres.warehouse import PostgresWarehouse
 from churn_assets.tables.scores import MATURED_SCORE_COLUMNS, REALIZED_COLUMNS, SCORE_COLUMNS
 from churn_assets.tables.snapshot import LabelDefinitionError
+from churn_assets.tables.source import CONTRACT
 from churn_assets.tables.warehouse import Warehouse
+from tests.integration.source_support import Row, Shop
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +96,18 @@ class Hands(Protocol):
 
     def another(self) -> Warehouse:
         """A second client of the same warehouse (another process's view of it)."""
+        ...
+
+    def make_source(self, shop: Shop) -> None:
+        """Replace the schema ``shop`` with ``shop``'s tables (source tables to load from)."""
+        ...
+
+    def append(self, table: str, rows: list[Row]) -> None:
+        """Add rows to the source table ``shop.<table>``."""
+        ...
+
+    def raw_rows(self, table: str) -> list[tuple[object, ...]]:
+        """``raw.<table>``'s contract columns, ordered by its id ([]: no such table)."""
         ...
 
 
@@ -165,6 +179,30 @@ class PostgresHands:
 
     def another(self) -> Warehouse:
         return PostgresWarehouse(self.url)
+
+    def make_source(self, shop: Shop) -> None:
+        with warehouse.connect(self.url) as conn, conn.cursor() as cur:
+            cur.execute("drop schema if exists shop cascade; create schema shop")
+            for name, table in shop.tables.items():
+                columns = ", ".join(f"{c} {t}" for c, t in table.columns.items())
+                cur.execute(f"create table shop.{name} ({columns})")
+        for name, table in shop.tables.items():
+            self.append(name, table.rows)
+
+    def append(self, table: str, rows: list[Row]) -> None:
+        if not rows:
+            return
+        with warehouse.connect(self.url) as conn, conn.cursor() as cur:
+            values = ", ".join(["%s"] * len(rows[0]))
+            cur.executemany(f"insert into shop.{table} values ({values})", rows)
+
+    def raw_rows(self, table: str) -> list[tuple[object, ...]]:
+        if not self.exists(f"raw.{table}"):
+            return []
+        columns = ", ".join(spec.name for spec in CONTRACT[table])
+        with warehouse.connect(self.url) as conn, conn.cursor() as cur:
+            cur.execute(f"select {columns} from raw.{table} order by 1")
+            return [tuple(row) for row in cur.fetchall()]
 
 
 @pytest.fixture
