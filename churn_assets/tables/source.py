@@ -6,14 +6,14 @@ a billion orders are counted by SQL, never pulled into pandas. :data:`CONTRACT` 
 column, what the engine checks (the kind of value, null or not, the bounds, uniqueness,
 the reference to customers); :mod:`churn_assets.tables.source_sql` turns it into SQL once
 for every engine, each saying how it spells what differs
-(:mod:`churn_assets.tables.postgres.source`). Every
+(:mod:`churn_assets.tables.postgres.source`, :mod:`churn_assets.tables.spark.source`). Every
 broken rule is reported as a :class:`~churn_assets.data.contract.Violation` naming the table
 (where a file's name would be), the column, the rule in the contract's own words, and the
 count of offending rows, with a few offending values keyed by the row's id (a table has no
 row numbers).
 
 A table that passes is copied into the ``raw`` schema inside the engine (``insert ...
-select``), so dbt and everything after it cannot
+select``; ``insert overwrite ... select`` on Spark), so dbt and everything after it cannot
 tell it from a file load; ``raw.loads`` records the tables and their
 :class:`SourceFingerprint` where a file load records its sha256.
 """

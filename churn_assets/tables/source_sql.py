@@ -98,7 +98,8 @@ class Dialect(Protocol):
         ...
 
     def matches(self, expr: str, pattern: str, *, ignore_case: bool = False) -> str:
-        """Whether the regular expression ``pattern`` is found in the text ``expr``."""
+        """Whether the regular expression ``pattern`` (as text, not yet a literal) is found
+        in the text ``expr``; ``$`` ends the text (not a line)."""
         ...
 
     def raw_type(self, spec: Column) -> str:
@@ -227,7 +228,7 @@ def _id(
         whens = [
             (f"{t} is null", contract.NOT_NULL),
             (f"length({t}) > {MAX_ID_LENGTH}", contract.at_most_rule(MAX_ID_LENGTH)),
-            (d.matches(t, d.literal(d.control_characters)), contract.NO_CONTROL_CHARACTERS),
+            (d.matches(t, d.control_characters), contract.NO_CONTROL_CHARACTERS),
         ]
         return _Expr(_case(whens, rules), t, rules, shown)
     if source_type is SourceType.INTEGER:
@@ -264,7 +265,7 @@ def _timestamp(
         return _Expr(_case(whens, rules), v, rules, shown)
     if source_type is SourceType.TEXT:
         t = d.trimmed(c)
-        valid = f"({d.matches(t, d.literal(ISO_8601))} and {d.parses_as_timestamp(t)})"
+        valid = f"({d.matches(t, ISO_8601)} and {d.parses_as_timestamp(t)})"
         v = f"(case when {valid} then {d.text_timestamp(t)} end)"
         whens = [
             *([(f"{t} is null", contract.NOT_NULL)] if not spec.nullable else []),
@@ -293,12 +294,12 @@ def _number(
         not_finite = [(condition, contract.FINITE)] if condition else []
     elif source_type is SourceType.TEXT:
         t = d.trimmed(c)
-        is_decimal = d.matches(t, d.literal(DECIMAL), ignore_case=True)
+        is_decimal = d.matches(t, DECIMAL, ignore_case=True)
         n = f"(case when {is_decimal} then {d.text_number(t)} end)"
         not_finite = [
             *([(f"{t} is null", contract.NOT_NULL)] if not spec.nullable else []),
             (f"length({t}) > {MAX_TEXT_LENGTH}", contract.at_most_rule(MAX_TEXT_LENGTH)),
-            (d.matches(t, d.literal(NOT_FINITE_TEXT), ignore_case=True), contract.FINITE),
+            (d.matches(t, NOT_FINITE_TEXT, ignore_case=True), contract.FINITE),
             (f"{t} is not null and not {is_decimal}", kind),
         ]
         missing = []
@@ -408,7 +409,9 @@ def _scan(reader: Reader, table: SourceTable, *, rules: bool = True) -> _Scan:
     aggregates.append(d.hash_sum([d.quote(column) for column in table.columns]))
     orders = table.table == "orders"
     if orders:
-        at, source_at = d.quote("ordered_at"), d.quote("ordered_at__source")
+        # The span of the dates that pass only (a year 0 would not even become a date).
+        at = f"case when {d.quote('ordered_at__s')} = 0 then {d.quote('ordered_at')} end"
+        source_at = d.quote("ordered_at__source")
         # The newest as stored, where a value that passes can be stored (no max of booleans).
         dated = table.relation.types["ordered_at"] in _DATED
         aggregates += [

@@ -24,10 +24,13 @@ from churn_assets.infra.warehouse import WarehouseBusy
 from churn_assets.schema import CHURN_LABELS_TABLE, CUSTOMER_FEATURES_TABLE, PERIOD_TABLES
 from churn_assets.settings import Settings
 from churn_assets.tables.engines import open_warehouse
+from churn_assets.tables.source import CONTRACT
 from churn_assets.tables.spark import lock
 from churn_assets.tables.spark.common import to_spark
 from churn_assets.tables.spark.warehouse import SparkWarehouse
 from churn_assets.tables.warehouse import UnsupportedOperation, Warehouse
+from tests.integration.source_support import Row, Shop
+from tests.integration.test_raw_source_tables import SOURCE_CHECKS
 from tests.integration.test_warehouse_interface import (
     ENGINE_CHECKS,
     FEB,
@@ -44,17 +47,22 @@ if not spark.java_available():
     pytest.skip(spark.JAVA_MISSING, allow_module_level=True)
 
 # The same checks as on Postgres, collected here (pytest runs each test_* name of a module).
-for _check in ENGINE_CHECKS:
+for _check in (*ENGINE_CHECKS, *SOURCE_CHECKS):
     globals()[_check.__name__] = _check
 
-_SCHEMAS = ("raw", "marts", "scoring", "test_failures")
-# MART_COLUMNS' Postgres types in Spark's words (numeric: a decimal, as dbt-spark builds it).
+_SCHEMAS = ("raw", "marts", "scoring", "test_failures", "shop")
+# The tests' Postgres types in Spark's words (numeric: a decimal, as dbt-spark builds it; a
+# timestamp without zone: timestamp_ntz, Spark's timestamp being an instant).
 _SPARK_TYPES = {
     "text": "string",
     "date": "date",
     "integer": "int",
+    "bigint": "bigint",
     "numeric": "decimal(38,6)",
     "double precision": "double",
+    "boolean": "boolean",
+    "timestamp": "timestamp_ntz",
+    "timestamptz": "timestamp",
 }
 
 
@@ -96,6 +104,32 @@ class SparkHands:
 
     def another(self) -> Warehouse:
         return SparkWarehouse(self.settings)
+
+    def make_source(self, shop: Shop) -> None:
+        self.session.sql("drop database if exists shop cascade")
+        self.session.sql("create database shop")
+        for name, table in shop.tables.items():
+            types = {column: _SPARK_TYPES[kind] for column, kind in table.columns.items()}
+            rows = self._rows(types, table.rows)
+            rows.write.format("parquet").saveAsTable(f"shop.{name}")
+
+    def append(self, table: str, rows: list[Row]) -> None:
+        schema = self.session.table(f"shop.{table}").schema
+        types = {field.name: field.dataType.simpleString() for field in schema}
+        self._rows(types, rows).write.insertInto(f"shop.{table}")
+
+    def _rows(self, types: dict[str, str], rows: list[Row]) -> Any:
+        """The rows (text) as one partition (one file: read back in this order), each
+        value cast to its column's Spark type."""
+        text = self.session.createDataFrame(rows, ", ".join(f"{c} string" for c in types))
+        return text.coalesce(1).selectExpr(*(f"cast({c} as {t}) as {c}" for c, t in types.items()))
+
+    def raw_rows(self, table: str) -> list[tuple[object, ...]]:
+        if not self.exists(f"raw.{table}"):
+            return []
+        columns = ", ".join(spec.name for spec in CONTRACT[table])
+        rows = self.session.sql(f"select {columns} from raw.{table} order by 1").collect()
+        return [tuple(row) for row in rows]
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,8 @@ from churn_assets.settings import load_settings
 from churn_assets.tables.engines import open_warehouse
 from churn_assets.tables.postgres.online_predictions import PostgresPredictionLogWriter
 from churn_assets.tables.postgres.warehouse import PostgresWarehouse
-from churn_assets.tables.source import SourceTables
 from churn_assets.tables.spark.warehouse import SparkWarehouse
-from churn_assets.tables.warehouse import PredictionLogWriter, UnsupportedOperation, Warehouse
+from churn_assets.tables.warehouse import PredictionLogWriter, Warehouse
 
 
 def _operations(protocol: type) -> dict[str, inspect.Signature]:
@@ -56,14 +55,3 @@ def test_the_engine_setting_chooses_the_implementation_without_starting_spark(
     chosen = open_warehouse(settings)
     assert isinstance(chosen, SparkWarehouse)
     assert not (tmp_path / "spark").exists()  # no session, no metastore: nothing started
-
-
-def test_spark_refuses_source_tables_saying_to_deliver_files(tmp_path: Path) -> None:
-    # CHURN_RAW_SOURCE=tables checks the contract in Postgres's SQL only so far
-    spark_warehouse = SparkWarehouse(load_settings({"CHURN_HOME": str(tmp_path)}))
-    source = SourceTables("src.customers", "src.orders")
-    with pytest.raises(UnsupportedOperation, match="CHURN_RAW_SOURCE=files"):
-        spark_warehouse.check_source(source)
-    with pytest.raises(UnsupportedOperation, match="CHURN_RAW_SOURCE=files"):
-        spark_warehouse.observe_source(source)
-    assert not (tmp_path / "spark").exists()  # refused before any session

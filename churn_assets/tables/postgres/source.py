@@ -64,7 +64,7 @@ class PostgresDialect:
         return f"nullif(btrim({expr}::text, E'{characters}'), '')"
 
     def matches(self, expr: str, pattern: str, *, ignore_case: bool = False) -> str:
-        return f"({expr} {'~*' if ignore_case else '~'} {pattern})"
+        return f"({expr} {'~*' if ignore_case else '~'} {self.literal(pattern)})"
 
     def raw_type(self, spec: Column) -> str:
         if spec.kind is Kind.TIMESTAMP:

@@ -12,7 +12,7 @@ at them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,8 @@ _LOADS_DDL = """
 """
 
 
-def _staging(table: str) -> str:
+def staging_table(table: str) -> str:
+    """Where a load writes a raw table's new rows before it replaces the table's."""
     return f"{RAW_SCHEMA}._incoming_{table}"
 
 
@@ -55,31 +56,45 @@ def load_raw_tables(
     session.sql(f"create database if not exists {RAW_SCHEMA}")
     for table, frame in frames.items():
         rows = to_spark(session, frame).withColumn("_loaded_at", functions.lit(loaded_at))
-        rows.write.mode("overwrite").format("parquet").saveAsTable(_staging(table))
+        rows.write.mode("overwrite").format("parquet").saveAsTable(staging_table(table))
     for table in frames:
         target = f"{RAW_SCHEMA}.{table}"
-        session.sql(f"create table if not exists {target} like {_staging(table)} using parquet")
-        session.sql(f"insert overwrite table {target} select * from {_staging(table)}")
+        session.sql(
+            f"create table if not exists {target} like {staging_table(table)} using parquet"
+        )
+        session.sql(f"insert overwrite table {target} select * from {staging_table(table)}")
+    row_counts = {table: len(frame) for table, frame in frames.items()}
+    sources = {table: str(path) for table, path in files.items()}
+    load_id = record_load(session, dagster_run_id, sources, digests, row_counts, loaded_at)
+    for table in frames:
+        session.sql(f"drop table if exists {staging_table(table)}")
+    return LoadResult(row_counts, loaded_at, load_id, digests)
+
+
+def record_load(
+    session: SparkSession,
+    dagster_run_id: str | None,
+    sources: Mapping[str, str],
+    digests: Mapping[str, str],
+    rows: Mapping[str, int],
+    loaded_at: datetime,
+) -> int:
+    """Append the load's row to ``raw.loads`` (per raw table: where it came from, its digest
+    and rows); returns its load_id (one more than the newest: the write lock keeps loads
+    one at a time)."""
     session.sql(f"create table if not exists {LOADS_TABLE} ({_LOADS_DDL}) using parquet")
     previous = scalar(session, f"select coalesce(max(load_id), 0) from {LOADS_TABLE}")
     load_id = int(previous) + 1
     row = (
         load_id,
         dagster_run_id,
-        str(files["customers"]),
-        digests["customers"],
-        len(tables.customers),
-        str(files["orders"]),
-        digests["orders"],
-        len(tables.orders),
+        *(sources["customers"], digests["customers"], rows["customers"]),
+        *(sources["orders"], digests["orders"], rows["orders"]),
         loaded_at,
     )
     schema = session.table(LOADS_TABLE).schema
     session.createDataFrame([row], schema=schema).write.insertInto(LOADS_TABLE)
-    for table in frames:
-        session.sql(f"drop table if exists {_staging(table)}")
-    row_counts = {table: len(frame) for table, frame in frames.items()}
-    return LoadResult(row_counts, loaded_at, load_id, digests)
+    return load_id
 
 
 def latest_load(session: SparkSession) -> dict[str, Any] | None:

@@ -29,9 +29,10 @@ from churn_assets.schema import (
 from churn_assets.settings import Settings
 from churn_assets.tables.online_predictions import PRUNE_BATCH_ROWS, SHADOW_COLUMNS, ShadowGroup
 from churn_assets.tables.raw import LoadResult
-from churn_assets.tables.source import SourceFingerprint, SourceTables
+from churn_assets.tables.source import SourceCheck, SourceFingerprint, SourceState, SourceTables
 from churn_assets.tables.spark import lock, marts, raw, snapshot
 from churn_assets.tables.spark import scores as score_tables
+from churn_assets.tables.spark import source as source_tables
 from churn_assets.tables.warehouse import UnsupportedOperation
 
 if TYPE_CHECKING:
@@ -41,12 +42,6 @@ _T = TypeVar("_T")
 
 # Said by the prediction log's operations: the scorer writes a row per request, which a
 # table of Parquet files cannot take (one job and a set of files per append).
-# Said by the operations on source tables (CHURN_RAW_SOURCE=tables, issue 26 item 4), whose
-# contract check is written in Postgres's SQL so far.
-SOURCE_TABLES_ON_POSTGRES = (
-    "raw data from source tables (CHURN_RAW_SOURCE=tables) is checked and copied on Postgres "
-    "only so far: on Spark, deliver files (CHURN_RAW_SOURCE=files, the default)"
-)
 PREDICTION_LOG_ON_POSTGRES = (
     "the online prediction log is not kept on Spark: the scorer appends a row per request, "
     "and Parquet tables take one job and new files per append. Run the scorer against a "
@@ -66,7 +61,8 @@ class SparkWarehouse:
 
     Units of work: Parquet tables have no transactions. Each write is written so that a
     failure in its long part (the rows) leaves the tables as they were, and each module
-    says what a failure between its final steps leaves (:mod:`.raw`, :mod:`.scores`); a
+    says what a failure between its final steps leaves (:mod:`.raw`, :mod:`.source`,
+    :mod:`.scores`); a
     second run of the same write repairs it. The write lock keeps the platform's writers
     one at a time.
     """
@@ -145,19 +141,24 @@ class SparkWarehouse:
             writes=True,
         )
 
-    def observe_source(self, source: SourceTables) -> NoReturn:
-        raise UnsupportedOperation(SOURCE_TABLES_ON_POSTGRES)
+    def observe_source(self, source: SourceTables) -> SourceState:
+        return self._run(functools.partial(source_tables.observe, source=source))
 
-    def check_source(self, source: SourceTables, now: datetime | None = None) -> NoReturn:
-        raise UnsupportedOperation(SOURCE_TABLES_ON_POSTGRES)
+    def check_source(self, source: SourceTables, now: datetime | None = None) -> SourceCheck:
+        return self._run(functools.partial(source_tables.check, source=source, now=now))
 
     def load_raw_from_source(
         self,
         source: SourceTables,
         checked: SourceFingerprint,
         dagster_run_id: str | None = None,
-    ) -> NoReturn:
-        raise UnsupportedOperation(SOURCE_TABLES_ON_POSTGRES)
+    ) -> LoadResult:
+        return self._run(
+            functools.partial(
+                source_tables.load, source=source, checked=checked, dagster_run_id=dagster_run_id
+            ),
+            writes=True,
+        )
 
     def latest_load(self) -> dict[str, Any] | None:
         return self._run(raw.latest_load)
