@@ -104,9 +104,6 @@ class PostgresDialect:
     def whole_id_text(self, expr: str, source_type: SourceType) -> str:
         return f"split_part({expr}::text, '.', 1)"
 
-    def first_sorted(self, expr: str, count: int) -> str:
-        return f"(array_agg(distinct {expr} order by {expr}))[1:{count}]"
-
     def hash_sum(self, columns: Sequence[str]) -> str:
         row = ", ".join(columns)
         return f"coalesce(sum(hashtextextended(row({row})::text, 0)::numeric), 0)"

@@ -129,9 +129,6 @@ class SparkDialect:
     def whole_id_text(self, expr: str, source_type: SourceType) -> str:
         return f"cast(cast({expr} as decimal(38,0)) as string)"
 
-    def first_sorted(self, expr: str, count: int) -> str:
-        return f"slice(array_sort(collect_set({expr})), 1, {count})"
-
     def hash_sum(self, columns: Sequence[str]) -> str:
         # xxhash64 skips nulls: each column's null flag keeps (a, null) apart from (null, a).
         values = ", ".join(f"{column}, {column} is null" for column in columns)
