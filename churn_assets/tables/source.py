@@ -141,3 +141,11 @@ class SourceCheck:
 class SourceChanged(RuntimeError):
     """The source tables changed between their check and their copy: nothing was loaded
     (the next observation sees the new data version and loads it)."""
+
+    @classmethod
+    def of(cls, source: SourceTables) -> SourceChanged:
+        """The one wording, whatever the engine."""
+        return cls(
+            f"{source.customers}, {source.orders}: the tables changed after their check; "
+            "nothing was loaded (the next observation loads the new rows)"
+        )

@@ -218,10 +218,7 @@ def load(
                 DIALECT, _finder(cur), source, violations, contract.latest_allowed()
             )
             if violations or source_sql.fingerprint(reader, tables) != checked:
-                raise SourceChanged(
-                    f"{source.customers}, {source.orders}: the tables changed after their "
-                    "check; nothing was loaded (the next observation loads the new rows)"
-                )
+                raise SourceChanged.of(source)
             ensure_raw_tables(cur)
             cur.execute(f"truncate {RAW_SCHEMA}.customers, {RAW_SCHEMA}.orders")
             for name, table in tables.items():

@@ -213,10 +213,7 @@ def load(
     for a file load (:mod:`churn_assets.tables.spark.raw`): a failure between the two
     overwrites leaves new customers beside old orders and no new row in ``raw.loads``, and
     the next load replaces both."""
-    changed = SourceChanged(
-        f"{source.customers}, {source.orders}: the tables changed after their check; "
-        "nothing was loaded (the next observation loads the new rows)"
-    )
+    changed = SourceChanged.of(source)
     reader = _Reader(session)
     violations: list[Violation] = []
     # The values do not depend on the validation time: any will do here.
