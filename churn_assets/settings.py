@@ -242,9 +242,10 @@ SETTINGS: tuple[SettingDoc, ...] = (
         "spark_metastore",
         "CHURN_SPARK_METASTORE",
         "`$CHURN_HOME/spark/metastore`",
-        "the Hive metastore that names the tables: a directory (embedded Derby: one process "
-        "at a time, see [Spark notes](spark-notes.md)) or `thrift://host:9083` (a shared "
-        "metastore service)",
+        "the Hive metastore that names the tables: a directory (a Derby database, which the "
+        "platform's own metastore service opens: started on first use on a free local port, "
+        "stopped by `churn warehouse-stop`; see [Spark notes](spark-notes.md)) or "
+        "`thrift://host:9083` (a shared metastore service: nothing is started)",
         WHEN_CODE_LOADS,
     ),
     SettingDoc(

@@ -591,25 +591,35 @@ def warehouse_url() -> None:
 
 @main.command("warehouse-env")
 def warehouse_env() -> None:
-    """Print `export CHURN_PG_*=...` lines for dbt by hand: eval "$(churn warehouse-env)"."""
+    """Print `export CHURN_PG_*=...` lines (on Spark `CHURN_SPARK_*`, starting the metastore
+    service) for dbt by hand: eval "$(churn warehouse-env)"."""
     import shlex
 
+    from churn_assets.infra import spark
     from churn_assets.infra.warehouse import parse_url
+    from churn_assets.settings import Engine
 
-    for name, value in parse_url(_warehouse_url(_settings())).dbt_env().items():
+    settings = _settings()
+    if settings.engine is Engine.SPARK:
+        variables = spark.dbt_env(settings)
+    else:
+        variables = parse_url(_warehouse_url(settings)).dbt_env()
+    for name, value in variables.items():
         click.echo(f"export {name}={shlex.quote(value)}")
 
 
 @main.command("warehouse-stop")
 def warehouse_stop() -> None:
-    """Stop the embedded Postgres server (its data stays under CHURN_HOME)."""
-    from churn_assets.infra.warehouse import stop_embedded
+    """Stop the embedded Postgres server and the Spark engine's local metastore service,
+    whichever runs (their data stays under CHURN_HOME)."""
+    from churn_assets.tables.engines import stop_services
 
     settings = _settings()
-    if settings.warehouse_url:
-        raise click.ClickException("CHURN_WAREHOUSE_URL is set: there is no embedded server")
-    stopped = stop_embedded(settings.embedded_pg_dir)
-    click.echo("stopped" if stopped else "not running")
+    stopped = stop_services(settings)
+    for service in stopped:
+        click.echo(f"stopped {service}")
+    if not stopped:
+        click.echo("not running")
 
 
 @main.command()
@@ -633,7 +643,13 @@ def _status(settings: Settings, *, models_only: bool = False) -> dict[str, Any]:
 
 def _warehouse_url(settings: Settings) -> str:
     from churn_assets.infra.warehouse import WarehouseError, url_for
+    from churn_assets.settings import Engine
 
+    if settings.engine is Engine.SPARK:
+        raise click.ClickException(
+            "CHURN_ENGINE=spark: the warehouse is a Hive catalog of Parquet tables, not a "
+            "Postgres server (no URL, no psql); `churn warehouse-env` prints its dbt variables"
+        )
     try:
         return url_for(settings)
     except WarehouseError as exc:
@@ -649,9 +665,12 @@ def _ensure_dagster_home(settings: Settings) -> Path:
 
 
 def _warm_up(settings: Settings) -> None:
-    """Start the warehouse and parse the dbt project before Dagster loads the code."""
-    _warehouse_url(settings)
+    """Start the warehouse (on Spark: the metastore service) and parse the dbt project
+    before Dagster loads the code."""
     from churn_assets.lib.dbt import churn_dbt_project
+    from churn_assets.tables.engines import start_services
+
+    start_services(settings)  # a WarehouseError ends the command in one line
 
     project = churn_dbt_project()
     project.preparer.prepare(project)  # re-parse: the SQL may have changed since last time

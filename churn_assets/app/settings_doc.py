@@ -55,8 +55,8 @@ Read elsewhere, not settings of the platform:
   warehouse; not set by hand ([analysts](analysts.md)).
 - `CHURN_SPARK_METASTORE_JDBC_URL`, `CHURN_SPARK_METASTORE_URIS`,
   `CHURN_SPARK_DRIVER_JAVA_OPTIONS`: derived from the Spark settings above for the `spark`
-  output of dbt's `profiles.yml` (`churn_assets.infra.spark.dbt_env`); not set by hand
-  ([Spark notes](spark-notes.md)).
+  output of dbt's `profiles.yml` (`churn_assets.infra.spark.dbt_env`), printed on Spark by
+  `churn warehouse-env`; not set by hand ([Spark notes](spark-notes.md)).
 
 ## The policy: every threshold the platform decides with
 

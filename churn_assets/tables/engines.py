@@ -6,7 +6,7 @@ resource hands out the same interface (``defs/resources.py``)."""
 
 from __future__ import annotations
 
-from churn_assets.infra import warehouse
+from churn_assets.infra import spark, warehouse
 from churn_assets.settings import Engine, Settings
 from churn_assets.tables.postgres.warehouse import PostgresWarehouse
 from churn_assets.tables.spark.warehouse import SparkWarehouse
@@ -21,3 +21,27 @@ def open_warehouse(settings: Settings) -> Warehouse:
     if settings.engine is Engine.SPARK:
         return SparkWarehouse(settings)
     return PostgresWarehouse(warehouse.url_for(settings))
+
+
+def start_services(settings: Settings) -> None:
+    """Start what the warehouse these settings name needs running, unless it runs: the
+    embedded Postgres, or on Spark the local metastore service (an external warehouse or a
+    shared ``thrift://`` metastore is left alone). What ``churn`` does before a run, so no
+    step waits for it. Raises :class:`~churn_assets.infra.warehouse.WarehouseError` when it
+    cannot start."""
+    if settings.engine is Engine.SPARK:
+        spark.metastore_uris(settings)
+    else:
+        warehouse.url_for(settings)
+
+
+def stop_services(settings: Settings) -> list[str]:
+    """Stop the services the platform started for these settings' home, whichever engine
+    they served: the embedded Postgres and the local metastore service (never an external
+    warehouse nor a shared metastore). Returns what was stopped, in words."""
+    stopped = []
+    if not settings.warehouse_url and warehouse.stop_embedded(settings.embedded_pg_dir):
+        stopped.append(f"the embedded Postgres under {settings.embedded_pg_dir}")
+    if spark.stop_local_metastore(settings):
+        stopped.append(f"the Hive metastore service over {settings.spark_metastore}")
+    return stopped

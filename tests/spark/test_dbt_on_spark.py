@@ -117,7 +117,7 @@ def _read_postgres(conn: Any, table: str) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def on_spark(raw: RawTables, spark_settings: Settings) -> Iterator[dict[str, Any]]:
-    session = spark.start_session(spark_settings, app_name="churn-test")
+    session = spark.start_session(spark_settings, app_name="churn-test", in_process_derby=True)
     try:
         # A few thousand rows: each query's fixed costs dominate (planning, one task per
         # shuffle partition, code generation); dbt's statements run in this session too.
@@ -125,7 +125,8 @@ def on_spark(raw: RawTables, spark_settings: Settings) -> Iterator[dict[str, Any
             session.conf.set(key, value)
         SparkWarehouse(spark_settings).load_raw_tables(raw)  # the platform's loader, in it
         target_dir = spark_settings.home / "dbt"
-        _build_twice(_dbt_builder("spark", spark.dbt_env(spark_settings), target_dir))
+        env = spark.dbt_env(spark_settings, in_process_derby=True)  # dbt in this JVM
+        _build_twice(_dbt_builder("spark", env, target_dir))
         yield {
             **{table: session.table(f"marts.{table}").toPandas() for table in COMPARED},
             "sample": SparkWarehouse(spark_settings).read_training_snapshot(customer_share=0.5),

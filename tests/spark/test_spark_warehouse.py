@@ -134,7 +134,9 @@ class SparkHands:
 
 @pytest.fixture(scope="module")
 def session(spark_settings: Settings) -> Iterator[Any]:
-    started = spark.start_session(spark_settings, app_name="churn-test-warehouse")
+    started = spark.start_session(
+        spark_settings, app_name="churn-test-warehouse", in_process_derby=True
+    )
     try:
         for key, value in SMALL_DATA_CONF.items():
             started.conf.set(key, value)

@@ -12,11 +12,21 @@ from churn_assets.infra import spark
 from churn_assets.settings import DBT_PROJECT_DIR, load_settings
 
 
-def test_an_embedded_metastore_lives_in_its_directory_with_its_log(tmp_path: Path) -> None:
+def test_a_metastore_directory_is_served_by_the_local_service(tmp_path: Path) -> None:
+    # Every session of a run (its Python's, its dbt subprocess's) connects to the service
+    # over the directory's Derby database; none opens the database itself.
+    settings = load_settings({"CHURN_HOME": str(tmp_path), "CHURN_ENGINE": "spark"})
+    conf = spark.session_conf(settings, metastore_uris="thrift://127.0.0.1:41234")
+    assert spark.uses_local_metastore(settings)
+    assert conf["spark.hadoop.hive.metastore.uris"] == "thrift://127.0.0.1:41234"
+    assert "spark.hadoop.javax.jdo.option.ConnectionURL" not in conf
+    assert "spark.driver.extraJavaOptions" not in conf
+
+
+def test_a_test_can_open_the_derby_database_in_its_own_process(tmp_path: Path) -> None:
     settings = load_settings({"CHURN_HOME": str(tmp_path), "CHURN_ENGINE": "spark"})
     conf = spark.session_conf(settings)
     metastore = tmp_path / "spark" / "metastore"
-    assert spark.uses_embedded_metastore(settings)
     assert conf["spark.hadoop.javax.jdo.option.ConnectionURL"] == (
         f"jdbc:derby:;databaseName={metastore / 'metastore_db'};create=true"
     )
@@ -27,20 +37,26 @@ def test_an_embedded_metastore_lives_in_its_directory_with_its_log(tmp_path: Pat
     assert "spark.hadoop.hive.metastore.uris" not in conf
 
 
-def test_a_metastore_service_replaces_the_embedded_database() -> None:
-    settings = load_settings({"CHURN_SPARK_METASTORE": "thrift://hms:9083"})
-    conf = spark.session_conf(settings)
-    assert not spark.uses_embedded_metastore(settings)
+def test_a_shared_metastore_service_is_used_as_it_is_and_nothing_starts(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"CHURN_HOME": str(tmp_path), "CHURN_SPARK_METASTORE": "thrift://hms:9083"}
+    )
+    conf = spark.session_conf(settings, metastore_uris="thrift://127.0.0.1:41234")
+    assert not spark.uses_local_metastore(settings)
     assert conf["spark.hadoop.hive.metastore.uris"] == "thrift://hms:9083"
     assert "spark.hadoop.javax.jdo.option.ConnectionURL" not in conf
+    assert spark.metastore_uris(settings) == "thrift://hms:9083"
     assert spark.dbt_env(settings)["CHURN_SPARK_METASTORE_URIS"] == "thrift://hms:9083"
+    assert not spark.stop_local_metastore(settings)
+    assert not (tmp_path / "spark").exists()  # no service, no directory
 
 
 def test_profiles_spark_output_reads_exactly_the_derived_variables() -> None:
     text = (DBT_PROJECT_DIR / "profiles.yml").read_text()
     output = yaml.safe_load(text)["churn"]["outputs"]["spark"]
     read = set(re.findall(r"env_var\('(CHURN_SPARK_[A-Z_]+)'", text))
-    derived = {name for name in spark.dbt_env(load_settings({})) if name.startswith("CHURN_SPARK_")}
+    env = spark.dbt_env(load_settings({}), in_process_derby=True)
+    derived = {name for name in env if name.startswith("CHURN_SPARK_")}
     assert read == derived
     assert output["method"] == "session"
 

@@ -4,8 +4,9 @@ Spark has no advisory lock of its own. Until one lock holds for both engines (is
 item 5: Dagster's run queue, or a lock in the Dagster instance), the platform's writers on
 Spark exclude each other with a file lock:
 
-- **Where:** ``write.lock`` in the embedded metastore's directory (the catalog the writers
-  share), or under ``$CHURN_HOME/spark`` when the metastore is a ``thrift://`` service.
+- **Where:** ``write.lock`` in the metastore directory (the catalog the writers share,
+  through the local metastore service), or under ``$CHURN_HOME/spark`` when the metastore
+  is a shared ``thrift://`` service.
 - **Released with its process:** the kernel drops a ``flock`` when its file is closed, so a
   crashed run leaves no stale lock (as Postgres drops an advisory lock with its session).
   The file itself stays; its content (holder and since when) is only a label.
@@ -39,7 +40,7 @@ LOCK_FILE = "write.lock"
 
 def lock_path(settings: Settings) -> Path:
     """The lock file of the catalog these settings name."""
-    if spark.uses_embedded_metastore(settings):
+    if spark.uses_local_metastore(settings):
         return Path(settings.spark_metastore) / LOCK_FILE
     return settings.home / "spark" / LOCK_FILE
 
