@@ -19,6 +19,7 @@ import click
 from churn_assets.limits import DEFAULT_HEADER_TIMEOUT_SECONDS
 from churn_assets.settings import (
     PROJECT_ROOT,
+    Engine,
     RawSource,
     Settings,
     SettingsError,
@@ -418,6 +419,11 @@ def _summarise(result: ExecuteInProcessResult, settings: Settings) -> None:
 
     for line in report.run_summary(result):
         click.echo(line)
+    if settings.engine is not Engine.SPARK:  # Spark's tables have no psql
+        click.echo(
+            '  query in SQL:  psql "$(churn warehouse-url)"'
+            " -c 'select * from marts.training_snapshot limit 5'"
+        )
     for line in report.check_warnings(result):
         click.echo(f"  {line}")
     version = report.registered_version(result)
@@ -430,10 +436,13 @@ def _summarise(result: ExecuteInProcessResult, settings: Settings) -> None:
     scores = report.scores_summary(result)
     if scores is not None:
         click.echo(f"  scores:    {scores}")
-        click.echo(
-            '  analysts:  psql "$(churn warehouse-url)" -c '
-            "'select * from analytics.churn_risk_by_segment'"
-        )
+        if settings.engine is Engine.SPARK:
+            click.echo("  analysts:  analytics.churn_risk_by_segment in the Spark catalog")
+        else:
+            click.echo(
+                '  analysts:  psql "$(churn warehouse-url)" -c '
+                "'select * from analytics.churn_risk_by_segment'"
+            )
     click.echo("  status:    churn status --json")
 
 
@@ -597,7 +606,6 @@ def warehouse_env() -> None:
 
     from churn_assets.infra import spark
     from churn_assets.infra.warehouse import parse_url
-    from churn_assets.settings import Engine
 
     settings = _settings()
     if settings.engine is Engine.SPARK:
@@ -643,7 +651,6 @@ def _status(settings: Settings, *, models_only: bool = False) -> dict[str, Any]:
 
 def _warehouse_url(settings: Settings) -> str:
     from churn_assets.infra.warehouse import WarehouseError, url_for
-    from churn_assets.settings import Engine
 
     if settings.engine is Engine.SPARK:
         raise click.ClickException(

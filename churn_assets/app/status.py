@@ -3,7 +3,7 @@ its champion, realized performance per scored period, and the online scorer's sh
 comparison. No click and no Dagster: the CLI prints it, anything else may call it.
 
 Looking never creates anything: no MLflow store is made where none exists, and no embedded
-Postgres is started where nothing was ever loaded.
+Postgres (nor Spark metastore service) is started where nothing was ever loaded.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from churn_assets.infra.warehouse import WarehouseError
 from churn_assets.settings import Settings
-from churn_assets.tables.engines import open_warehouse
+from churn_assets.tables.engines import never_created, open_warehouse
 from churn_assets.urls import mask_url
 
 
@@ -52,13 +52,9 @@ def registered_models(settings: Settings) -> dict[str, Any]:
     return models
 
 
-def _nothing_loaded(settings: Settings) -> bool:
-    return not settings.warehouse_url and not settings.embedded_pg_dir.exists()
-
-
 def realized(settings: Settings) -> list[dict[str, Any]] | None:
     """Realized performance per (version, period) from the warehouse; None if unreachable."""
-    if _nothing_loaded(settings):
+    if never_created(settings):
         return []
     try:
         table = open_warehouse(settings).read_realized_performance()
@@ -87,7 +83,7 @@ def shadow(settings: Settings) -> dict[str, Any] | None:
     into pandas took 3.7 s: benchmarks/RESULTS.md)."""
     from churn_assets.ml.shadow import describe, pairs_from_groups
 
-    if _nothing_loaded(settings):
+    if never_created(settings):
         return {"rows": 0, "pairs": [], "summary": describe([])}
     try:
         groups = open_warehouse(settings).read_shadow_groups()

@@ -1,8 +1,10 @@
-"""Resources: the warehouse (embedded or external Postgres), dbt, MLflow, asset storage."""
+"""Resources: the warehouse (embedded or external Postgres, or Spark's Hive catalog), dbt,
+MLflow, asset storage."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 from datetime import date
 from functools import cached_property
@@ -15,13 +17,14 @@ from dagster_dbt.compat import DBT_PYTHON_VERSION
 from packaging.version import Version
 from pydantic import Field, PrivateAttr, create_model
 
-from churn_assets.infra import warehouse
+from churn_assets.infra import spark, warehouse
 from churn_assets.lib import child_processes
 from churn_assets.lib.dbt import churn_dbt_project
 from churn_assets.policy import Policy, load_policy, rules
 from churn_assets.schema import EXPERIMENT_NAME, REGISTERED_MODEL_NAME
-from churn_assets.settings import DEFAULT_LOCK_TIMEOUT_SECONDS, Engine, load_settings
+from churn_assets.settings import DEFAULT_LOCK_TIMEOUT_SECONDS, Engine, Settings, load_settings
 from churn_assets.tables.postgres.warehouse import PostgresWarehouse
+from churn_assets.tables.spark.warehouse import SparkWarehouse
 from churn_assets.tables.warehouse import HeldLock, Warehouse
 from churn_assets.urls import mask_url
 
@@ -31,11 +34,11 @@ class WarehouseResource(dg.ConfigurableResource):
     (:meth:`client`, a :class:`~churn_assets.tables.warehouse.Warehouse`), never on their own.
 
     A run that uses it holds the warehouse write lock from its first step to its last
-    (:meth:`~churn_assets.tables.warehouse.Warehouse.write_lock`), so two runs never
-    interleave: the model a run trains is trained on the raw data and features that run
-    built. Runs
-    execute in one process (``in_process_executor`` below), which is what lets a
-    resource hold the lock for the whole run rather than per step.
+    (:meth:`~churn_assets.tables.warehouse.Warehouse.write_lock`: a Postgres advisory lock,
+    on Spark a file lock beside the metastore), so two runs never interleave: the model a
+    run trains is trained on the raw data and features that run built. Runs execute in one
+    process (``in_process_executor`` below), which is what lets a resource hold the lock for
+    the whole run rather than per step.
 
     Attributes:
         lock_timeout_seconds: How long a run waits for another run to release the
@@ -47,12 +50,13 @@ class WarehouseResource(dg.ConfigurableResource):
     # The lock this run holds (None outside a run); each run gets its own copy of the resource.
     _write_lock: HeldLock | None = PrivateAttr(default=None)
 
-    def url(self) -> str:
-        raise NotImplementedError
-
     def client(self) -> Warehouse:
         """The warehouse interface: every read and write of an asset goes through it."""
-        return PostgresWarehouse(self.url())
+        raise NotImplementedError
+
+    def dbt_env(self) -> dict[str, str]:
+        """The variables ``dbt_project/profiles.yml`` reads for this warehouse."""
+        raise NotImplementedError
 
     @contextlib.contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[Self]:
@@ -60,14 +64,6 @@ class WarehouseResource(dg.ConfigurableResource):
         if run is None:  # built outside a run (``dg.build_resources``, a notebook): no lock
             yield self
             return
-        if load_settings().engine is Engine.SPARK:
-            # The dbt project and the warehouse interface run on Spark (tests/spark), but the
-            # runs' steps are not wired to it yet: a run would build features on Spark and
-            # read them from Postgres. Say so before anything is written.
-            raise dg.Failure(
-                "CHURN_ENGINE=spark: Dagster runs do not run on Spark yet (the dbt project "
-                "and the warehouse interface do, docs/spark-notes.md); unset CHURN_ENGINE"
-            )
         holder = f"run {run.run_id} ({run.job_name})"
         log = context.log
 
@@ -78,7 +74,10 @@ class WarehouseResource(dg.ConfigurableResource):
                     f"being written by {current or 'another session'}"
                 )
 
-        with self.client().write_lock(holder, self.lock_timeout_seconds, waiting) as lock:
+        with (
+            self._for_the_run(),
+            self.client().write_lock(holder, self.lock_timeout_seconds, waiting) as lock,
+        ):
             if log is not None:
                 log.info("holding the warehouse write lock until this run ends")
             self._write_lock = lock
@@ -86,6 +85,10 @@ class WarehouseResource(dg.ConfigurableResource):
                 yield self
             finally:
                 self._write_lock = None
+
+    def _for_the_run(self) -> contextlib.AbstractContextManager[None]:
+        """What the engine holds for a run beyond the lock (entered before it, left after)."""
+        return contextlib.nullcontext()
 
     def ensure_write_lock(self, consequence: str) -> None:
         """Raise :class:`churn_assets.infra.warehouse.WarehouseLockLost`, one line ending with
@@ -99,12 +102,22 @@ class WarehouseResource(dg.ConfigurableResource):
         if self._write_lock is not None:
             self._write_lock.ensure_held(consequence)
 
+
+class PostgresWarehouseResource(WarehouseResource):
+    """A Postgres warehouse, reached by one URL (:meth:`url`)."""
+
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def client(self) -> Warehouse:
+        return PostgresWarehouse(self.url())
+
     def dbt_env(self) -> dict[str, str]:
         """The ``CHURN_PG_*`` variables ``dbt_project/profiles.yml`` reads."""
         return warehouse.parse_url(self.url()).dbt_env()
 
 
-class EmbeddedPostgresWarehouse(WarehouseResource):
+class EmbeddedPostgresWarehouse(PostgresWarehouseResource):
     """A real PostgreSQL server from a pip package, started on demand and left running.
 
     Attributes:
@@ -117,7 +130,7 @@ class EmbeddedPostgresWarehouse(WarehouseResource):
         return warehouse.start_embedded(Path(self.data_dir))
 
 
-class ExternalPostgresWarehouse(WarehouseResource):
+class ExternalPostgresWarehouse(PostgresWarehouseResource):
     """Any Postgres reachable by URL (``CHURN_WAREHOUSE_URL``).
 
     Attributes:
@@ -129,6 +142,60 @@ class ExternalPostgresWarehouse(WarehouseResource):
 
     def url(self) -> str:
         return self.connection_url
+
+
+class SparkWarehouseResource(WarehouseResource):
+    """Spark's Hive catalog of Parquet tables (``CHURN_ENGINE=spark``): the steps read and
+    write it in the run process's SparkSession (:class:`SparkWarehouse`), and each dbt step
+    runs dbt-spark in a subprocess with a session of its own. Both reach the catalog through
+    the metastore service (``infra/metastore.py``: the platform's own over a metastore
+    directory, started if it is not running), never Derby itself: two processes could not
+    share it.
+
+    The run owns the JVM it starts: it stops when the run ends, so a process that runs
+    several (a test session, a code server) never hands a later run a session started with
+    another run's settings, nor keeps a JVM between runs. A JVM the process already had
+    (``churn run`` reads the last load before its run) is left to it.
+
+    Attributes:
+        master: The Spark master (``CHURN_SPARK_MASTER``): ``local[N]``, ``spark://host:7077``.
+        warehouse_dir: Where the tables' files are (``CHURN_SPARK_WAREHOUSE_DIR``).
+        metastore: A directory (the platform's metastore service over its Derby database)
+            or a shared service's ``thrift://host:port`` (``CHURN_SPARK_METASTORE``).
+        home: ``CHURN_HOME``: the write lock's place when the metastore is shared.
+    """
+
+    master: str
+    warehouse_dir: str
+    metastore: str
+    home: str
+
+    def settings(self) -> Settings:
+        """The deployment's settings, with this resource's Spark values."""
+        return dataclasses.replace(
+            load_settings(),
+            engine=Engine.SPARK,
+            home=Path(self.home),
+            spark_master=self.master,
+            spark_warehouse_dir=self.warehouse_dir,
+            spark_metastore=self.metastore,
+        )
+
+    def client(self) -> Warehouse:
+        return SparkWarehouse(self.settings())
+
+    def dbt_env(self) -> dict[str, str]:
+        """The ``CHURN_SPARK_*`` variables (and ``CHURN_ENGINE``) ``profiles.yml`` reads."""
+        return spark.dbt_env(self.settings())
+
+    @contextlib.contextmanager
+    def _for_the_run(self) -> Iterator[None]:
+        had_jvm = spark.jvm_running()
+        try:
+            yield
+        finally:
+            if not had_jvm and spark.jvm_running():
+                spark.stop_jvm()
 
 
 class MlflowResource(dg.ConfigurableResource):
@@ -255,9 +322,18 @@ def labels_resource() -> LabelDefinition:
 
 
 def warehouse_resource() -> WarehouseResource:
-    """Embedded unless ``CHURN_WAREHOUSE_URL`` is set (a switch fixed per deployment)."""
+    """Spark under ``CHURN_ENGINE=spark``; else the embedded Postgres unless
+    ``CHURN_WAREHOUSE_URL`` is set (switches fixed per deployment)."""
     settings = load_settings()
     timeout = settings.warehouse_lock_timeout_seconds
+    if settings.engine is Engine.SPARK:
+        return SparkWarehouseResource(
+            master=settings.spark_master,
+            warehouse_dir=settings.spark_warehouse_dir,
+            metastore=settings.spark_metastore,
+            home=str(settings.home),
+            lock_timeout_seconds=timeout,
+        )
     if settings.warehouse_url:
         return ExternalPostgresWarehouse(
             connection_url=dg.EnvVar("CHURN_WAREHOUSE_URL"), lock_timeout_seconds=timeout

@@ -82,10 +82,12 @@ def start(
     """
     directory.mkdir(parents=True, exist_ok=True)
     with _held(directory):
-        running = _running(directory)
-        if running is not None:
-            return running.url
-        port = _free_port()
+        recorded = _recorded(directory)
+        if recorded is not None:
+            if _listening(recorded.port):
+                return recorded.url
+            _terminate(recorded.pid, STOP_TIMEOUT_SECONDS)  # alive but deaf: replaced
+        port = _free_port(_last_port(directory))
         pid = _spawn(_command(directory, warehouse_dir, port, java, jars), directory)
         service = Service(pid, port)
         _wait_until_listening(service, directory, timeout_seconds)
@@ -108,23 +110,30 @@ def stop(directory: Path, timeout_seconds: float = STOP_TIMEOUT_SECONDS) -> bool
     if not (directory / _SERVICE_FILE).exists():
         return False
     with _held(directory):
-        service = _running(directory)
+        service = _recorded(directory)
         if service is not None:
             _terminate(service.pid, timeout_seconds)
-        (directory / _SERVICE_FILE).unlink(missing_ok=True)
+            # The port alone stays: the next start takes it again if it is free.
+            (directory / _SERVICE_FILE).write_text(json.dumps({"port": service.port}))
+        else:
+            (directory / _SERVICE_FILE).unlink(missing_ok=True)
     return service is not None
 
 
 def _running(directory: Path) -> Service | None:
-    """The recorded service, if its JVM is still this directory's metastore and listens."""
+    """The recorded service, if it runs and listens."""
+    service = _recorded(directory)
+    return service if service is not None and _listening(service.port) else None
+
+
+def _recorded(directory: Path) -> Service | None:
+    """The recorded service, if its JVM is still this directory's metastore."""
     try:
         record = json.loads((directory / _SERVICE_FILE).read_text())
         service = Service(int(record["pid"]), int(record["port"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not _is_service(service.pid, directory) or not _listening(service.port):
-        return None
-    return service
+    return service if _is_service(service.pid, directory) else None
 
 
 def _is_service(pid: int, directory: Path) -> bool:
@@ -147,12 +156,26 @@ def _listening(port: int) -> bool:
         return False
 
 
-def _free_port() -> int:
-    """A port nothing listens on now (the service binds it a few seconds later: another
-    program could take it first, and the start then fails saying so)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _last_port(directory: Path) -> int | None:
+    try:
+        return int(json.loads((directory / _SERVICE_FILE).read_text())["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _free_port(preferred: int | None) -> int:
+    """``preferred`` (the service's last port) if it is free, else any free port. The same
+    port keeps the sessions' properties, hence dbt's parse state, the same across restarts.
+    Free now: the service binds it seconds later, and another program could take it first
+    (the start then fails, saying so in the log)."""
+    for port in (preferred, 0) if preferred else (0,):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise WarehouseError("no free port for the Hive metastore service")
 
 
 def _command(directory: Path, warehouse_dir: str, port: int, java: str, jars: Path) -> list[str]:

@@ -98,6 +98,12 @@ def session_conf(
         "spark.sql.catalogImplementation": "hive",
         "spark.sql.warehouse.dir": settings.spark_warehouse_dir,
         "spark.ui.enabled": "false",
+        # Nothing on the console but errors: dagster-dbt reads dbt's output, which dbt's JVM
+        # shares, as one JSON event per line, and a progress bar (no newline) glued to an
+        # event's line lost the event (measured: a seed's and a test's results missing, the
+        # step "did not yield expected outputs" and everything downstream skipped).
+        "spark.ui.showConsoleProgress": "false",
+        "spark.log.level": "ERROR",
         # Timestamps without a zone (Postgres `timestamp`, the raw contract's) are read and
         # cast to dates in UTC, whatever the machine's zone.
         "spark.sql.session.timeZone": "UTC",
@@ -155,6 +161,16 @@ def start_session(
     for key, value in _conf(settings, app_name, in_process_derby).items():
         builder = builder.config(key, value)
     return builder.enableHiveSupport().getOrCreate()
+
+
+def jvm_running() -> bool:
+    """Whether pyspark started a JVM in this process that :func:`stop_jvm` has not stopped
+    (False without pyspark: nothing could start one)."""
+    try:
+        from pyspark import SparkContext
+    except ImportError:
+        return False
+    return SparkContext._gateway is not None
 
 
 def stop_jvm() -> None:

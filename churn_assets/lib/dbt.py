@@ -19,7 +19,7 @@ from typing import Any
 
 from dagster_dbt import DbtProject
 
-from churn_assets.settings import DBT_PROJECT_DIR, load_dbt_target
+from churn_assets.settings import DBT_PROJECT_DIR, Engine, load_dbt_target
 
 # The analyst views read the batch scores, which the Dagster step `churn_scores` writes
 # after the features: they are a separate dbt step so the graph has no cycle.
@@ -29,6 +29,22 @@ ANALYTICS_SELECT = "path:models/analytics"
 PERIOD_MODELS = ("customer_features", "churn_labels", "training_snapshot")
 PERIOD_SELECT = " ".join(PERIOD_MODELS)
 CURRENT_SELECT = "current_features"
+# The analyst model over the online scorer's prediction log, which is kept on Postgres only
+# (the scorer appends a row per request; a Parquet table takes a job per append).
+ONLINE_PREDICTIONS_MODEL = "online_predictions_realized"
+# What an engine's dbt steps leave out of the project, by engine: a model whose source that
+# engine does not hold. Decided when the code loads (the engine is read then), so the
+# graph, the jobs and the automation never ask for it.
+_NOT_ON_ENGINE = {Engine.SPARK: ONLINE_PREDICTIONS_MODEL}
+# Each engine's manifest in a folder of its own: it is parsed for that engine's target, and
+# a process on one engine (a test session's Postgres runs) must never read a manifest a
+# process on the other is rewriting.
+_TARGET_PATHS = {Engine.POSTGRES: Path("target"), Engine.SPARK: Path("target") / "spark"}
+
+
+def not_built_here() -> str | None:
+    """The dbt selection the dbt steps of this code location's engine exclude (None: none)."""
+    return _NOT_ON_ENGINE.get(load_dbt_target().engine)
 
 
 @cache
@@ -40,7 +56,11 @@ def churn_dbt_project() -> DbtProject:
     """
     _put_interpreter_bin_on_path()
     settings = load_dbt_target()
-    project = DbtProject(project_dir=DBT_PROJECT_DIR, target=settings.target)
+    project = DbtProject(
+        project_dir=DBT_PROJECT_DIR,
+        target=settings.target,
+        target_path=_TARGET_PATHS[settings.engine],
+    )
     if settings.warehouse_url:
         # The manifest records the database name; Dagster's row-count queries use it, so
         # parse against the configured warehouse (no connection is made to parse).

@@ -157,10 +157,6 @@ def run_summary(*results: dg.ExecuteInProcessResult) -> Iterator[str]:
             f"{backtest['mean_auc']:.3f}" if isinstance(backtest["mean_auc"], float) else "n/a"
         )
     yield "  open the UI:   churn dev   (then http://127.0.0.1:3000)"
-    yield (
-        '  query in SQL:  psql "$(churn warehouse-url)"'
-        " -c 'select * from marts.training_snapshot limit 5'"
-    )
 
 
 def auc_line(model: Mapping[str, Any]) -> str:

@@ -6,6 +6,8 @@ resource hands out the same interface (``defs/resources.py``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from churn_assets.infra import spark, warehouse
 from churn_assets.settings import Engine, Settings
 from churn_assets.tables.postgres.warehouse import PostgresWarehouse
@@ -21,6 +23,16 @@ def open_warehouse(settings: Settings) -> Warehouse:
     if settings.engine is Engine.SPARK:
         return SparkWarehouse(settings)
     return PostgresWarehouse(warehouse.url_for(settings))
+
+
+def never_created(settings: Settings) -> bool:
+    """Whether the warehouse these settings name is the platform's own and was never created
+    (no embedded Postgres data directory; on Spark, no local metastore database): it holds
+    nothing, and whoever only looks need not start it."""
+    if settings.engine is Engine.SPARK:
+        local = spark.uses_local_metastore(settings)
+        return local and not (Path(settings.spark_metastore) / "metastore_db").exists()
+    return not settings.warehouse_url and not settings.embedded_pg_dir.exists()
 
 
 def start_services(settings: Settings) -> None:

@@ -13,14 +13,18 @@ from churn_assets.defs.partitions import PERIODS
 from churn_assets.defs.resources import (
     EmbeddedPostgresWarehouse,
     ExternalPostgresWarehouse,
+    SparkWarehouseResource,
     warehouse_resource,
 )
 from churn_assets.lib.dbt import (
     dbt_build_args,
     dbt_build_env,
     keep_parse_state,
+    not_built_here,
     parse_state_dir,
 )
+from churn_assets.settings import load_settings
+from churn_assets.tables.spark.warehouse import SparkWarehouse
 
 
 @pytest.fixture(scope="module")
@@ -177,28 +181,56 @@ def test_warehouse_resource_is_embedded_unless_a_url_is_set(
         assert resources.warehouse.url() == "postgresql://u:p@h/d"
 
 
-def test_a_run_under_the_spark_engine_stops_before_writing_saying_it_is_not_wired(
-    monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance, fresh_database_url: str
+def test_warehouse_resource_is_the_spark_catalog_under_the_spark_engine(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # The steps would build features on Spark and read Postgres: refused, not half-run.
     monkeypatch.setenv("CHURN_ENGINE", "spark")
-    wrote: list[str] = []
+    monkeypatch.setenv("CHURN_SPARK_MASTER", "spark://127.0.0.1:7077")
+    resource = warehouse_resource()
+    assert isinstance(resource, SparkWarehouseResource)
+    client = resource.client()  # chosen without a JVM: nothing starts until an operation
+    assert isinstance(client, SparkWarehouse)
+    assert client.settings.spark_master == "spark://127.0.0.1:7077"
+    assert client.settings.spark_metastore == str(load_settings().home / "spark" / "metastore")
 
-    @dg.asset(required_resource_keys={"warehouse"})
-    def writer() -> None:
-        wrote.append("yes")
 
-    result = dg.materialize(
-        [writer],
-        resources={"warehouse": ExternalPostgresWarehouse(connection_url=fresh_database_url)},
-        instance=instance,
-        raise_on_error=False,
+def test_a_run_on_spark_holds_the_spark_write_lock_for_the_whole_run(
+    instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    # As a Postgres run holds the advisory lock: the lock file beside the metastore names
+    # the run while it runs, and is free once it ended (no JVM: the lock needs none).
+    home = tmp_path / "spark-home"
+    resource = SparkWarehouseResource(
+        master="local[1]",
+        warehouse_dir=str(home / "spark" / "warehouse"),
+        metastore=str(home / "spark" / "metastore"),
+        home=str(home),
     )
-    assert not result.success and wrote == []
-    failure = next(e for e in result.all_events if e.is_failure)
-    assert "CHURN_ENGINE=spark: Dagster runs do not run on Spark yet" in str(
-        failure.event_specific_data
-    )
+    seen: list[str] = []
+
+    @dg.asset
+    def writer(warehouse: SparkWarehouseResource) -> None:
+        holder = warehouse.client().lock_holder()
+        seen.append(holder.name if holder else "nobody")
+
+    result = dg.materialize([writer], resources={"warehouse": resource}, instance=instance)
+    assert seen == [f"run {result.run_id} (__ephemeral_asset_job__)"]
+    assert resource.client().lock_holder() is None
+
+
+@pytest.mark.parametrize(
+    ("engine", "excluded"),
+    [
+        # the prediction log is kept on Postgres only: its analyst model is not on Spark
+        ("spark", "online_predictions_realized"),
+        ("postgres", None),
+    ],
+)
+def test_the_dbt_steps_leave_out_what_the_engine_does_not_hold(
+    monkeypatch: pytest.MonkeyPatch, engine: str, excluded: str | None
+) -> None:
+    monkeypatch.setenv("CHURN_ENGINE", engine)
+    assert not_built_here() == excluded
 
 
 def test_the_policy_resource_shows_every_rule_with_its_variable(

@@ -21,6 +21,7 @@ from churn_assets.infra.warehouse import WarehouseError
 from churn_assets.lib.dbt import (
     ANALYTICS_SELECT,
     CURRENT_SELECT,
+    ONLINE_PREDICTIONS_MODEL,
     PERIOD_MODELS,
     PERIOD_SELECT,
     churn_dbt_project,
@@ -29,6 +30,7 @@ from churn_assets.lib.dbt import (
     dbt_failure_lines,
     environ,
     keep_parse_state,
+    not_built_here,
     parse_state_dir,
 )
 
@@ -114,6 +116,8 @@ def current_dbt_models(
     project=churn_dbt_project(),
     dagster_dbt_translator=ChurnDbtTranslator(),
     select=ANALYTICS_SELECT,
+    # On Spark, not the model over the online prediction log (kept on Postgres only).
+    exclude=not_built_here(),
     name="analytics_dbt_models",
 )
 def analytics_dbt_models(
@@ -124,10 +128,11 @@ def analytics_dbt_models(
     labels: LabelDefinition,
 ) -> Iterator[Any]:
     """Analyst tables over the batch scores, their realized performance and the online
-    prediction log."""
-    # The log is a dbt source the scorer creates on its first insert: create it (empty)
-    # here too, so the step builds on a warehouse no scorer has written to yet.
-    warehouse.client().create_prediction_log()
+    prediction log (Postgres only)."""
+    if dg.AssetKey(ONLINE_PREDICTIONS_MODEL) in context.selected_asset_keys:
+        # The log is a dbt source the scorer creates on its first insert: create it (empty)
+        # here too, so the step builds on a warehouse no scorer has written to yet.
+        warehouse.client().create_prediction_log()
     yield from _build(context, config, dbt, warehouse, labels)
 
 
