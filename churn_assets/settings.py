@@ -210,7 +210,8 @@ SETTINGS: tuple[SettingDoc, ...] = (
         "DBT_TARGET",
         f"`{DEFAULT_DBT_TARGET}`",
         "dbt target in `dbt_project/profiles.yml` (`local`, `ci`, `prod`; "
-        f"`{SPARK_DBT_TARGET}` is the default when `CHURN_ENGINE={Engine.SPARK}`)",
+        f"`{SPARK_DBT_TARGET}` is the default when `CHURN_ENGINE={Engine.SPARK}`); an output "
+        "of the other engine's adapter is refused",
         WHEN_CODE_LOADS,
     ),
     SettingDoc(
@@ -343,11 +344,30 @@ def load_dbt_target(environ: Mapping[str, str] | None = None) -> DbtTarget:
     env = os.environ if environ is None else environ
     engine = _parse_choice(env, "CHURN_ENGINE", Engine.POSTGRES)
     default_target = SPARK_DBT_TARGET if engine is Engine.SPARK else DEFAULT_DBT_TARGET
+    target = env.get("DBT_TARGET") or default_target
+    _check_target_engine(target, engine)
     return DbtTarget(
-        target=env.get("DBT_TARGET") or default_target,
-        warehouse_url=env.get("CHURN_WAREHOUSE_URL") or None,
-        engine=engine,
+        target=target, warehouse_url=env.get("CHURN_WAREHOUSE_URL") or None, engine=engine
     )
+
+
+def _check_target_engine(target: str, engine: Engine) -> None:
+    """Refuse a dbt output of the other engine: with ``CHURN_ENGINE=spark`` and
+    ``DBT_TARGET=prod`` (a Postgres output), dbt would build the features on Postgres while
+    the Python steps read Spark's. A target the project's profiles do not name is dbt's to
+    report."""
+    import yaml  # only here: most readers of the settings never need it
+
+    profiles = yaml.safe_load((DBT_PROJECT_DIR / "profiles.yml").read_text())
+    output = profiles.get("churn", {}).get("outputs", {}).get(target)
+    adapter = output.get("type") if isinstance(output, dict) else None
+    if adapter is not None and adapter != engine.value:
+        raise SettingsError(
+            f"DBT_TARGET={target} is a {adapter} output of dbt_project/profiles.yml but "
+            f"CHURN_ENGINE={engine.value}: name a {engine.value} output "
+            f"(DBT_TARGET={SPARK_DBT_TARGET if engine is Engine.SPARK else DEFAULT_DBT_TARGET})"
+            " or unset DBT_TARGET"
+        )
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

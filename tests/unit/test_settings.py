@@ -72,9 +72,25 @@ def test_the_spark_engine_picks_its_dbt_output_and_keeps_its_state_under_churn_h
     assert settings.spark_master == "local[*]"
     assert settings.spark_warehouse_dir == str(tmp_path / "spark" / "warehouse")
     assert settings.spark_metastore == str(tmp_path / "spark" / "metastore")
-    # Postgres stays the default, with its own output; DBT_TARGET wins on either engine
+    # Postgres stays the default, with its own output; DBT_TARGET picks among an engine's
     assert load_settings({}).engine is Engine.POSTGRES
-    assert load_dbt_target({"CHURN_ENGINE": "spark", "DBT_TARGET": "prod"}).target == "prod"
+    assert load_dbt_target({"DBT_TARGET": "prod"}).target == "prod"
+    assert load_dbt_target({"CHURN_ENGINE": "spark", "DBT_TARGET": "spark"}).target == "spark"
+
+
+@pytest.mark.parametrize(
+    ("engine", "target", "says"),
+    [
+        ("spark", "prod", "DBT_TARGET=prod is a postgres output"),
+        ("postgres", "spark", "DBT_TARGET=spark is a spark output"),
+    ],
+)
+def test_a_dbt_output_of_the_other_engine_is_refused_naming_both_variables(
+    engine: str, target: str, says: str
+) -> None:
+    # Else dbt would build the features on one engine while the Python steps read the other.
+    with pytest.raises(SettingsError, match=f"{says} .* but CHURN_ENGINE={engine}"):
+        load_dbt_target({"CHURN_ENGINE": engine, "DBT_TARGET": target})
 
 
 def test_spark_locations_are_made_absolute_but_urls_are_kept(
