@@ -38,6 +38,10 @@ DEFAULT_DBT_TARGET = "local"
 SPARK_DBT_TARGET = "spark"
 # Every core of this machine; a cluster is spark://host:7077 (or yarn, k8s://...).
 DEFAULT_SPARK_MASTER = "local[*]"
+# Spark's own default: right for millions of rows; adaptive execution (on by default)
+# coalesces a small shuffle's partitions after the fact, but each statement still plans,
+# and each map task still writes, this many (docs/spark-notes.md: small data wants 1-4).
+DEFAULT_SPARK_SHUFFLE_PARTITIONS = 200
 DEFAULT_SENSOR_INTERVAL_SECONDS = 30
 # A full 1M-customer run takes a few minutes; a second run waits that long, not forever.
 DEFAULT_LOCK_TIMEOUT_SECONDS = 900
@@ -95,6 +99,7 @@ class Settings:
     raw_source: RawSource = RawSource.FILES
     raw_customers_table: str | None = None
     raw_orders_table: str | None = None
+    spark_shuffle_partitions: int = DEFAULT_SPARK_SHUFFLE_PARTITIONS
 
     def source_tables(self) -> tuple[str, str]:
         """The customers and orders tables ``CHURN_RAW_SOURCE=tables`` reads; raises
@@ -319,6 +324,16 @@ SETTINGS: tuple[SettingDoc, ...] = (
         "with `CHURN_RAW_SOURCE=tables`: the orders table or view (`schema.table`)",
         PER_RUN_OR_TICK,
     ),
+    SettingDoc(
+        "spark_shuffle_partitions",
+        "CHURN_SPARK_SHUFFLE_PARTITIONS",
+        f"`{DEFAULT_SPARK_SHUFFLE_PARTITIONS}`",
+        "`spark.sql.shuffle.partitions` of every Spark session of the platform, Python's and "
+        "dbt's: keep the default (Spark's own) for millions of rows; a few (the cluster's "
+        "cores, 2-4) for thousands, where each statement's fixed costs are all there is "
+        "(see [Spark notes](spark-notes.md))",
+        PER_RUN_OR_TICK,
+    ),
 )
 
 
@@ -404,6 +419,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raw_source=_parse_choice(env, "CHURN_RAW_SOURCE", RawSource.FILES),
         raw_customers_table=_parse_table_name(env, "CHURN_RAW_CUSTOMERS_TABLE"),
         raw_orders_table=_parse_table_name(env, "CHURN_RAW_ORDERS_TABLE"),
+        spark_shuffle_partitions=_parse_int(
+            env,
+            "CHURN_SPARK_SHUFFLE_PARTITIONS",
+            DEFAULT_SPARK_SHUFFLE_PARTITIONS,
+            minimum=1,
+        ),
     )
 
 

@@ -110,6 +110,7 @@ def session_conf(
         # dbt-spark turns ANSI mode off in every session it uses; the platform's own SQL
         # then means the same in its sessions as in dbt's.
         "spark.sql.ansi.enabled": "false",
+        "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
     }
     if not uses_local_metastore(settings):
         conf["spark.hadoop.hive.metastore.uris"] = settings.spark_metastore
@@ -146,6 +147,7 @@ def dbt_env(settings: Settings, *, in_process_derby: bool = False) -> dict[str, 
         ),
         "CHURN_SPARK_METASTORE_URIS": conf.get("spark.hadoop.hive.metastore.uris", ""),
         "CHURN_SPARK_DRIVER_JAVA_OPTIONS": conf.get("spark.driver.extraJavaOptions", ""),
+        "CHURN_SPARK_SHUFFLE_PARTITIONS": conf["spark.sql.shuffle.partitions"],
     }
 
 

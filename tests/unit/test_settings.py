@@ -56,6 +56,7 @@ def test_load_settings_reads_every_override(tmp_path: Path) -> None:
         ("CHURN_CANARY_PERCENT", "101", "CHURN_CANARY_PERCENT=101 must be between 0 and 100"),
         ("CHURN_CANARY_PERCENT", "nan", "CHURN_CANARY_PERCENT=nan must be between 0 and 100"),
         ("CHURN_ENGINE", "duckdb", "CHURN_ENGINE='duckdb' is not one of: postgres, spark"),
+        ("CHURN_SPARK_SHUFFLE_PARTITIONS", "0", "CHURN_SPARK_SHUFFLE_PARTITIONS=0 must be >= 1"),
     ],
 )
 def test_load_settings_names_the_bad_variable(name: str, value: str, message: str) -> None:

@@ -47,6 +47,7 @@ EXAMPLES = {
     "CHURN_RAW_SOURCE": "tables",
     "CHURN_RAW_CUSTOMERS_TABLE": "shop.customers",
     "CHURN_RAW_ORDERS_TABLE": "shop.orders",
+    "CHURN_SPARK_SHUFFLE_PARTITIONS": "4",
 }
 
 

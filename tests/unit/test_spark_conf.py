@@ -72,3 +72,18 @@ def test_dbt_and_python_sessions_share_every_spark_property() -> None:
     }
     # dbt-spark adds spark.sql.ansi.enabled=false itself
     assert set(parameters) | {"spark.sql.ansi.enabled"} == python_side
+
+
+def test_python_and_dbt_sessions_get_the_same_shuffle_partitions(tmp_path: Path) -> None:
+    # Spark's own 200 unless told; a small-data deployment sets a few for both sides
+    default = load_settings({"CHURN_HOME": str(tmp_path), "CHURN_ENGINE": "spark"})
+    assert spark.session_conf(default)["spark.sql.shuffle.partitions"] == "200"
+    small = load_settings(
+        {
+            "CHURN_HOME": str(tmp_path),
+            "CHURN_ENGINE": "spark",
+            "CHURN_SPARK_SHUFFLE_PARTITIONS": "2",
+        }
+    )
+    assert spark.session_conf(small)["spark.sql.shuffle.partitions"] == "2"
+    assert spark.dbt_env(small, in_process_derby=True)["CHURN_SPARK_SHUFFLE_PARTITIONS"] == "2"
