@@ -1,6 +1,6 @@
 """The local metastore service's record (``churn_assets/infra/metastore.py``): a record
 that no longer names a running service is not mistaken for one. Starting the service
-itself needs a JVM: ``tests/spark/test_spark_demo.py`` starts, reuses and stops it."""
+itself needs a JVM: ``tests/spark/test_spark_cluster_demo.py`` starts, reuses and stops it."""
 
 from __future__ import annotations
 
