@@ -16,6 +16,7 @@ cannot stop an import).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -366,16 +367,27 @@ def load_dbt_target(environ: Mapping[str, str] | None = None) -> DbtTarget:
     )
 
 
+@functools.cache
+def _output_adapters() -> dict[str, str]:
+    """Each output of the project's ``profiles.yml`` and its adapter type, read once per
+    process (settings are read often; the file belongs to the checkout)."""
+    import yaml  # only here: most readers of the settings never need it
+
+    profiles = yaml.safe_load((DBT_PROJECT_DIR / "profiles.yml").read_text())
+    outputs = profiles.get("churn", {}).get("outputs", {})
+    return {
+        name: output["type"]
+        for name, output in outputs.items()
+        if isinstance(output, dict) and "type" in output
+    }
+
+
 def _check_target_engine(target: str, engine: Engine) -> None:
     """Refuse a dbt output of the other engine: with ``CHURN_ENGINE=spark`` and
     ``DBT_TARGET=prod`` (a Postgres output), dbt would build the features on Postgres while
     the Python steps read Spark's. A target the project's profiles do not name is dbt's to
     report."""
-    import yaml  # only here: most readers of the settings never need it
-
-    profiles = yaml.safe_load((DBT_PROJECT_DIR / "profiles.yml").read_text())
-    output = profiles.get("churn", {}).get("outputs", {}).get(target)
-    adapter = output.get("type") if isinstance(output, dict) else None
+    adapter = _output_adapters().get(target)
     if adapter is not None and adapter != engine.value:
         raise SettingsError(
             f"DBT_TARGET={target} is a {adapter} output of dbt_project/profiles.yml but "
