@@ -2,18 +2,22 @@
 batch scoring and the drift monitor read, so online and batch scores agree. Either an online
 copy of it in memory (:class:`OnlineFeatureSource`, what the scorer serves from: no
 warehouse round trip per request, and it outlives a warehouse outage), the table itself over
-a small connection pool (:class:`WarehouseFeatureSource`), or a mapping for tests."""
+a small connection pool (:class:`WarehouseFeatureSource`), or a mapping for tests. The copy
+is loaded from the table on Postgres (:func:`warehouse_loader`) and from the Parquet file
+the platform exports for the scorer on Spark (:func:`parquet_loader`)."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -26,10 +30,12 @@ import numpy as np
 # streams the table through a server-side cursor, in chunks (a million rows never exist as
 # one frame), in one read-only repeatable-read transaction with the fingerprint (filenode,
 # xmin) that tells a poll whether anything changed. On another engine the scorer does not
-# read the warehouse: its copy is fed from an export the platform writes for it (issue 26,
-# item 3), another ``Loader``, so the scorer never needs a JVM.
+# read the warehouse: its copy is loaded from the Parquet file the platform exports for it
+# (issue 26, item 3; :func:`parquet_loader`), so the scorer never needs a JVM.
 import psycopg2
 import psycopg2.extensions
+import pyarrow as pa
+import pyarrow.parquet as pq
 from psycopg2.pool import ThreadedConnectionPool
 
 from churn_assets.infra.warehouse import WarehouseError, unreachable
@@ -41,6 +47,7 @@ from churn_assets.schema import CURRENT_FEATURES_TABLE
 from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.model_store import DEFAULT_POLL_SECONDS
 from churn_assets.serving.poller import Poller
+from churn_assets.tables.feature_export import EXPORT_ASSET
 
 log = logging.getLogger(__name__)
 
@@ -446,6 +453,58 @@ def warehouse_loader(url: str, chunk_rows: int = _LOAD_CHUNK_ROWS) -> Loader:
     return load
 
 
+def parquet_loader(path: Path, chunk_rows: int = _LOAD_CHUNK_ROWS) -> Loader:
+    """Loads the features from the Parquet file at ``path`` that the asset
+    ``current_features_export`` writes (:mod:`churn_assets.tables.feature_export`), with
+    pyarrow alone: the scorer's copy on an engine it cannot query without a JVM (Spark).
+
+    The fingerprint is the file's (modification time, size, inode), taken from the open
+    file: the asset replaces the file by a rename, so an equal fingerprint is the same file
+    (nothing is read), and the rows loaded are those of the file it describes, whatever
+    replaces it meanwhile. Rows are read one batch of ``chunk_rows`` at a time into the same
+    builder as the warehouse's, so both loaders give the same copy of the same rows. A
+    missing or unreadable file raises :class:`WarehouseError` naming it and the asset that
+    writes it: the copy held keeps answering, as through a warehouse outage."""
+    names = list(_COLUMNS)
+
+    def load(held: Fingerprint | None) -> FeatureSnapshot | None:
+        try:
+            with path.open("rb") as file:
+                stat = os.fstat(file.fileno())
+                fingerprint = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+                if fingerprint == held:
+                    return None
+                parquet = pq.ParquetFile(file)
+                schema = parquet.schema_arrow
+                builder = _SnapshotBuilder(names, [_kind_of(schema.field(n).type) for n in names])
+                for batch in parquet.iter_batches(batch_size=chunk_rows, columns=names):
+                    columns = [batch.column(name).to_pylist() for name in names]
+                    builder.add(list(zip(*columns, strict=True)))
+                return builder.finish(fingerprint)
+        except FileNotFoundError:
+            raise WarehouseError(
+                f"no online features file at {path} (the asset {EXPORT_ASSET} writes it)"
+            ) from None
+        except (OSError, KeyError, pa.ArrowException) as exc:
+            reason = " ".join(str(exc).split())  # one line: Arrow's messages may span several
+            raise WarehouseError(
+                f"cannot read the online features file {path} (the asset {EXPORT_ASSET} "
+                f"writes it): {reason}"
+            ) from exc
+
+    return load
+
+
+def _kind_of(column: pa.DataType) -> _Kind:
+    """How the builder stores a file's column: as the warehouse loader stores the same
+    column of the table (integers as ints, other numbers as floats, the rest as levels)."""
+    if pa.types.is_integer(column):
+        return "int"
+    if pa.types.is_floating(column) or pa.types.is_decimal(column):
+        return "float"
+    return "levels"
+
+
 class OnlineFeatureSource:
     """The current period's rows of ``marts.current_features`` in memory, following the
     table: the :class:`FeatureSource` the scorer serves ``customer_id`` requests from.
@@ -457,7 +516,8 @@ class OnlineFeatureSource:
     answering and says so in :meth:`state` (``refresh_failed``, with the reason); the next
     poll that reaches the table catches up, no restart.
 
-    ``metrics`` (optional) counts refreshes and shows the copy's ``as_of``.
+    ``metrics`` (optional) counts refreshes and shows the copy's ``as_of``; ``table`` is
+    what ``/health`` names as the copy's origin (the file, for a Parquet export).
     """
 
     blocking = False  # microseconds in memory: a thread hop would cost more
@@ -468,11 +528,12 @@ class OnlineFeatureSource:
         *,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         metrics: ServingMetrics | None = None,
+        table: str = FEATURE_TABLE,
     ) -> None:
         self._loader = loader
         self._metrics = metrics
         self._snapshot: FeatureSnapshot | None = None
-        self._state = SourceState(table=FEATURE_TABLE, available=False, last_error=None)
+        self._state = SourceState(table=table, available=False, last_error=None)
         self._lock = threading.Lock()  # guards _snapshot/_state swaps
         self._refresh_lock = threading.Lock()  # one refresh at a time (poller vs callers)
         self._poller = Poller(self.refresh, poll_seconds, "online features")
@@ -488,6 +549,20 @@ class OnlineFeatureSource:
     ) -> OnlineFeatureSource:
         """A copy of the table at ``url``; empty until :meth:`refresh`."""
         return cls(warehouse_loader(url), poll_seconds=poll_seconds, metrics=metrics)
+
+    @classmethod
+    def from_export(
+        cls,
+        path: Path,
+        *,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
+        metrics: ServingMetrics | None = None,
+    ) -> OnlineFeatureSource:
+        """A copy of the Parquet export at ``path`` (``/health`` names the file); empty until
+        :meth:`refresh`."""
+        return cls(
+            parquet_loader(path), poll_seconds=poll_seconds, metrics=metrics, table=str(path)
+        )
 
     def get(self, customer_id: str) -> dict[str, Any] | None:
         return self._current().row(customer_id)

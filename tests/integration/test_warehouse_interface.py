@@ -2,7 +2,8 @@
 :class:`PostgresWarehouse`), each on an empty database of its own, for the operations no
 other test reaches without a whole demo run: the raw load's record, retiring periods, the
 feature reads, the dbt metadata reads, scores and realized performance, one state for many
-reads, the scorer's log writer, the write lock, and the one error type callers catch.
+reads, the scorer's log writer, the write lock, and the one error type callers catch (and
+the scorer's Parquet export of the current features, written from the interface's rows).
 
 The marts are made by hand here (the columns dbt gives them), so nothing runs dbt. Each
 check that holds on every engine reaches the engine only through the interface and the
@@ -34,6 +35,8 @@ from churn_assets.schema import (
     SNAPSHOT_DTYPES,
     TRAINING_SNAPSHOT_TABLE,
 )
+from churn_assets.serving.features import parquet_loader
+from churn_assets.tables.feature_export import EXPORT_COLUMNS, write_feature_export
 from churn_assets.tables.online_predictions import SHADOW_FIELDS
 from churn_assets.tables.postgres.bulk import copy_frame
 from churn_assets.tables.postgres.warehouse import PostgresWarehouse
@@ -324,6 +327,25 @@ def test_the_feature_reads_name_the_newest_period_and_read_each_table(
     assert str(current["days_since_last_order"].dtype) == "int64"
 
 
+def test_the_scorers_export_of_the_current_features_holds_their_rows_and_types(
+    wh: Warehouse, marts: Hands, tmp_path: Path
+) -> None:
+    # What current_features_export does on each engine: the interface's rows into the file,
+    # which the scorer loads with pyarrow alone, integers as ints and the rest as floats.
+    path = tmp_path / "online" / "current_features.parquet"
+    exported = write_feature_export(wh.read_current_features(), path)
+    assert (exported.rows, exported.as_of) == (len(CUSTOMERS), FEB)
+    snapshot = parquet_loader(path)(None)
+    assert snapshot is not None and (snapshot.rows, snapshot.as_of) == (len(CUSTOMERS), FEB)
+    expected = mart_frames()[CURRENT_FEATURES_TABLE][list(EXPORT_COLUMNS)]
+    for record in expected.to_dict("records"):
+        got = snapshot.row(record["customer_id"])
+        assert got is not None
+        assert [(k, v, type(v)) for k, v in got.items()] == [
+            (k, v, type(v)) for k, v in record.items()
+        ]
+
+
 def test_no_features_yet_has_no_newest_period(wh: Warehouse, hands: Hands) -> None:
     features = mart_frames()[CUSTOMER_FEATURES_TABLE]
     hands.make_tables({CUSTOMER_FEATURES_TABLE: features.iloc[:0]})
@@ -533,6 +555,7 @@ ENGINE_CHECKS = (
     test_the_training_snapshot_reads_typed_rows_in_order_and_samples_the_same_customers,
     test_labelled_periods_are_the_snapshots_and_refuse_labels_of_another_window,
     test_the_feature_reads_name_the_newest_period_and_read_each_table,
+    test_the_scorers_export_of_the_current_features_holds_their_rows_and_types,
     test_no_features_yet_has_no_newest_period,
     test_the_dbt_metadata_reads_count_summarise_preview_and_quote_failures,
     test_a_driver_error_leaves_as_a_warehouse_error_with_its_cause,
