@@ -46,6 +46,8 @@ DEFAULT_SPARK_SHUFFLE_PARTITIONS = 200
 DEFAULT_SENSOR_INTERVAL_SECONDS = 30
 # A full 1M-customer run takes a few minutes; a second run waits that long, not forever.
 DEFAULT_LOCK_TIMEOUT_SECONDS = 900
+# The scorer's feed on Spark (`current_features_export`), beside the rest of the state.
+DEFAULT_ONLINE_FEATURES_FILE = "online/current_features.parquet"
 # Where `dagster dev` / `churn dev` serve the UI: alert links point there unless told otherwise.
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 
@@ -96,6 +98,7 @@ class Settings:
     warehouse_lock_timeout_seconds: int
     alert_webhook_url: str | None
     ui_url: str
+    online_features_path: Path
     canary_percent: float = 0.0
     raw_source: RawSource = RawSource.FILES
     raw_customers_table: str | None = None
@@ -293,6 +296,17 @@ SETTINGS: tuple[SettingDoc, ...] = (
         PER_SENSOR_TICK,
     ),
     SettingDoc(
+        "online_features_path",
+        "CHURN_ONLINE_FEATURES_PATH",
+        f"`$CHURN_HOME/{DEFAULT_ONLINE_FEATURES_FILE}`",
+        "the newest period's features as one Parquet file, rewritten by the asset "
+        "`current_features_export` after each build of `current_features`; under "
+        "`CHURN_ENGINE=spark` the scorer loads its copy of the features from it (pyarrow "
+        "only: no JVM, no warehouse). A local path (for a scorer on another machine, a "
+        "shared file system)",
+        f"per run (the export); {WHEN_SCORER_STARTS} (the scorer)",
+    ),
+    SettingDoc(
         "canary_percent",
         "CHURN_CANARY_PERCENT",
         "`0`",
@@ -427,6 +441,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         alert_webhook_url=_parse_http_url(env, "CHURN_ALERT_WEBHOOK_URL"),
         ui_url=(_parse_http_url(env, "CHURN_UI_URL") or DEFAULT_UI_URL).rstrip("/"),
+        online_features_path=Path(
+            env.get("CHURN_ONLINE_FEATURES_PATH") or home / DEFAULT_ONLINE_FEATURES_FILE
+        )
+        .expanduser()
+        .resolve(),
         canary_percent=_parse_percent(env, "CHURN_CANARY_PERCENT"),
         raw_source=_parse_choice(env, "CHURN_RAW_SOURCE", RawSource.FILES),
         raw_customers_table=_parse_table_name(env, "CHURN_RAW_CUSTOMERS_TABLE"),

@@ -91,9 +91,11 @@ def test_new_raw_data_flows_to_every_period_and_the_first_training(
     for key in PER_PERIOD:
         for period in PERIODS:
             _materialise(instance, defs, key, period)
-    # the first model: the whole training chain in one run (its gates stop it inside the run)
+    # the first model: the whole training chain in one run (its gates stop it inside the run),
+    # and the newest period's features with the scorer's file of them
     assert set(tick()) == {
         "current_features",
+        "current_features_export",
         "training_dataset",
         "churn_model",
         "churn_model_onnx",

@@ -45,6 +45,12 @@ def test_definitions_hold_the_ingest_and_dbt_assets_in_their_groups(defs: dg.Def
     assert groups["stg_raw__customers"] == groups["stg_raw__orders"] == "staging"
     for model in ("customer_features", "churn_labels", "training_snapshot", "current_features"):
         assert groups[model] == "features"
+    # the scorer's file follows the table in every job that rebuilds it (selected by group)
+    assert groups["current_features_export"] == "features"
+    assert (
+        dg.AssetKey("current_features")
+        in graph.get(dg.AssetKey("current_features_export")).parent_keys
+    )
 
 
 def test_the_per_period_assets_are_partitioned_by_period_and_backfill_in_one_run(
@@ -98,7 +104,8 @@ def test_dbt_tests_become_asset_checks_on_the_models(defs: dg.Definitions) -> No
         (
             "churn_pipeline",
             {"raw_orders", "training_snapshot", "churn_model_version", "churn_champion"}
-            | {"churn_scores", "feature_drift", "realized_performance", "customer_360"},
+            | {"churn_scores", "feature_drift", "realized_performance", "customer_360"}
+            | {"current_features_export"},
             {"shadow_comparison", "online_predictions"},
         ),
         # what the retraining sensor launches: from the built snapshots, unpartitioned
@@ -110,11 +117,16 @@ def test_dbt_tests_become_asset_checks_on_the_models(defs: dg.Definitions) -> No
         # `churn backfill`: the periods' features and labels from the loaded raw tables
         (
             "history_job",
-            {"customer_features", "churn_labels", "training_snapshot", "current_features"},
+            {"customer_features", "churn_labels", "training_snapshot", "current_features"}
+            | {"current_features_export"},
             {"raw_orders", "churn_model"},
         ),
         # new data arrives: load, rebuild features, measure drift; never trains
-        ("monitoring_job", {"raw_orders", "current_features", "feature_drift"}, {"churn_model"}),
+        (
+            "monitoring_job",
+            {"raw_orders", "current_features", "current_features_export", "feature_drift"},
+            {"churn_model"},
+        ),
     ],
 )
 def test_jobs_select_their_part_of_the_graph(

@@ -28,6 +28,8 @@ from churn_assets.serving.features import (
     FEATURE_TABLE,
     OnlineFeatureSource,
     WarehouseFeatureSource,
+    parquet_loader,
+    warehouse_loader,
 )
 from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.model_store import ChampionHolder
@@ -71,6 +73,22 @@ def test_online_copy_answers_what_the_table_answers_for_every_customer(demo_url:
     finally:
         pooled.close()
         online.close()
+
+
+def test_the_demos_export_gives_the_scorer_the_copy_the_table_gives(demo_url: str) -> None:
+    # What the scorer loads on Spark (the file current_features_export wrote in the demo's
+    # run) is what it loads from the table on Postgres: rows, values, types and arrays.
+    from_file = parquet_loader(load_settings().online_features_path)(None)
+    from_table = warehouse_loader(demo_url)(None)
+    assert from_file is not None and from_table is not None
+    with warehouse.connect(demo_url) as conn, conn.cursor() as cur:
+        cur.execute(f"select customer_id from {FEATURE_TABLE}")
+        ids = [row[0] for row in cur.fetchall()]
+    assert from_file.rows == from_table.rows == len(ids) > 0
+    assert from_file.as_of == from_table.as_of is not None
+    for customer_id in ids:
+        assert _typed(from_file.row(customer_id)) == _typed(from_table.row(customer_id))
+    assert from_file.nbytes == from_table.nbytes
 
 
 # --- a warehouse of the test's own ---------------------------------------------------

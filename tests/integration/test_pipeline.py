@@ -56,6 +56,7 @@ def test_demo_is_one_run_of_the_whole_graph_with_its_summary(demo: tuple[Result,
         "feature_drift",
         "realized_performance",
         "customer_360",
+        "current_features_export",
     } <= built
     summary = [line.strip().split(":")[0] for line in output.splitlines() if line.startswith("  ")]
     assert {"promotion", "champion", "scores", "analysts", "status"} <= set(summary)

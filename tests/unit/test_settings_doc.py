@@ -43,6 +43,7 @@ EXAMPLES = {
     "CHURN_WAREHOUSE_LOCK_TIMEOUT_SECONDS": "0",
     "CHURN_ALERT_WEBHOOK_URL": "https://hooks.example.com/alert",
     "CHURN_UI_URL": "https://dagster.example.com",
+    "CHURN_ONLINE_FEATURES_PATH": "/tmp/another-online/features.parquet",
     "CHURN_CANARY_PERCENT": "10",
     "CHURN_RAW_SOURCE": "tables",
     "CHURN_RAW_CUSTOMERS_TABLE": "shop.customers",

@@ -1,21 +1,57 @@
-"""The online scorer's prediction log, and what it says about the challenger.
+"""The online scorer's feed on Spark, its prediction log, and what the log says about the
+challenger.
 
-``churn serve`` runs outside Dagster and writes ``scoring.online_predictions`` itself: here
-it is an external asset, so the graph shows where the analyst model and the shadow
-comparison read from. ``shadow_comparison`` is on demand (no automation condition): the log
-grows with every request, not with any event Dagster sees, and ``churn status`` computes the
-same comparison live.
+``current_features_export`` writes the file the scorer loads its copy of the features from
+when the engine is Spark (it needs no JVM that way). ``churn serve`` runs outside Dagster
+and writes ``scoring.online_predictions`` itself: here it is an external asset, so the graph
+shows where the analyst model and the shadow comparison read from. ``shadow_comparison`` is
+on demand (no automation condition): the log grows with every request, not with any event
+Dagster sees, and ``churn status`` computes the same comparison live.
 """
 
 from typing import Any
 
 import dagster as dg
 
+from churn_assets.defs.automation import GATED_EAGER
 from churn_assets.defs.resources import WarehouseResource
 from churn_assets.ml.shadow import describe, pairs_from_groups
 from churn_assets.schema import ONLINE_PREDICTIONS_TABLE
+from churn_assets.settings import load_settings
+from churn_assets.tables.feature_export import EXPORT_ASSET, write_feature_export
 
 GROUP = "serving"
+
+
+# In the features group, beside current_features, not in serving: every job that rebuilds
+# the table (a person's run, `churn backfill`, new data) selects that group, so the file is
+# rewritten in the same run and a scorer never serves an older period than the warehouse.
+# Defined on both engines, being cheap (a million synthetic customers: 22 MiB, written in
+# 1 s): the scorer reads it on Spark; on Postgres it could feed a scorer that cannot reach
+# the warehouse, though the scorer reads the table there.
+@dg.asset(
+    name=EXPORT_ASSET,
+    deps=[dg.AssetKey("current_features")],
+    group_name="features",
+    kinds={"parquet"},
+    automation_condition=GATED_EAGER,
+)
+def current_features_export(warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """The newest period's features (`marts.current_features`) as one Parquet file at
+    CHURN_ONLINE_FEATURES_PATH: what the online scorer loads its copy of the features from
+    on Spark, without a JVM. Replaced atomically after every build of current_features."""
+    exported = write_feature_export(
+        warehouse.client().read_current_features(), load_settings().online_features_path
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": exported.rows,
+            "as_of": exported.as_of.isoformat() if exported.as_of else "none (no rows)",
+            "path": dg.MetadataValue.path(str(exported.path)),
+            "bytes": exported.bytes,
+        }
+    )
+
 
 online_predictions = dg.AssetSpec(
     "online_predictions",
@@ -77,4 +113,4 @@ def shadow_comparison(
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(assets=[online_predictions, shadow_comparison])
+    return dg.Definitions(assets=[current_features_export, online_predictions, shadow_comparison])
