@@ -26,6 +26,7 @@ import ipaddress
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -47,8 +48,9 @@ from churn_assets.serving.features import OnlineFeatureSource
 from churn_assets.serving.metrics import ServingMetrics
 from churn_assets.serving.model_store import DEFAULT_POLL_SECONDS, ChampionHolder
 from churn_assets.serving.prediction_log import PredictionLog
-from churn_assets.settings import Settings, load_settings
+from churn_assets.settings import Engine, Settings, load_settings
 from churn_assets.tables.engines import open_warehouse
+from churn_assets.tables.feature_export import EXPORT_ASSET
 from churn_assets.tables.online_predictions import check_retention
 from churn_assets.urls import mask_secrets, mask_url
 
@@ -158,12 +160,44 @@ def _load_feature_copy(
     settings: Settings, poll_seconds: float, metrics: ServingMetrics
 ) -> OnlineFeatureSource:
     """The online copy of the features, loaded, or a one-line :class:`ServingError` saying
-    which warehouse could not be reached (password redacted) and what to do about it."""
-    url = settings.warehouse_url
-    try:
-        source = OnlineFeatureSource.from_warehouse(
-            warehouse.url_for(settings), poll_seconds=poll_seconds, metrics=metrics
+    where it could not be read from (password redacted) and what to do about it.
+
+    On Postgres the copy follows the table itself; on Spark it follows the Parquet file the
+    platform exports for the scorer (``CHURN_ONLINE_FEATURES_PATH``), so the scorer needs no
+    JVM and never reaches the Spark warehouse."""
+    if settings.engine is Engine.SPARK:
+        path = settings.online_features_path
+        return _first_copy(
+            lambda: OnlineFeatureSource.from_export(
+                path, poll_seconds=poll_seconds, metrics=metrics
+            ),
+            f"Materialize {EXPORT_ASSET} (or run `churn demo`) with the same "
+            "CHURN_ONLINE_FEATURES_PATH (on Spark, customer_id requests read their features "
+            "from a copy of that file).",
         )
+    url = settings.warehouse_url
+    todo = (
+        "Start it, or set CHURN_WAREHOUSE_URL to a running Postgres"
+        if url
+        else f"Check the embedded server under {settings.embedded_pg_dir}, or set "
+        "CHURN_WAREHOUSE_URL to a running Postgres"
+    )
+    return _first_copy(
+        lambda: OnlineFeatureSource.from_warehouse(
+            warehouse.url_for(settings), poll_seconds=poll_seconds, metrics=metrics
+        ),
+        f"{todo} (customer_id requests read their features from a copy of it).",
+        secret_url=url,
+    )
+
+
+def _first_copy(
+    open_source: Callable[[], OnlineFeatureSource], todo: str, secret_url: str | None = None
+) -> OnlineFeatureSource:
+    """``open_source()`` with its first copy loaded, or a :class:`ServingError`: why not,
+    then ``todo``. Nothing of ``secret_url`` is echoed from a driver's message."""
+    try:
+        source = open_source()
         source.refresh()
         state = source.state()
         if not state.available:  # no copy to answer from: not worth starting
@@ -171,19 +205,11 @@ def _load_feature_copy(
         return source
     except WarehouseError as exc:
         reason = " ".join(str(exc).split())  # libpq's message spans lines
-        if url:  # already masked in the URL; never echo it from a driver message
-            reason = mask_secrets(reason, url)
+        if secret_url:  # already masked in the URL; never echo it from a driver message
+            reason = mask_secrets(reason, secret_url)
         if not reason.endswith((".", "?", "!")):
             reason += "."
-        todo = (
-            "Start it, or set CHURN_WAREHOUSE_URL to a running Postgres"
-            if url
-            else f"Check the embedded server under {settings.embedded_pg_dir}, or set "
-            "CHURN_WAREHOUSE_URL to a running Postgres"
-        )
-        raise ServingError(
-            f"{reason} {todo} (customer_id requests read their features from a copy of it)."
-        ) from exc
+        raise ServingError(f"{reason} {todo}") from exc
 
 
 def serve(

@@ -11,7 +11,8 @@ Postgres). It checks that executors ran on both workers (each worker's work dir 
 demo's shape and AUC, and that the feature rows of ``marts.customer_features`` (floats to
 1e-9), and the labels and training rows of each period, equal the Postgres demo's: Spark's
 read through the warehouse interface in a short-lived process (this one never starts a JVM),
-Postgres's from the session demo's warehouse.
+Postgres's from the session demo's warehouse. The scorer's copy of the features on Spark is
+loaded here, from the Parquet file the run exported (issue 26, item 3).
 
 Each application gets one core (the master's ``spark.deploy.defaultCores=1``): a run holds
 its SparkSession (an application) for the whole run while each dbt step is another
@@ -50,6 +51,9 @@ from churn_assets.app.cli import main
 from churn_assets.infra import metastore, spark
 from churn_assets.ml import tracking
 from churn_assets.schema import PERIOD_TABLES
+from churn_assets.serving.metrics import ServingMetrics
+from churn_assets.serving.model_store import DEFAULT_POLL_SECONDS
+from churn_assets.serving.server import _load_feature_copy
 from churn_assets.settings import PROJECT_ROOT, Settings, load_settings
 from churn_assets.tables.engines import open_warehouse, stop_services
 
@@ -267,6 +271,9 @@ import pickle, sys
 from churn_assets.settings import load_settings
 from churn_assets.tables.engines import open_warehouse
 from churn_assets.schema import PERIOD_TABLES
+from churn_assets.serving.metrics import ServingMetrics
+from churn_assets.serving.model_store import DEFAULT_POLL_SECONDS
+from churn_assets.serving.server import _load_feature_copy
 from churn_assets.infra import spark
 warehouse = open_warehouse(load_settings())
 periods = sys.argv[2:]
@@ -475,3 +482,22 @@ def test_both_warehouses_hand_training_the_same_sample(
     expected, actual = on_postgres["sample"], spark_demo.tables["sample"]
     assert 0 < len(expected) < len(spark_demo.tables["features"])
     pd.testing.assert_frame_equal(actual, expected, rtol=0, atol=1e-9)
+
+
+def test_the_scorers_copy_on_spark_is_the_runs_export_of_the_postgres_demos_customers(
+    spark_demo: SparkDemo, churn_home: Path
+) -> None:
+    # Item 3: `churn serve` on Spark loads its copy of the features from the file the run's
+    # current_features_export wrote, with pyarrow in this process (which starts no JVM).
+    source = _load_feature_copy(spark_demo.settings, DEFAULT_POLL_SECONDS, ServingMetrics())
+    try:
+        state = source.state()
+        postgres = open_warehouse(load_settings({"CHURN_HOME": str(churn_home)}))
+        current = postgres.read_current_features()
+        assert state.table == str(spark_demo.settings.online_features_path)
+        assert state.rows == len(current) > 0
+        assert state.as_of == max(current["as_of"])
+        row = source.get(current["customer_id"].iloc[0])
+        assert row is not None and row["as_of"] == state.as_of
+    finally:
+        source.close()

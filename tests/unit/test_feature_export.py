@@ -21,6 +21,9 @@ from churn_assets.serving.features import (
     OnlineFeatureSource,
     parquet_loader,
 )
+from churn_assets.serving.metrics import ServingMetrics
+from churn_assets.serving.server import ServingError, _load_feature_copy
+from churn_assets.settings import load_settings
 from churn_assets.tables.feature_export import (
     EXPORT_ASSET,
     EXPORT_COLUMNS,
@@ -189,3 +192,24 @@ def test_an_unreadable_file_is_one_warehouse_error_line(
     message = str(raised.value)
     assert message.startswith(f"cannot read the online features file {path}")
     assert EXPORT_ASSET in message and "\n" not in message
+
+
+def test_the_scorer_on_spark_loads_the_export_and_names_it_when_missing(tmp_path: Path) -> None:
+    settings = load_settings({"CHURN_HOME": str(tmp_path), "CHURN_ENGINE": "spark"})
+    path = settings.online_features_path
+    assert path == tmp_path / "online" / "current_features.parquet"
+    with pytest.raises(ServingError) as raised:
+        _load_feature_copy(settings, 5.0, ServingMetrics())
+    message = str(raised.value)
+    assert str(path) in message and f"Materialize {EXPORT_ASSET}" in message
+    assert "churn demo" in message and "\n" not in message
+    assert not (tmp_path / "pg").exists()  # no warehouse was started for it
+
+    write_feature_export(_frame(FEB, 2.0), path)
+    source = _load_feature_copy(settings, 5.0, ServingMetrics())
+    try:
+        state = source.state()
+        assert (state.rows, state.as_of, state.table) == (2, FEB, str(path))
+        assert source.get("c2") is not None
+    finally:
+        source.close()
