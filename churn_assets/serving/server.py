@@ -137,12 +137,8 @@ def build_service(
         reuse=lambda: holder.model,
     )
     challenger.refresh()
-    # The embedded server already runs (the feature copy started it): this only names it.
-    log_warehouse = open_warehouse(settings)
     bands = RiskBands.from_policy(policy)
-    prediction_log = PredictionLog(
-        log_warehouse, metrics, shadow=ShadowScorer(bands, metrics), retention_days=retention_days
-    )
+    prediction_log = _prediction_log(settings, metrics, bands, retention_days)
     app = create_app(
         holder,
         source,
@@ -154,6 +150,31 @@ def build_service(
         canary_percent=settings.canary_percent,
     )
     return Service(app, holder, source, prediction_log, challenger)
+
+
+def _prediction_log(
+    settings: Settings, metrics: ServingMetrics, bands: RiskBands, retention_days: int
+) -> PredictionLog | None:
+    """The log every served prediction goes to, in the warehouse; none on Spark.
+
+    A Parquet table cannot take a row per request (one job and new files per append), so on
+    Spark the scorer serves without a log: no shadow scores, and no online realized
+    performance, which both read it. It says so once at start, rather than refusing to serve.
+    """
+    if settings.engine is Engine.SPARK:
+        log.warning(
+            "no prediction log on Spark: predictions are served but not logged (no shadow "
+            "comparison, no online realized performance); the log needs a Postgres "
+            "warehouse (CHURN_ENGINE=postgres)"
+        )
+        return None
+    # The embedded server already runs (the feature copy started it): this only names it.
+    return PredictionLog(
+        open_warehouse(settings),
+        metrics,
+        shadow=ShadowScorer(bands, metrics),
+        retention_days=retention_days,
+    )
 
 
 def _load_feature_copy(

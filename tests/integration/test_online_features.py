@@ -5,6 +5,7 @@ the session's shared server is never stopped)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -313,3 +314,31 @@ def test_build_service_serves_ids_from_a_loaded_copy_of_the_demo_table(demo_url:
     finally:
         service.close()
     assert not service.source.polling
+
+
+def test_on_spark_build_service_serves_ids_from_the_export_without_a_log(
+    demo_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The demo's export and registry, the engine set to Spark: the scorer needs neither a
+    # JVM nor the warehouse (its copy is the file), and serves without a prediction log,
+    # which a Parquet table cannot take a row per request of.
+    monkeypatch.setenv("CHURN_ENGINE", "spark")
+    settings = load_settings()
+    with warehouse.connect(demo_url) as conn, conn.cursor() as cur:
+        cur.execute(f"select customer_id from {FEATURE_TABLE} order by customer_id limit 1")
+        (customer,) = cur.fetchone()
+    with caplog.at_level("WARNING", logger="churn_assets.serving.server"):
+        service = build_service()
+    try:
+        assert service.prediction_log is None
+        assert "no prediction log on Spark" in caplog.text
+        assert service.source.state().table == str(settings.online_features_path)
+        answer = TestClient(service.app).post("/predict", json={"customer_id": customer})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["customer_id"] == customer
+    finally:
+        service.close()
+    children = subprocess.run(
+        ["ps", "-o", "comm=", "--ppid", str(os.getpid())], capture_output=True, text=True
+    ).stdout.split()
+    assert "java" not in children  # no JVM was started for it
