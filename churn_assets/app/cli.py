@@ -469,7 +469,7 @@ def status(as_json: bool) -> None:
     """Show the latest registered model and the champion (from the MLflow registry).
 
     JSON: {"tracking_uri" (password masked), "model_name", "latest_model", "champion",
-    "realized"}; each model
+    "champion_history", "realized", "shadow"}; each model
     is null or {"version", "metrics": {"auc" (out of time), "in_time_auc", "pr_auc", "brier",
     "log_loss", "f1", "threshold", "reference_auc", "ece"}, "holdout_as_of",
     "training_periods", "data_through", "backtest": null or [{"as_of", "rows", "label_rate",
@@ -484,6 +484,8 @@ def status(as_json: bool) -> None:
     "pairs": [{"champion_version", "challenger_version", "rows", "band_agreement",
     "mean_abs_diff", "rank_correlation", "first_scored_at", "last_scored_at"}] (newest pair
     last), "summary" (the newest pair in words)} (null when the warehouse cannot be reached).
+    "champion_history" lists every champion, oldest first: {"version", "since", "until"
+    (null: champion now), "replaced" (the version it replaced, or null), "reason"}.
     """
     import json
 
@@ -496,6 +498,9 @@ def status(as_json: bool) -> None:
     click.echo(f"registry: {report['model_name']} at {report['tracking_uri']}")
     for label in ("latest_model", "champion"):
         click.echo(f"{label}: {describe_model(report[label])}")
+    for reign in report["champion_history"]:
+        until = reign["until"] or "now"
+        click.echo(f"  v{reign['version']} champion {reign['since']} .. {until}: {reign['reason']}")
     shadow = report["shadow"]
     click.echo(f"shadow: {shadow['summary'] if shadow else 'warehouse unreachable'}")
 

@@ -30,6 +30,7 @@ def status_report(settings: Settings) -> dict[str, Any]:
         "realized": realized(settings),
         "shadow": shadow(settings),
         **registered_models(settings),
+        "champion_history": champion_history(settings),
     }
 
 
@@ -50,6 +51,15 @@ def registered_models(settings: Settings) -> dict[str, Any]:
     if champion is not None:
         models["champion"] = tracking.describe_version(uri, champion)
     return models
+
+
+def champion_history(settings: Settings) -> list[dict[str, Any]]:
+    """Every champion, oldest first, with when it began and ended and why it was promoted
+    (:func:`churn_assets.ml.tracking.champion_history`); empty before any store exists."""
+    from churn_assets.ml import tracking
+
+    uri = settings.resolved_tracking_uri
+    return [] if tracking.local_store_missing(uri) else tracking.champion_history(uri)
 
 
 def realized(settings: Settings) -> list[dict[str, Any]] | None:

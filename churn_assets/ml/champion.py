@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow.artifacts
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from churn_assets.ml import tracking
-from churn_assets.ml.artifacts import HOLDOUT_FILE, REFERENCE_FILE
+from churn_assets.ml.artifacts import CARD_FILE, HOLDOUT_FILE, REFERENCE_FILE
 from churn_assets.ml.export import OnnxScorer, sha256_file
 from churn_assets.ml.features import ModelInputs, labels, to_model_inputs
 from churn_assets.ml.promote import (
@@ -200,6 +202,39 @@ def apply_decision(
         client.set_registered_model_alias(name, CHAMPION, version)
     for key, value in decision.as_tags().items():
         client.set_model_version_tag(name, version, key, value)
+    decided_at = datetime.now(UTC).isoformat(timespec="seconds")
+    client.set_model_version_tag(name, version, tracking.TAG_DECIDED_AT, decided_at)
     client.set_model_version_tag(
         name, version, TAG_DECISION, "promoted" if decision.promote else "kept"
     )
+
+
+def record_rollout_history(
+    tracking_uri: str, version: str, name: str = tracking.REGISTERED_MODEL_NAME
+) -> str:
+    """Write the rollout history into the card of ``version`` (the champion just promoted)
+    in its MLflow run, and return the history's markdown (for the decision's metadata).
+
+    The card is fixed at training time but for this section: whoever opens the serving
+    model's card sees every champion before it, from when to when, and why each changed."""
+    from churn_assets.ml.model_card import rollout_history_markdown, with_rollout_history
+
+    history = tracking.champion_history(tracking_uri, name)
+    client = MlflowClient(tracking_uri)
+    run_id = client.get_model_version(name, version).run_id
+    if run_id:
+        with tempfile.TemporaryDirectory(prefix="churn-card-") as tmp:
+            try:
+                card = Path(
+                    mlflow.artifacts.download_artifacts(
+                        run_id=run_id, artifact_path=CARD_FILE, dst_path=tmp,
+                        tracking_uri=tracking_uri,
+                    )
+                ).read_text()  # fmt: skip
+            except (MlflowException, OSError):
+                card = ""  # a version registered without a card gets the section alone
+            path = Path(tmp) / "out" / CARD_FILE
+            path.parent.mkdir()
+            path.write_text(with_rollout_history(card, history))
+            client.log_artifact(run_id, str(path))
+    return rollout_history_markdown(history)

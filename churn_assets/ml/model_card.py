@@ -439,3 +439,31 @@ def render_card(
         "",
     ]
     return "\n".join(lines)
+
+
+ROLLOUT_HEADING = "## Rollout history"
+
+
+def rollout_history_markdown(history: Sequence[dict[str, Any]]) -> str:
+    """The rollout history (``tracking.champion_history``) as the card's last section: which
+    version was champion from when to when, what it replaced and why it was promoted."""
+    lines = [
+        ROLLOUT_HEADING,
+        "",
+        "| version | champion since (UTC) | until | replaced | why |",
+        "|---|---|---|---|---|",
+    ]
+    for reign in history:
+        reason = str(reign["reason"] or "").replace("|", "/")  # a pipe would split the cell
+        lines.append(
+            f"| v{reign['version']} | {reign['since'] or 'unknown'} | "
+            f"{reign['until'] or 'now'} | "
+            f"{'v' + str(reign['replaced']) if reign['replaced'] else 'none'} | {reason} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def with_rollout_history(card: str, history: Sequence[dict[str, Any]]) -> str:
+    """``card`` with its rollout history section replaced by (or ended with) ``history``'s."""
+    body = card.split(f"\n{ROLLOUT_HEADING}\n", 1)[0].rstrip("\n")
+    return f"{body}\n\n{rollout_history_markdown(history)}"

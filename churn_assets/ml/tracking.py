@@ -8,6 +8,7 @@ each other's runs.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import sqlite3
@@ -48,6 +49,8 @@ CHAMPION = schema.CHAMPION_ALIAS
 CHALLENGER = schema.CHALLENGER_ALIAS
 PROMOTION_TAG_PREFIX = schema.PROMOTION_TAG_PREFIX
 TAG_DECISION = schema.TAG_PROMOTION_DECISION
+# When the decision was applied (UTC, ISO 8601): a promoted version's start as champion.
+TAG_DECIDED_AT = f"{PROMOTION_TAG_PREFIX}decided_at"
 # The raw load (``raw.loads``) the training data was built from: run and file hashes.
 TAG_RAW_LOAD_RUN_ID = "raw_load_dagster_run_id"
 TAG_RAW_CUSTOMERS_SHA256 = "raw_customers_sha256"
@@ -328,6 +331,48 @@ def alias_version(tracking_uri: str, alias: str, name: str = REGISTERED_MODEL_NA
         return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
+
+
+def champion_history(tracking_uri: str, name: str = REGISTERED_MODEL_NAME) -> list[dict[str, Any]]:
+    """Which version was champion from when to when, and why it became one: the rollout
+    history, oldest first (``churn status --json``'s ``champion_history``, the card)."""
+    client = MlflowClient(tracking_uri)
+    versions = client.search_model_versions(f"name = '{name}'")
+    return history_from_tags({str(v.version): dict(v.tags) for v in versions})
+
+
+def history_from_tags(tags_by_version: Mapping[str, Mapping[str, str]]) -> list[dict[str, Any]]:
+    """The rollout history from each version's promotion tags: every promoted version, in
+    the order the promotions were applied; each one's reign ends when the next begins (the
+    last one's ``until`` is None: champion now, unless the alias was moved by hand).
+
+    The registry is the record, not the Dagster instance: a decision made on another
+    deployment of the same registry counts too. Versions promoted before the time was
+    recorded have ``since`` None and keep their version order."""
+    promoted = [
+        (version, tags)
+        for version, tags in tags_by_version.items()
+        if tags.get(TAG_DECISION) == "promoted"
+    ]
+    # ISO 8601 UTC strings sort as times; a missing time sorts first (older releases).
+    promoted.sort(key=lambda item: (item[1].get(TAG_DECIDED_AT) or "", int(item[0])))
+    history = [
+        {
+            "version": version,
+            "since": tags.get(TAG_DECIDED_AT),
+            "until": None,
+            "replaced": _none_if_missing(tags.get(f"{PROMOTION_TAG_PREFIX}champion_version")),
+            "reason": tags.get(f"{PROMOTION_TAG_PREFIX}reason"),
+        }
+        for version, tags in promoted
+    ]
+    for reign, successor in itertools.pairwise(history):
+        reign["until"] = successor["since"]
+    return history
+
+
+def _none_if_missing(value: str | None) -> str | None:
+    return None if value in (None, "none") else value
 
 
 def count_runs(tracking_uri: str, experiment_name: str = EXPERIMENT_NAME) -> int:

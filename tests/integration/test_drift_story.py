@@ -11,6 +11,7 @@ realized performance (the first champion's December scores, matured by March).""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -73,6 +74,29 @@ def test_the_story_ends_with_a_retrained_version_promoted_and_serving(home: Path
         cur.execute("select model_version, count(*) from scoring.churn_scores group by 1")
         versions = dict(cur.fetchall())
     assert set(versions) == {champion["version"]}  # the current period, by the champion
+
+
+def test_the_rollout_history_lists_every_champion_with_its_start_and_reason(
+    story: tuple[Result, Path], home: Path
+) -> None:
+    history = json.loads(CliRunner().invoke(main, ["status", "--json"]).output)["champion_history"]
+    status_champion = history[-1]["version"]
+    # the summary's decisions (`<month>: promotion: vN promoted: ...`), in the story's order
+    promoted = re.findall(r"^\S+: promotion: v(\d+) promoted", story[0].output, re.MULTILINE)
+    assert [reign["version"] for reign in history] == promoted
+    assert history[0]["replaced"] is None and len(history) >= 2
+    for before, after in itertools.pairwise(history):
+        assert before["until"] == after["since"] and after["replaced"] == before["version"]
+    assert all(reign["since"] and reign["reason"] for reign in history)
+    assert history[-1]["until"] is None
+    assert status_champion == _champion_alias()
+
+
+def _champion_alias() -> str:
+    version = MlflowClient(load_settings().resolved_tracking_uri).get_model_version_by_alias(
+        "churn-model", "champion"
+    )
+    return str(version.version)
 
 
 def test_every_run_was_asked_for_by_the_daemon_and_printed_as_it_finished(

@@ -26,7 +26,7 @@ from churn_assets.defs.promotion.assets import churn_champion
 from churn_assets.defs.promotion.sensors import PROMOTION_PRIORITY
 from churn_assets.defs.resources import ChurnPolicy, MlflowResource
 from churn_assets.ml import tracking
-from churn_assets.ml.artifacts import HOLDOUT_FILE, ONNX_FILE, REFERENCE_FILE
+from churn_assets.ml.artifacts import CARD_FILE, HOLDOUT_FILE, ONNX_FILE, REFERENCE_FILE
 from churn_assets.ml.champion import TAG_DECISION
 from churn_assets.ml.export import sha256_file
 from churn_assets.settings import load_settings
@@ -250,6 +250,28 @@ def test_an_unusable_champion_is_replaced_by_a_gated_challenger(
     version = MlflowClient(store.tracking_uri).get_model_version("churn-model", "2")
     assert version.tags["promotion.champion_version"] == "1"
     assert version.tags[TAG_DECISION] == "promoted"
+
+    # The rollout history: v1 from its promotion until v2's, v2 since then, and why.
+    first, second = tracking.champion_history(store.tracking_uri)
+    assert (first["version"], first["replaced"], second["version"], second["replaced"]) == (
+        "1",
+        None,
+        "2",
+        "1",
+    )
+    assert first["since"] is not None and first["since"] <= second["since"]
+    assert first["until"] == second["since"] and second["until"] is None
+    assert "champion unusable: v1" in second["reason"]
+    # ... which the new champion's card ends with
+    card = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=version.run_id, artifact_path=CARD_FILE, dst_path=str(tmp_path / "card"),
+            tracking_uri=store.tracking_uri,
+        )
+    ).read_text()  # fmt: skip
+    section = card.split("## Rollout history", 1)[1]
+    assert f"| v1 | {first['since']} | {second['since']} | none |" in section
+    assert f"| v2 | {second['since']} | now | v1 | champion unusable: v1" in section
 
 
 def test_unreachable_registry_makes_the_sensor_skip_with_a_reason() -> None:

@@ -10,8 +10,8 @@ Postgres). It checks that executors ran on both workers (each worker's work dir 
 ``app-*/<executor id>/`` directory), that ``churn status --json`` has the session Postgres
 demo's shape and AUC, and that the feature rows of ``marts.customer_features`` (floats to
 1e-9), and the labels and training rows of each period, equal the Postgres demo's: Spark's
-read through the warehouse interface in a short-lived process (this one never starts a JVM),
-Postgres's from the session demo's warehouse. The scorer's copy of the features on Spark is
+status and marts read in one short-lived process (one JVM for both; this one never starts a
+JVM), Postgres's from the session demo's warehouse. The scorer's copy of the features on Spark is
 loaded here, from the Parquet file the run exported (issue 26, item 3).
 
 Each application gets one core (the master's ``spark.deploy.defaultCores=1``): a run holds
@@ -264,17 +264,19 @@ def _python(args: list[str], env: dict[str, str], what: str) -> tuple[str, str, 
 
 
 # Run in a process of its own with the demo's settings (a local session, through the
-# metastore service the demo left running): the marts through the warehouse interface,
-# pickled to argv[1]; argv[2:] the candidate periods.
-_READ_MARTS = """
+# metastore service the demo left running): `churn status --json` as a user runs it, then the
+# marts through the warehouse interface in the same session (one JVM for both), pickled to
+# argv[1] with the status's output; argv[2:] the candidate periods.
+_READ_STATUS_AND_MARTS = """
 import pickle, sys
+from click.testing import CliRunner
+from churn_assets.app.cli import main
 from churn_assets.settings import load_settings
 from churn_assets.tables.engines import open_warehouse
 from churn_assets.schema import PERIOD_TABLES
-from churn_assets.serving.metrics import ServingMetrics
-from churn_assets.serving.model_store import DEFAULT_POLL_SECONDS
-from churn_assets.serving.server import _load_feature_copy
 from churn_assets.infra import spark
+status = CliRunner().invoke(main, ["status", "--json"], catch_exceptions=False)
+assert status.exit_code == 0, status.output
 warehouse = open_warehouse(load_settings())
 periods = sys.argv[2:]
 tables = {table: warehouse.rows_by_period(table, periods) for table in PERIOD_TABLES}
@@ -282,13 +284,13 @@ held = [day for day in tables[PERIOD_TABLES[0]]["as_of"]]
 tables["features"] = warehouse.read_period_features(held)
 tables["sample"] = warehouse.read_training_snapshot(customer_share=0.5)
 with open(sys.argv[1], "wb") as out:
-    pickle.dump(tables, out)
+    pickle.dump({"status": status.stdout, "tables": tables}, out)
 spark.stop_jvm()
 """
 
 
 def _read_marts(settings: Settings) -> dict[str, pd.DataFrame]:
-    """The same reads as ``_READ_MARTS``, in this process (Postgres)."""
+    """The marts reads of ``_READ_STATUS_AND_MARTS``, in this process (Postgres)."""
     warehouse = open_warehouse(settings)
     tables = {table: warehouse.rows_by_period(table, _CANDIDATE_PERIODS) for table in PERIOD_TABLES}
     held = list(tables[PERIOD_TABLES[0]]["as_of"])
@@ -339,14 +341,14 @@ def spark_demo(demo: tuple[Result, Path]) -> Iterator[SparkDemo]:
         settings = load_settings(env)
         demo_output, demo_log, demo_seconds = _churn(["demo"], env)
         service = metastore.running_url(Path(settings.spark_metastore))
-        status_output, _, status_seconds = _churn(["status", "--json"], env)
-        marts_file = directory / "marts.pickle"
+        read_file = directory / "status-and-marts.pickle"
         _, _, read_seconds = _python(
-            ["-c", _READ_MARTS, str(marts_file), *_CANDIDATE_PERIODS],
+            ["-c", _READ_STATUS_AND_MARTS, str(read_file), *_CANDIDATE_PERIODS],
             env | {"CHURN_SPARK_MASTER": "local[1]"},
-            "reading the Spark marts",
+            "churn status --json and the Spark marts",
         )
-        tables = pd.read_pickle(marts_file)
+        read = pd.read_pickle(read_file)
+        status_output, tables = read["status"], read["tables"]
         yield SparkDemo(
             settings=settings,
             cluster=cluster,
@@ -359,8 +361,7 @@ def spark_demo(demo: tuple[Result, Path]) -> Iterator[SparkDemo]:
             seconds={
                 "cluster start": cluster_seconds,
                 "demo": demo_seconds,
-                "status": status_seconds,
-                "marts read": read_seconds,
+                "status and marts read": read_seconds,
             },
         )
     finally:

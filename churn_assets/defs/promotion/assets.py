@@ -63,7 +63,13 @@ def churn_champion(
     policy: ChurnPolicy,
 ) -> Iterator[dg.MaterializeResult]:
     from churn_assets.ml import tracking
-    from churn_assets.ml.champion import CHAMPION, apply_decision, decide, undecided_versions
+    from churn_assets.ml.champion import (
+        CHAMPION,
+        apply_decision,
+        decide,
+        record_rollout_history,
+        undecided_versions,
+    )
     from churn_assets.ml.promote import PromotionPolicy
 
     tracking.check_reachable(mlflow.tracking_uri)  # RegistryUnavailable -> retried
@@ -102,10 +108,11 @@ def churn_champion(
             )
         )
     if recorded is not None:
-        yield dg.MaterializeResult(
-            metadata=_decision_metadata(champion, recorded, dict(decisions)[recorded]),
-            data_version=dg.DataVersion(f"v{champion}"),
-        )
+        metadata = _decision_metadata(champion, recorded, dict(decisions)[recorded])
+        if promoted and champion is not None:  # the new champion's card gets the history
+            history = record_rollout_history(mlflow.tracking_uri, champion, mlflow.model_name)
+            metadata["rollout_history"] = dg.MetadataValue.md(history)
+        yield dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(f"v{champion}"))
 
 
 def _decision_metadata(
