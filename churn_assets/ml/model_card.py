@@ -19,6 +19,7 @@ from churn_assets.ml.gates import Gate, reference_gate
 from churn_assets.ml.metrics import Calibration, Metrics
 
 if TYPE_CHECKING:  # train and reference load torch: a card renders without it
+    from churn_assets.ml.btyd import BTYDResult
     from churn_assets.ml.reference import ReferenceResult
     from churn_assets.ml.train import TrainResult
 
@@ -74,6 +75,12 @@ class CardFacts:
     training_as_of: tuple[str, ...] = ()
     in_time_auc: float | None = None
     n_in_time: int | None = None
+    # The BG/NBD buy-till-you-die reference on the same holdout: its AUC, fitted parameters
+    # (r, alpha, a, b; days) and the horizon its P(no order) looks over.
+    btyd_auc: float | None = None
+    btyd_params: dict[str, float] | None = None
+    btyd_n_fit: int | None = None
+    btyd_window_days: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -109,6 +116,7 @@ def card_facts(
     training_as_of: Sequence[str] = (),
     in_time_auc: float | None = None,
     n_in_time: int | None = None,
+    btyd: BTYDResult | None = None,
 ) -> CardFacts:
     """The facts of a training run, for :func:`render_card`.
 
@@ -155,6 +163,10 @@ def card_facts(
         training_as_of=tuple(training_as_of),
         in_time_auc=in_time_auc,
         n_in_time=n_in_time,
+        btyd_auc=None if btyd is None else btyd.auc,
+        btyd_params=None if btyd is None else asdict(btyd.params),
+        btyd_n_fit=None if btyd is None else btyd.n_fit,
+        btyd_window_days=None if btyd is None else btyd.window_days,
     )
 
 
@@ -252,6 +264,29 @@ def _reference_lines(facts: CardFacts, gate: Gate | None) -> list[str]:
         f"resampled for both models) is [{low:+.4f}, {high:+.4f}]: {verdict}."
     )
     return lines
+
+
+def _btyd_lines(facts: CardFacts) -> list[str]:
+    if facts.btyd_auc is None or facts.btyd_params is None:
+        return ["No buy-till-you-die reference was evaluated for this model."]
+    p = facts.btyd_params
+    n_fit = "" if facts.btyd_n_fit is None else f"{facts.btyd_n_fit:,} "
+    auc = facts.metrics.roc_auc
+    return [
+        "BG/NBD (Fader, Hardie & Lee 2005) fitted by maximum likelihood on the purchase "
+        f"counts and dates of the {n_fit}training rows (no labels, no other features), "
+        f"scored as P(no order in the next {facts.btyd_window_days} days) on the same "
+        f"{facts.n_holdout:,} holdout customers.",
+        "",
+        "| model | holdout ROC AUC |",
+        "|---|---:|",
+        f"| MLP (this model) | {auc:.4f} |",
+        f"| BG/NBD buy-till-you-die reference | {facts.btyd_auc:.4f} |",
+        f"| difference (MLP - BG/NBD) | {auc - facts.btyd_auc:+.4f} |",
+        "",
+        f"Fitted parameters (days): r = {p['r']:.4g}, alpha = {p['alpha']:.4g}, "
+        f"a = {p['a']:.4g}, b = {p['b']:.4g}.",
+    ]
 
 
 def _calibration_lines(facts: CardFacts) -> list[str]:
@@ -397,6 +432,7 @@ def render_card(
             f"gap to the model: {facts.oracle_auc - metrics.roc_auc:+.4f}."
         )
     lines += ["", "## Reference model", "", *_reference_lines(facts, reference)]
+    lines += ["", "## Buy-till-you-die reference", "", *_btyd_lines(facts)]
     lines += ["", "## Calibration", "", *_calibration_lines(facts)]
     lines += ["", "## Gates", ""]
     rows = [(gate, "FAIL") for gate in gates]

@@ -20,6 +20,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from churn_assets.ml.artifacts import CARD_FACTS_FILE, CARD_FILE, HOLDOUT_FILE, REFERENCE_FILE
+from churn_assets.ml.btyd import compare_with_btyd
 from churn_assets.ml.features import ID, LABEL, labels, split_holdout, to_model_inputs
 from churn_assets.ml.gates import auc_gate, parity_gate
 from churn_assets.ml.metrics import (
@@ -44,7 +45,8 @@ class TrainingOutcome:
     """What a training run produced; the files are in the output directory.
 
     ``metrics`` holds the MLP's holdout metrics (``Metrics``) plus ``reference_auc`` (the
-    logistic-regression reference on the same holdout), ``ece`` and
+    logistic-regression reference on the same holdout), ``btyd_auc`` (the BG/NBD
+    buy-till-you-die reference on the same holdout), ``ece`` and
     ``mean_predicted_probability`` (calibration on the holdout), ``in_time_auc`` and
     ``in_time_rows`` (a random holdout of the training periods; without ``holdout_as_of``
     that is the holdout itself): all go to MLflow as metrics.
@@ -163,6 +165,7 @@ def train_and_evaluate(
     max_epochs: int,
     ground_truth_dir: Path | None,
     policy: Policy,
+    window_days: int,
     holdout_as_of: str | None = None,
 ) -> TrainingOutcome:
     """Train on ``dataset`` and write everything a model needs to ``out_dir``: weights +
@@ -172,8 +175,9 @@ def train_and_evaluate(
     Without ``holdout_as_of`` the holdout is a stratified random ``holdout_fraction`` of all
     rows. With it, the holdout is every row of that period (out of time; the caller passes
     only the periods eligible to train for it) and a stratified random ``holdout_fraction``
-    of the other rows is held out in time. The model and the logistic-regression reference
-    are fitted on the remaining rows and scored on the same holdout.
+    of the other rows is held out in time. The model, the logistic-regression reference and
+    the BG/NBD reference are fitted on the remaining rows and scored on the same holdout;
+    ``window_days`` is the label window, the horizon of BG/NBD's P(no order).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     if holdout_as_of is None:
@@ -206,6 +210,7 @@ def train_and_evaluate(
         n_bootstrap=policy.promotion_bootstrap_resamples,
         confidence=policy.promotion_confidence,
     )
+    btyd = compare_with_btyd(fitted, holdout, window_days=window_days)
     all_periods = sorted({str(v) for v in dataset[AS_OF]})
     data_as_of = all_periods[-1]
     training_as_of = tuple(p for p in all_periods if p != holdout_as_of)
@@ -230,8 +235,10 @@ def train_and_evaluate(
         n_rows=len(dataset),
         label_rate=float(labels(dataset).mean()),
         n_holdout=len(holdout),
+        label_window_days=window_days,
         oracle=oracle,
         reference=reference,
+        btyd=btyd,
         calibration=calibration,
         holdout_as_of=holdout_as_of,
         training_as_of=training_as_of,
@@ -253,6 +260,8 @@ def train_and_evaluate(
         "pos_weight": round(result.pos_weight, 6),
         "reference_model": "logistic regression (C=1, lbfgs)",
         "reference_fit_rows": reference.n_fit,
+        "btyd_model": "BG/NBD (scipy maximum likelihood)",
+        **{f"btyd_{name}": round(value, 6) for name, value in asdict(btyd.params).items()},
     }
     artifacts = tuple(
         out_dir / name
@@ -262,6 +271,7 @@ def train_and_evaluate(
         metrics={
             **{k: float(v) for k, v in metrics.as_dict().items()},
             "reference_auc": reference.auc,
+            "btyd_auc": btyd.auc,
             "ece": calibration.ece,
             "mean_predicted_probability": calibration.mean_predicted,
             "in_time_auc": in_time_auc,

@@ -262,9 +262,11 @@ def describe_version(
             "log_loss": metrics.get("log_loss"),
             "f1": metrics.get("f1"),
             "threshold": metrics.get("threshold"),
-            # The logistic-regression reference on the same holdout, and the calibration
-            # error; None for versions trained before they were measured.
+            # The logistic-regression and BG/NBD buy-till-you-die references on the same
+            # holdout, and the calibration error; None for versions trained before they
+            # were measured.
             "reference_auc": metrics.get("reference_auc"),
+            "btyd_auc": metrics.get("btyd_auc"),
             "ece": metrics.get("ece"),
             # The random in-time holdout, beside the out-of-time ``auc``.
             "in_time_auc": metrics.get("in_time_auc"),

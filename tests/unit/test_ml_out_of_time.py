@@ -38,6 +38,7 @@ def _run(
         max_epochs=20,
         ground_truth_dir=ground_truth_dir,
         policy=POLICY,
+        window_days=90,
         holdout_as_of=holdout_as_of,
     )
 

@@ -148,6 +148,7 @@ def test_training_writes_reference_auc_and_the_registered_card_shows_parity(
         max_epochs=5,
         ground_truth_dir=None,
         policy=Policy(),
+        window_days=90,
     )
     assert 0.5 < outcome.metrics["reference_auc"] <= 1.0
     assert 0.0 <= outcome.metrics["ece"] <= 1.0

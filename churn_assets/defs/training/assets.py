@@ -180,10 +180,12 @@ def churn_model(
     training_dataset: pd.DataFrame,
     mlflow: MlflowResource,
     policy: ChurnPolicy,
+    labels: LabelDefinition,
 ) -> dg.Output[TrainedModel]:
     """ChurnMLP trained on the validated dataset, with holdout metrics, the oracle AUC (when
-    the generator's ground truth is available), the AUC of a logistic-regression reference
-    on the same holdout, calibration, plots and a model card. Logged to MLflow."""
+    the generator's ground truth is available), the AUCs of a logistic-regression reference
+    and a BG/NBD buy-till-you-die reference (P(no order in the label window)) on the same
+    holdout, calibration, plots and a model card. Logged to MLflow."""
     from churn_assets.ml.pipeline import train_and_evaluate
 
     settings = load_settings()
@@ -196,6 +198,7 @@ def churn_model(
         max_epochs=config.max_epochs,
         ground_truth_dir=settings.raw_dir,
         policy=policy.policy(),
+        window_days=labels.window_days,
         holdout_as_of=training_dataset.attrs.get(HOLDOUT_ATTR),
     )
     trained = TrainedModel(
