@@ -167,6 +167,10 @@ def test_demo_trains_gates_exports_and_registers_a_model(demo: tuple[Result, Pat
     assert len(latest["backtest"]) >= 3
     assert {"as_of", "rows", "auc", "reference_auc"} <= set(latest["backtest"][0])
     assert set(latest["metrics"]) >= {"auc", "pr_auc", "brier", "log_loss", "f1"}
+    # the BG/NBD buy-till-you-die reference, scored on the same out-of-time holdout
+    btyd_auc = report["latest_model"]["metrics"]["btyd_auc"]
+    assert isinstance(btyd_auc, float)
+    assert 0.5 < btyd_auc <= 1.0
     # the promotion run (requested by the sensor, in process) made the first model champion
     assert latest["promotion"]["decision"] == "promoted"
     assert report["champion"] is not None

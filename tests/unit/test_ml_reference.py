@@ -164,4 +164,9 @@ def test_training_writes_reference_auc_and_the_registered_card_shows_parity(
     assert "| ONNX parity (max abs diff vs torch) | <= 1e-06 | 5.96e-08 | pass |" in card
     assert "not evaluated" not in card
     assert f"| logistic regression reference | {outcome.metrics['reference_auc']:.4f} |" in card
+    # the BG/NBD reference sits beside it: a metric (MLflow, metadata) and a card row
+    btyd_auc = outcome.metrics["btyd_auc"]
+    assert 0.0 <= btyd_auc <= 1.0
+    assert f"| BG/NBD buy-till-you-die reference | {btyd_auc:.4f} |" in card
+    assert "P(no order in the next 90 days)" in card
     assert f"expected calibration error (ECE) {outcome.metrics['ece']:.3f}" in card
