@@ -15,6 +15,8 @@ ONNX_FILE = "model.onnx"
 CARD_FILE = "model_card.md"
 # What the card states, so the registry step can re-render it with the measured parity.
 CARD_FACTS_FILE = "model_card.json"
+# The holdout plots of every model directory (shown on the training asset, logged to MLflow).
+PLOTS = ("roc_curve.png", "calibration.png", "gains.png")
 
 
 @dataclass(frozen=True)

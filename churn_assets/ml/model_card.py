@@ -16,7 +16,7 @@ from churn_assets.ml.features import (
     NUMERIC_FEATURES,
 )
 from churn_assets.ml.gates import Gate, reference_gate
-from churn_assets.ml.metrics import Calibration, Metrics
+from churn_assets.ml.metrics import Calibration, Gains, Metrics
 
 if TYPE_CHECKING:  # train and reference load torch: a card renders without it
     from churn_assets.ml.btyd import BTYDResult
@@ -81,6 +81,8 @@ class CardFacts:
     btyd_params: dict[str, float] | None = None
     btyd_n_fit: int | None = None
     btyd_window_days: int | None = None
+    # Gains and lift per decile of the holdout (what a campaign contacting the top k% reaches).
+    gains: Gains | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -96,6 +98,8 @@ class CardFacts:
         if raw.get("calibration") is not None:
             raw["calibration"] = Calibration(**raw["calibration"])
         raw["training_as_of"] = tuple(raw.get("training_as_of", ()))
+        if raw.get("gains") is not None:
+            raw["gains"] = Gains.from_dict(raw["gains"])
         return cls(**raw)
 
 
@@ -117,6 +121,7 @@ def card_facts(
     in_time_auc: float | None = None,
     n_in_time: int | None = None,
     btyd: BTYDResult | None = None,
+    gains: Gains | None = None,
 ) -> CardFacts:
     """The facts of a training run, for :func:`render_card`.
 
@@ -167,6 +172,7 @@ def card_facts(
         btyd_params=None if btyd is None else asdict(btyd.params),
         btyd_n_fit=None if btyd is None else btyd.n_fit,
         btyd_window_days=None if btyd is None else btyd.window_days,
+        gains=gains,
     )
 
 
@@ -187,7 +193,8 @@ def model_card(
     title: str = "Churn model",
 ) -> str:
     """A markdown model card: data, features, architecture, training, metrics, reference
-    model, calibration, gates, use. Shorthand for ``render_card(card_facts(...), ...)``.
+    model, calibration, gains and lift, gates, use. Shorthand for
+    ``render_card(card_facts(...), ...)``.
 
     ``n_rows`` and ``label_rate`` describe the whole training snapshot; ``metrics`` are the
     holdout metrics; ``oracle`` is ``oracle_auc`` on the same holdout (None if unknown).
@@ -313,6 +320,36 @@ def _calibration_lines(facts: CardFacts) -> list[str]:
     ]
 
 
+def _gains_lines(facts: CardFacts) -> list[str]:
+    if facts.gains is None:
+        return ["Gains and lift were not measured for this model."]
+    return gains_markdown(facts.gains).split("\n")
+
+
+def gains_markdown(gains: Gains) -> str:
+    """The card's gains and lift section: what it measures, the top group's catch, the
+    table (also the training asset's ``gains`` metadata)."""
+    lines = [
+        f"The {gains.n:,} holdout customers ranked by predicted probability, highest first, "
+        f"in {gains.n_groups} groups of equal size: how many churners a retention campaign "
+        "reaches by contacting the top groups. Gain is cumulative (share of all churners "
+        "caught down to this group); lift is the group's churn rate over the holdout's "
+        f"({gains.churners / gains.n:.1%}). See the gains plot.",
+        "",
+        f"**{gains.headline()}** Contacting at random would catch "
+        f"{gains.top_customers / gains.n:.1%} of them.",
+        "",
+        "| group | customers | churners | churn rate | mean predicted | gain | lift |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {row.group} | {row.customers:,} | {row.churners:,} | {row.churn_rate:.1%} | "
+        f"{row.mean_probability:.3f} | {row.gain:.1%} | {row.lift:.2f} |"
+        for row in gains.rows
+    ]
+    return "\n".join(lines)
+
+
 def _trained_on(facts: CardFacts) -> str:
     periods = facts.training_as_of
     if len(periods) > 1:
@@ -434,6 +471,7 @@ def render_card(
     lines += ["", "## Reference model", "", *_reference_lines(facts, reference)]
     lines += ["", "## Buy-till-you-die reference", "", *_btyd_lines(facts)]
     lines += ["", "## Calibration", "", *_calibration_lines(facts)]
+    lines += ["", "## Gains and lift", "", *_gains_lines(facts)]
     lines += ["", "## Gates", ""]
     rows = [(gate, "FAIL") for gate in gates]
     if reference is not None:

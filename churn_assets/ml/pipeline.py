@@ -19,14 +19,23 @@ import numpy.typing as npt
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from churn_assets.ml.artifacts import CARD_FACTS_FILE, CARD_FILE, HOLDOUT_FILE, REFERENCE_FILE
+from churn_assets.ml.artifacts import (
+    CARD_FACTS_FILE,
+    CARD_FILE,
+    HOLDOUT_FILE,
+    PLOTS,
+    REFERENCE_FILE,
+)
 from churn_assets.ml.btyd import compare_with_btyd
 from churn_assets.ml.features import ID, LABEL, labels, split_holdout, to_model_inputs
 from churn_assets.ml.gates import auc_gate, parity_gate
 from churn_assets.ml.metrics import (
+    Gains,
     calibration_png,
     calibration_summary,
     evaluate,
+    gains_png,
+    gains_table,
     oracle_auc,
     roc_curve_png,
 )
@@ -49,11 +58,13 @@ class TrainingOutcome:
     buy-till-you-die reference on the same holdout), ``ece`` and
     ``mean_predicted_probability`` (calibration on the holdout), ``in_time_auc`` and
     ``in_time_rows`` (a random holdout of the training periods; without ``holdout_as_of``
-    that is the holdout itself): all go to MLflow as metrics.
+    that is the holdout itself), ``top_decile_gain`` and ``top_decile_lift`` (the share of
+    the holdout's churners among its 10% highest scores, and their churn rate over the
+    holdout's): all go to MLflow as metrics.
 
     ``holdout_as_of`` is the out-of-time holdout period (None: random holdout);
     ``training_as_of`` the distinct periods of the training part, sorted; ``data_as_of`` the
-    newest ``as_of`` in the dataset.
+    newest ``as_of`` in the dataset; ``gains`` the holdout's gains and lift per decile.
     """
 
     metrics: dict[str, float]
@@ -65,6 +76,7 @@ class TrainingOutcome:
     artifacts: tuple[Path, ...]
     holdout_as_of: str | None = None
     training_as_of: tuple[str, ...] = ()
+    gains: Gains | None = None
 
 
 def read_ground_truth(directory: Path) -> pd.DataFrame | None:
@@ -169,8 +181,8 @@ def train_and_evaluate(
     holdout_as_of: str | None = None,
 ) -> TrainingOutcome:
     """Train on ``dataset`` and write everything a model needs to ``out_dir``: weights +
-    spec, holdout rows (so any later model can be scored on exactly them), ROC and
-    calibration plots, the model card and the facts to re-render it.
+    spec, holdout rows (so any later model can be scored on exactly them), ROC,
+    calibration and gains plots, the model card and the facts to re-render it.
 
     Without ``holdout_as_of`` the holdout is a stratified random ``holdout_fraction`` of all
     rows. With it, the holdout is every row of that period (out of time; the caller passes
@@ -200,6 +212,7 @@ def train_and_evaluate(
             labels(in_time), predict_proba(result.model, to_model_inputs(in_time))
         )
     calibration = calibration_summary(y_holdout, probabilities)
+    gains = gains_table(y_holdout, probabilities)
     # The bootstrap interval of the difference asks the promotion's question (is an AUC
     # difference on these rows real?), so it uses the promotion's resamples and confidence.
     reference = compare_with_reference(
@@ -226,8 +239,10 @@ def train_and_evaluate(
     holdout.to_parquet(out_dir / HOLDOUT_FILE, index=False)
     # The fitted rows are the reference the drift monitor compares new features with.
     fitted.to_parquet(out_dir / REFERENCE_FILE, index=False)
-    (out_dir / "roc_curve.png").write_bytes(roc_curve_png(y_holdout, probabilities))
-    (out_dir / "calibration.png").write_bytes(calibration_png(y_holdout, probabilities))
+    roc_plot, calibration_plot, gains_plot = PLOTS
+    (out_dir / roc_plot).write_bytes(roc_curve_png(y_holdout, probabilities))
+    (out_dir / calibration_plot).write_bytes(calibration_png(y_holdout, probabilities))
+    (out_dir / gains_plot).write_bytes(gains_png(gains))
     facts = card_facts(
         result,
         metrics,
@@ -244,6 +259,7 @@ def train_and_evaluate(
         training_as_of=training_as_of,
         in_time_auc=None if np.isnan(in_time_auc) else in_time_auc,
         n_in_time=len(in_time),
+        gains=gains,
     )
     (out_dir / CARD_FACTS_FILE).write_text(facts.to_json() + "\n")
     # Parity is measured after the export: this card shows it as not evaluated, and
@@ -263,10 +279,7 @@ def train_and_evaluate(
         "btyd_model": "BG/NBD (scipy maximum likelihood)",
         **{f"btyd_{name}": round(value, 6) for name, value in asdict(btyd.params).items()},
     }
-    artifacts = tuple(
-        out_dir / name
-        for name in (CARD_FILE, HOLDOUT_FILE, REFERENCE_FILE, "roc_curve.png", "calibration.png")
-    )
+    artifacts = tuple(out_dir / name for name in (CARD_FILE, HOLDOUT_FILE, REFERENCE_FILE, *PLOTS))
     return TrainingOutcome(
         metrics={
             **{k: float(v) for k, v in metrics.as_dict().items()},
@@ -276,6 +289,8 @@ def train_and_evaluate(
             "mean_predicted_probability": calibration.mean_predicted,
             "in_time_auc": in_time_auc,
             "in_time_rows": float(len(in_time)),
+            "top_decile_gain": gains.top_gain,
+            "top_decile_lift": gains.top_lift,
         },
         oracle_auc=oracle,
         data_as_of=data_as_of,
@@ -285,6 +300,7 @@ def train_and_evaluate(
         artifacts=artifacts,
         holdout_as_of=holdout_as_of,
         training_as_of=training_as_of,
+        gains=gains,
     )
 
 

@@ -15,6 +15,8 @@ from churn_assets.ml.metrics import (
     calibration_png,
     calibration_summary,
     evaluate,
+    gains_png,
+    gains_table,
     oracle_auc,
     roc_curve_png,
 )
@@ -109,3 +111,70 @@ def test_calibration_summary_is_zero_when_every_bin_matches_its_rate() -> None:
     cal = calibration_summary(y, prob)
     assert cal.ece == pytest.approx(0.0)
     assert cal.mean_predicted == pytest.approx(cal.observed_rate)
+
+
+def _hundred_ranked(churners_per_decile: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """100 customers with probabilities 1.00, 0.99, ..., 0.01 (decile d holds the ranks
+    10(d-1)..10d-1) and the given number of churners at the top of each decile."""
+    prob = (100 - np.arange(100)) / 100
+    y = np.zeros(100, dtype=np.int64)
+    for decile, churners in enumerate(churners_per_decile):
+        y[decile * 10 : decile * 10 + churners] = 1
+    return y, prob
+
+
+def test_gains_table_of_a_hundred_customers_by_hand() -> None:
+    # 20 churners (base rate 0.2): 8 in the top decile, 6, 4, 2, then none.
+    y, prob = _hundred_ranked([8, 6, 4, 2, 0, 0, 0, 0, 0, 0])
+    rng = np.random.default_rng(0)
+    shuffled = rng.permutation(100)  # the input order must not matter (distinct scores)
+    gains = gains_table(y[shuffled], prob[shuffled])
+    assert (gains.n, gains.churners, gains.n_groups) == (100, 20, 10)
+    assert [row.customers for row in gains.rows] == [10] * 10
+    assert [row.churners for row in gains.rows] == [8, 6, 4, 2, 0, 0, 0, 0, 0, 0]
+    assert [row.churn_rate for row in gains.rows] == pytest.approx([0.8, 0.6, 0.4, 0.2] + [0] * 6)
+    assert [row.gain for row in gains.rows] == pytest.approx([0.4, 0.7, 0.9, 1.0] + [1.0] * 6)
+    assert [row.lift for row in gains.rows] == pytest.approx([4.0, 3.0, 2.0, 1.0] + [0.0] * 6)
+    # decile 1 holds 1.00 .. 0.91: mean 0.955
+    assert gains.rows[0].mean_probability == pytest.approx(0.955)
+    assert (gains.top_customers, gains.top_churners) == (10, 8)
+    assert gains.top_gain == pytest.approx(0.4) and gains.top_lift == pytest.approx(4.0)
+    assert gains.headline() == (
+        "The top 10% (10 customers) catch 8 of 20 churners (40.0%); lift 4.00."
+    )
+
+
+def test_gains_table_of_a_random_ranking_has_lift_one() -> None:
+    # two churners in every decile: each group's rate is the holdout's
+    y, prob = _hundred_ranked([2] * 10)
+    gains = gains_table(y, prob)
+    assert [row.lift for row in gains.rows] == pytest.approx([1.0] * 10)
+    assert [row.gain for row in gains.rows] == pytest.approx([0.1 * d for d in range(1, 11)])
+
+
+def test_gains_table_groups_differ_by_one_row_at_most_larger_first() -> None:
+    y = np.array([1, 0] * 11 + [1])  # 23 rows
+    gains = gains_table(y, np.linspace(0.9, 0.1, 23))
+    assert [row.customers for row in gains.rows] == [3, 3, 3, 2, 2, 2, 2, 2, 2, 2]
+    assert sum(row.churners for row in gains.rows) == gains.churners == 12
+    assert gains.rows[-1].gain == pytest.approx(1.0)
+
+
+def test_gains_table_breaks_ties_by_input_order() -> None:
+    # every score equal: the groups follow the rows as given, so the table is reproducible
+    y = np.array([1] * 10 + [0] * 90)
+    gains = gains_table(y, np.full(100, 0.3))
+    assert gains.top_churners == 10
+    assert gains_table(y[::-1], np.full(100, 0.3)).top_churners == 0
+
+
+def test_gains_table_refuses_more_groups_than_rows() -> None:
+    with pytest.raises(ValueError, match="n_groups must be between 1 and the 4 rows"):
+        gains_table(Y, np.array([0.1, 0.4, 0.6, 0.8]), n_groups=5)
+
+
+def test_gains_survive_a_dict_round_trip_and_plot() -> None:
+    y, prob = _hundred_ranked([8, 6, 4, 2, 0, 0, 0, 0, 0, 0])
+    gains = gains_table(y, prob)
+    assert type(gains).from_dict(gains.as_dict()) == gains
+    assert gains_png(gains).startswith(PNG_SIGNATURE)

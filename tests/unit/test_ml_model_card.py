@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from churn_assets.ml.features import ID, LABEL, labels, to_model_inputs
 from churn_assets.ml.gates import Gate, auc_gate, parity_gate
-from churn_assets.ml.metrics import Metrics, calibration_summary, evaluate, oracle_auc
+from churn_assets.ml.metrics import (
+    Metrics,
+    calibration_summary,
+    evaluate,
+    gains_table,
+    oracle_auc,
+)
 from churn_assets.ml.model import predict_proba
 from churn_assets.ml.model_card import CardFacts, card_facts, model_card, render_card
 from churn_assets.ml.reference import ReferenceResult
@@ -66,6 +74,7 @@ def _facts(reference_auc: float, interval: tuple[float, float]) -> CardFacts:
             auc=reference_auc, n_fit=695, diff_interval=interval, confidence=0.95
         ),
         calibration=calibration_summary(y, prob),
+        gains=gains_table(y, prob),
     )
 
 
@@ -112,3 +121,25 @@ def test_card_facts_survive_a_json_round_trip() -> None:
     assert render_card(again, reference_tolerance=0.01) == render_card(
         facts, reference_tolerance=0.01
     )
+
+
+def test_card_shows_the_gains_table_and_the_top_decile_catch() -> None:
+    facts = _facts(reference_auc=0.8, interval=(-0.03, 0.01))
+    gains = facts.gains
+    assert gains is not None
+    card = render_card(facts)
+    assert "## Gains and lift" in card
+    assert f"**{gains.headline()}**" in card
+    assert "| group | customers | churners | churn rate | mean predicted | gain | lift |" in card
+    top = gains.rows[0]
+    assert (
+        f"| 1 | {top.customers:,} | {top.churners:,} | {top.churn_rate:.1%} | "
+        f"{top.mean_probability:.3f} | {top.gain:.1%} | {top.lift:.2f} |"
+    ) in card
+    assert f"| 10 | {gains.rows[-1].customers:,} |" in card
+    assert gains.rows[-1].gain == 1.0
+
+
+def test_card_without_gains_says_so() -> None:
+    facts = replace(_facts(reference_auc=0.8, interval=(-0.03, 0.01)), gains=None)
+    assert "Gains and lift were not measured for this model." in render_card(facts)

@@ -153,11 +153,18 @@ def test_training_writes_reference_auc_and_the_registered_card_shows_parity(
     assert 0.5 < outcome.metrics["reference_auc"] <= 1.0
     assert 0.0 <= outcome.metrics["ece"] <= 1.0
     assert outcome.params["reference_fit_rows"] == 480  # the whole training part
+    # the holdout's gains: the top decile's share of churners, in MLflow and the card
+    assert outcome.gains is not None
+    assert outcome.metrics["top_decile_gain"] == outcome.gains.top_gain
+    assert outcome.metrics["top_decile_lift"] == outcome.gains.top_lift
+    assert {path.name for path in outcome.artifacts} >= {"gains.png", "calibration.png"}
+    assert (tmp_path / "gains.png").is_file()
     assert (tmp_path / CARD_FACTS_FILE).is_file()
     training_card = (tmp_path / CARD_FILE).read_text()
     assert "| ONNX parity (max abs diff vs torch) | <= 1e-06 | n/a | not evaluated |" in (
         training_card
     )
+    assert outcome.gains.headline() in training_card
     path = write_registered_card(tmp_path, 5.96e-8, Policy())
     card = path.read_text()
     assert path == tmp_path / CARD_FILE

@@ -34,6 +34,7 @@ from churn_assets.ml.artifacts import (
     CARD_FILE,
     HOLDOUT_FILE,
     ONNX_FILE,
+    PLOTS,
     ExportedModel,
     TrainedModel,
 )
@@ -185,7 +186,9 @@ def churn_model(
     """ChurnMLP trained on the validated dataset, with holdout metrics, the oracle AUC (when
     the generator's ground truth is available), the AUCs of a logistic-regression reference
     and a BG/NBD buy-till-you-die reference (P(no order in the label window)) on the same
-    holdout, calibration, plots and a model card. Logged to MLflow."""
+    holdout, calibration, gains and lift per decile (``gains``; the top decile's share of
+    churners as ``top_decile_gain``), plots and a model card. Logged to MLflow."""
+    from churn_assets.ml.model_card import gains_markdown
     from churn_assets.ml.pipeline import train_and_evaluate
 
     settings = load_settings()
@@ -239,6 +242,7 @@ def churn_model(
         "model_dir": dg.MetadataValue.path(str(model_dir)),
         "mlflow_run": link,
         "plots": dg.MetadataValue.md(_plots_markdown(model_dir)),
+        "gains": dg.MetadataValue.md(gains_markdown(outcome.gains) if outcome.gains else "n/a"),
         "model_card": dg.MetadataValue.md((model_dir / CARD_FILE).read_text()),
     }
     # The network's evidence: how it compares with the linear reference on the same rows
@@ -304,7 +308,7 @@ def _time_tags(trained: TrainedModel) -> dict[str, str]:
 
 def _plots_markdown(model_dir: Path) -> str:
     images = []
-    for name in ("roc_curve.png", "calibration.png"):
+    for name in PLOTS:
         encoded = base64.b64encode((model_dir / name).read_bytes()).decode()
         images.append(f"![{name}](data:image/png;base64,{encoded})")
     return "\n\n".join(images)
