@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 from churn_assets.lib.dbt import dbt_build_env, dbt_vars
+from churn_assets.policy import Policy
 from churn_assets.settings import DBT_PROJECT_DIR
 
 _STATE = "partial_parse.msgpack"
@@ -41,7 +42,7 @@ def _parse(target: Path, periods: list[str]) -> float:
         "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
     }
     dbt = str(Path(sys.executable).parent / "dbt")
-    vars_ = json.dumps(dbt_vars(window_days=90), sort_keys=True)
+    vars_ = json.dumps(dbt_vars(window_days=90, policy=Policy()), sort_keys=True)
     subprocess.run(
         [dbt, "parse", "--vars", vars_, "--target-path", str(target)],
         cwd=DBT_PROJECT_DIR,

@@ -242,6 +242,35 @@ class Policy:
         0.0,
         1.0,
     )
+    # --- retention campaign (analytics.retention_targets) ---
+    # Expected value saved by contacting a customer = p(churn) x value x save rate - contact
+    # cost, with value = margin x their revenue of the last 365 days: the profit one more
+    # year of them brings if, saved, they keep buying as they did. Money is in the currency
+    # of the order amounts.
+    retention_margin: float = _rule(
+        0.3,
+        "CHURN_RETENTION_MARGIN",
+        "share of revenue that is profit: a customer's value is this share of their revenue "
+        "of the last 365 days (analytics.retention_targets)",
+        0.0,
+        1.0,
+    )
+    retention_save_rate: float = _rule(
+        0.2,
+        "CHURN_RETENTION_SAVE_RATE",
+        "share of contacted would-be churners a retention contact keeps (measure it with a "
+        "control group; 0.2 is a common campaign's order of magnitude)",
+        0.0,
+        1.0,
+    )
+    retention_contact_cost: float = _rule(
+        2.0,
+        "CHURN_RETENTION_CONTACT_COST",
+        "cost of contacting one customer (offer and handling), in the currency of the order "
+        "amounts; a customer is worth a contact when p(churn) x value x save rate exceeds it",
+        0.0,
+        1e9,  # finite: dbt receives it as a JSON number
+    )
     # --- the online scorer's prediction log ---
     prediction_log_retention_days: int = _rule(
         180,

@@ -19,6 +19,7 @@ from typing import Any
 
 from dagster_dbt import DbtProject
 
+from churn_assets.policy import Policy
 from churn_assets.settings import DBT_PROJECT_DIR, Engine, load_dbt_target
 
 # The analyst views read the batch scores, which the Dagster step `churn_scores` writes
@@ -92,10 +93,20 @@ PERIOD_ENDS_ENV = "CHURN_PERIOD_ENDS"
 PARTIAL_PARSE_FILE = "partial_parse.msgpack"
 
 
-def dbt_vars(window_days: int) -> dict[str, Any]:
-    """The dbt ``--vars`` of every run. The periods are not among them: dbt re-parses the
-    whole project when the vars change (see :func:`dbt_build_env`)."""
-    return {"churn_window_days": window_days}
+# The policy rules dbt models read (analytics.retention_targets), passed as vars of the same
+# names; dbt_project.yml declares each with the policy's default (a test keeps them equal).
+DBT_POLICY_VARS = ("retention_margin", "retention_save_rate", "retention_contact_cost")
+
+
+def dbt_vars(window_days: int, policy: Policy) -> dict[str, Any]:
+    """The dbt ``--vars`` of every run: the label window and the policy rules dbt reads.
+    The same for every step of a run, and from run to run unless the policy moves. The
+    periods are not among them: dbt re-parses the whole project when the vars change (see
+    :func:`dbt_build_env`)."""
+    return {
+        "churn_window_days": window_days,
+        **{name: getattr(policy, name) for name in DBT_POLICY_VARS},
+    }
 
 
 def dbt_build_env(period_ends: list[str]) -> dict[str, str]:
@@ -105,9 +116,9 @@ def dbt_build_env(period_ends: list[str]) -> dict[str, str]:
     return {PERIOD_ENDS_ENV: ",".join(sorted(period_ends))}
 
 
-def dbt_build_args(*, window_days: int, full_refresh: bool) -> list[str]:
+def dbt_build_args(*, window_days: int, policy: Policy, full_refresh: bool) -> list[str]:
     """``dbt build`` arguments for one run (pure, so tests can check them)."""
-    args = ["build", "--vars", json.dumps(dbt_vars(window_days), sort_keys=True)]
+    args = ["build", "--vars", json.dumps(dbt_vars(window_days, policy), sort_keys=True)]
     # A test runs with a step only if each model it reads is built in that step or
     # upstream of it: the staging step must not run the marts' relationship tests (the
     # marts may not exist yet; they run them in their own step, under automation a run of

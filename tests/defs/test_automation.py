@@ -143,6 +143,7 @@ def test_a_new_champion_rescores_the_newest_period_and_reruns_the_drift_monitor(
             "realized_performance",
             "customer_360",
             "churn_risk_by_segment",
+            "retention_targets",
             "model_performance_over_time",
             "online_predictions_realized",
         )

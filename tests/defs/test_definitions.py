@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from churn_assets.definitions import defs as load_defs
 from churn_assets.defs.partitions import PERIODS
@@ -17,13 +18,15 @@ from churn_assets.defs.resources import (
     warehouse_resource,
 )
 from churn_assets.lib.dbt import (
+    DBT_POLICY_VARS,
     dbt_build_args,
     dbt_build_env,
     keep_parse_state,
     not_built_here,
     parse_state_dir,
 )
-from churn_assets.settings import load_settings
+from churn_assets.policy import Policy
+from churn_assets.settings import DBT_PROJECT_DIR, load_settings
 from churn_assets.tables.spark.warehouse import SparkWarehouse
 
 
@@ -155,16 +158,35 @@ def test_sensors_are_on_by_default_so_the_platform_runs_itself(defs: dg.Definiti
 
 
 def test_dbt_build_args_carry_the_window_as_a_var_and_the_periods_in_the_environment() -> None:
-    args = dbt_build_args(window_days=60, full_refresh=True)
+    policy = Policy(retention_save_rate=0.25, retention_contact_cost=3.5)
+    args = dbt_build_args(window_days=60, policy=policy, full_refresh=True)
     assert args[:2] == ["build", "--vars"]
     # the periods stay out of --vars: dbt re-parses the whole project when the vars change
-    assert json.loads(args[2]) == {"churn_window_days": 60}
+    assert json.loads(args[2]) == {
+        "churn_window_days": 60,
+        # the retention rules analytics.retention_targets reads, the policy's values
+        "retention_margin": 0.3,
+        "retention_save_rate": 0.25,
+        "retention_contact_cost": 3.5,
+    }
     assert args[-1] == "--full-refresh"
     assert dbt_build_env(["2025-06-30", "2025-05-31"]) == {
         "CHURN_PERIOD_ENDS": "2025-05-31,2025-06-30"
     }
     assert dbt_build_env([]) == {"CHURN_PERIOD_ENDS": ""}
-    assert "--full-refresh" not in dbt_build_args(window_days=90, full_refresh=False)
+    assert "--full-refresh" not in dbt_build_args(
+        window_days=90, policy=Policy(), full_refresh=False
+    )
+
+
+def test_dbt_project_declares_the_policy_vars_with_the_policy_defaults() -> None:
+    # dbt run by hand (or a test's own dbt build) falls back to dbt_project.yml's defaults:
+    # they must be the policy's, or the retention targets differ by who built them.
+    declared = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())["vars"]
+    defaults = Policy()
+    assert {name: declared.get(name) for name in DBT_POLICY_VARS} == {
+        name: getattr(defaults, name) for name in DBT_POLICY_VARS
+    }
 
 
 def test_parse_state_is_kept_per_connection(tmp_path: Path) -> None:

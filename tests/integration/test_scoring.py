@@ -124,6 +124,51 @@ def test_dbt_docs_generate_works_for_analysts(url: str, tmp_path: Path) -> None:
     assert invocation.is_successful()
     catalog = (project.project_dir / tmp_path / "catalog.json").read_text()
     assert "customer_360" in catalog and "churn_risk_by_segment" in catalog
+    assert "retention_targets" in catalog
+
+
+def test_retention_targets_rank_every_scored_customer_by_expected_value(url: str) -> None:
+    targets = _frame(url, "select * from analytics.retention_targets order by contact_rank")
+    scores = _frame(url, "select * from scoring.churn_scores order by customer_id")
+    # one row per scored customer of the (one) scored period
+    assert len(targets) == len(scores) > 0
+    assert set(targets["customer_id"]) == set(scores["customer_id"])
+    assert {str(d) for d in targets["as_of"]} == {str(d) for d in scores["feature_as_of"]}
+    assert list(targets["contact_rank"]) == list(range(1, len(targets) + 1))
+    # the order follows the expected value, highest first
+    assert (np.diff(targets["expected_value_saved"].to_numpy()) <= 0).all()
+    # p x (margin x revenue of the last 365 days) x save rate - contact cost, the policy's
+    as_of = str(scores["feature_as_of"].iloc[0])
+    features = _frame(
+        url,
+        "select customer_id, total_revenue_365d from marts.customer_features "
+        f"where as_of = '{as_of}'",
+    )
+    joined = targets.merge(features, on="customer_id", validate="one_to_one")
+    policy = Policy()
+    value = policy.retention_margin * joined["total_revenue_365d"].astype(float)
+    expected = (
+        joined["churn_probability"] * value * policy.retention_save_rate
+        - policy.retention_contact_cost
+    )
+    np.testing.assert_allclose(joined["expected_value_saved"], expected, rtol=1e-9)
+    np.testing.assert_allclose(
+        targets["cumulative_expected_value"], targets["expected_value_saved"].cumsum()
+    )
+    assert list(targets["worth_contacting"]) == list(targets["expected_value_saved"] > 0)
+
+
+def test_the_champion_card_shows_the_gains_table(url: str) -> None:
+    champion = _champion_version()
+    client = MlflowClient(load_settings().resolved_tracking_uri)
+    metrics = client.get_run(champion.run_id).data.metrics
+    assert 0.1 < metrics["top_decile_gain"] <= 1.0  # better than contacting at random
+    card = load_settings().models_dir / champion.tags["dagster_run_id"] / "model_card.md"
+    text = card.read_text()
+    assert "## Gains and lift" in text
+    assert "| group | customers | churners | churn rate | mean predicted | gain | lift |" in text
+    assert f"({metrics['top_decile_gain']:.1%})" in text
+    print(next(line for line in text.splitlines() if line.startswith("**The top 10%")))
 
 
 def test_online_predictions_realized_joins_logged_predictions_to_matured_labels(

@@ -16,7 +16,7 @@ from dagster_dbt import DbtCliInvocation, DbtCliResource, dbt_assets
 
 from churn_assets.defs.dbt.translator import ChurnDbtTranslator
 from churn_assets.defs.partitions import PERIODS, run_period_keys
-from churn_assets.defs.resources import LabelDefinition, WarehouseResource
+from churn_assets.defs.resources import ChurnPolicy, LabelDefinition, WarehouseResource
 from churn_assets.infra.warehouse import WarehouseError
 from churn_assets.lib.dbt import (
     ANALYTICS_SELECT,
@@ -39,12 +39,13 @@ _PREVIEW_ROWS = 10
 _READABLE_TESTS = (
     "assert_label_window_is_complete",
     "assert_no_order_after_as_of_reaches_features",
+    "assert_retention_targets_follow_expected_value",
 )
 
 
 class DbtBuildConfig(dg.Config):
     """Run options for a dbt step (the label window is the ``labels`` resource's, shared
-    with the training steps).
+    with the training steps; the retention rules are the ``policy`` resource's).
 
     Attributes:
         full_refresh: Rebuild incremental models from scratch (every other period's rows go;
@@ -66,9 +67,10 @@ def churn_dbt_models(
     dbt: DbtCliResource,
     warehouse: WarehouseResource,
     labels: LabelDefinition,
+    policy: ChurnPolicy,
 ) -> Iterator[Any]:
     """Staging views over the raw tables and the reference seeds."""
-    yield from _build(context, config, dbt, warehouse, labels)
+    yield from _build(context, config, dbt, warehouse, labels, policy)
 
 
 @dbt_assets(
@@ -88,9 +90,10 @@ def period_dbt_models(
     dbt: DbtCliResource,
     warehouse: WarehouseResource,
     labels: LabelDefinition,
+    policy: ChurnPolicy,
 ) -> Iterator[Any]:
     """Features, labels and the training snapshot of the run's periods (partitions)."""
-    yield from _build(context, config, dbt, warehouse, labels, run_period_keys(context))
+    yield from _build(context, config, dbt, warehouse, labels, policy, run_period_keys(context))
 
 
 @dbt_assets(
@@ -106,9 +109,10 @@ def current_dbt_models(
     dbt: DbtCliResource,
     warehouse: WarehouseResource,
     labels: LabelDefinition,
+    policy: ChurnPolicy,
 ) -> Iterator[Any]:
     """The newest period's features (what the scorer and the drift monitor read)."""
-    yield from _build(context, config, dbt, warehouse, labels)
+    yield from _build(context, config, dbt, warehouse, labels, policy)
 
 
 @dbt_assets(
@@ -126,6 +130,7 @@ def analytics_dbt_models(
     dbt: DbtCliResource,
     warehouse: WarehouseResource,
     labels: LabelDefinition,
+    policy: ChurnPolicy,
 ) -> Iterator[Any]:
     """Analyst tables over the batch scores, their realized performance and the online
     prediction log (Postgres only)."""
@@ -133,7 +138,7 @@ def analytics_dbt_models(
         # The log is a dbt source the scorer creates on its first insert: create it (empty)
         # here too, so the step builds on a warehouse no scorer has written to yet.
         warehouse.client().create_prediction_log()
-    yield from _build(context, config, dbt, warehouse, labels)
+    yield from _build(context, config, dbt, warehouse, labels, policy)
 
 
 def _build(
@@ -142,9 +147,12 @@ def _build(
     dbt: DbtCliResource,
     warehouse: WarehouseResource,
     labels: LabelDefinition,
+    policy: ChurnPolicy,
     period_ends: list[str] | None = None,
 ) -> Iterator[Any]:
-    args = dbt_build_args(window_days=labels.window_days, full_refresh=config.full_refresh)
+    args = dbt_build_args(
+        window_days=labels.window_days, policy=policy.policy(), full_refresh=config.full_refresh
+    )
     if period_ends:
         context.log.info(
             f"building {len(period_ends)} period(s): {period_ends[0]} .. {period_ends[-1]}"
