@@ -30,7 +30,7 @@
     policy checks its range before it gets here), as a double literal. -#}
 {% macro policy_number(name) -%}
     {%- set text = var(name) | string | trim -%}
-    {%- if not modules.re.match('^[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$', text) -%}
+    {%- if not modules.re.match('^[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$', text) -%}
         {{ exceptions.raise_compiler_error(
             "var '" ~ name ~ "' must be a non-negative number, got: '" ~ text ~ "'"
         ) }}
