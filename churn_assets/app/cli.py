@@ -471,7 +471,8 @@ def status(as_json: bool) -> None:
     JSON: {"tracking_uri" (password masked), "model_name", "latest_model", "champion",
     "champion_history", "realized", "shadow"}; each model
     is null or {"version", "metrics": {"auc" (out of time), "in_time_auc", "pr_auc", "brier",
-    "log_loss", "f1", "threshold", "reference_auc", "btyd_auc", "ece"}, "holdout_as_of",
+    "log_loss", "f1", "threshold", "reference_auc", "btyd_auc", "top_decile_gain", "ece"},
+    "holdout_as_of",
     "training_periods", "data_through", "backtest": null or [{"as_of", "rows", "label_rate",
     "auc", "brier", "reference_auc"}], "oracle_auc", "onnx_parity_max_abs_diff",
     "onnx_sha256", "data_as_of", "trained_at", "dagster_run_id", "mlflow_run_id", "gates",

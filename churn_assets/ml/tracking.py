@@ -267,6 +267,8 @@ def describe_version(
             # were measured.
             "reference_auc": metrics.get("reference_auc"),
             "btyd_auc": metrics.get("btyd_auc"),
+            # The share of the holdout's churners among its 10% highest scores.
+            "top_decile_gain": metrics.get("top_decile_gain"),
             "ece": metrics.get("ece"),
             # The random in-time holdout, beside the out-of-time ``auc``.
             "in_time_auc": metrics.get("in_time_auc"),
