@@ -21,7 +21,12 @@ daemon launches) does, so each peak memory is that run's own. Steps are timed fr
 instance's event log; peak memory is the phase process's max RSS and its largest child's
 (dbt runs as a child process; the Postgres server is not counted).
 
-    python benchmarks/scale.py --customers 1000000 [--skip-backtest]
+    python benchmarks/scale.py --customers 1000000 [--skip-backtest] [--engine spark]
+
+``--engine spark`` runs the same phases with ``CHURN_ENGINE=spark`` on ``local[2]`` (the
+machine's two cores; ``--spark-master`` to change it): dbt-spark in each dbt step, the Python
+steps in the run's own SparkSession, Parquet tables under the home. A JVM's memory is counted
+when its process has ended (the run's stops with the run; each dbt step's with the step).
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ def main() -> None:
     parser.add_argument(
         "--skip-backtest", action="store_true", help="leave the backtest out of the runs"
     )
+    parser.add_argument("--engine", choices=("postgres", "spark"), default="postgres")
+    parser.add_argument("--spark-master", default="local[2]")
     # a child's job
     parser.add_argument("--phase", choices=(*_PHASES, "generate"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -71,6 +78,11 @@ def main() -> None:
         home = Path(tmp)
         os.environ.update(
             CHURN_HOME=str(home), CHURN_RAW_DIR=str(home / "raw"), GX_ANALYTICS_ENABLED="false"
+        )
+        if args.engine == "spark":  # the children inherit it
+            os.environ.update(CHURN_ENGINE="spark", CHURN_SPARK_MASTER=args.spark_master)
+        print(
+            f"engine: {args.engine}" + (f" ({args.spark_master})" if args.engine == "spark" else "")
         )
         from churn_assets.infra import warehouse
         from churn_assets.settings import load_settings
@@ -86,7 +98,8 @@ def main() -> None:
             f"customers: {args.customers:,}; generated and written in "
             f"{time.perf_counter() - start:.1f} s (in a child process)"
         )
-        warehouse.start_embedded(settings.embedded_pg_dir)
+        if args.engine == "postgres":  # Spark's phases start their metastore service
+            warehouse.start_embedded(settings.embedded_pg_dir)
         try:
             for phase in _PHASES:
                 extra = ["--skip-backtest"] if args.skip_backtest else []
@@ -94,7 +107,9 @@ def main() -> None:
                 raw = home / ("first" if phase == "history" else "next")
                 subprocess.run(command, check=True, env={**os.environ, "CHURN_RAW_DIR": str(raw)})
         finally:
-            warehouse.stop_embedded(settings.embedded_pg_dir)
+            from churn_assets.tables.engines import stop_services
+
+            stop_services(load_settings())  # the embedded Postgres, Spark's metastore service
 
 
 def _write_feed(customers: int, seed: int) -> None:
