@@ -154,8 +154,15 @@ def _default_calendar() -> Iterator[None]:
         yield
 
 
-def _build(url: str, raw_dir: Path, customers: pd.DataFrame, orders: pd.DataFrame) -> Built:
-    """Ingest (registers the periods), staging, every period in one run, current features."""
+def _build(
+    url: str,
+    raw_dir: Path,
+    customers: pd.DataFrame,
+    orders: pd.DataFrame,
+    current: bool = True,
+) -> Built:
+    """Ingest (registers the periods), staging, every period in one run, and (``current``)
+    the current features."""
     raw_dir.mkdir(parents=True, exist_ok=True)
     customers.to_csv(raw_dir / "customers.csv", index=False)
     orders.to_csv(raw_dir / "orders.csv", index=False)
@@ -179,8 +186,11 @@ def _build(url: str, raw_dir: Path, customers: pd.DataFrame, orders: pd.DataFram
             },
         )
         assert result.success
-        result = dg.materialize([current_dbt_models], instance=instance, resources=_resources(url))
-        assert result.success
+        if current:
+            result = dg.materialize(
+                [current_dbt_models], instance=instance, resources=_resources(url)
+            )
+            assert result.success
     return Built(url, instance)
 
 
@@ -312,7 +322,10 @@ def test_an_order_after_as_of_changes_no_feature(
     late = pd.DataFrame(
         [("b3", "b", "2025-05-01 12:00:00", 5000.0, 4, "garden")], columns=ORDERS.columns
     )
-    rebuilt = _build(fresh_database_url, tmp_path, CUSTOMERS, pd.concat([ORDERS, late]))
+    # The periods' marts only (one dbt build fewer): current_features is not compared.
+    rebuilt = _build(
+        fresh_database_url, tmp_path, CUSTOMERS, pd.concat([ORDERS, late]), current=False
+    )
     before_may = "as_of < date '2025-05-01'"
     assert _features(rebuilt.url, before_may) == _features(built.url, before_may)
     # May's features see it: 30 days old, so exactly as_of - 30 and out of the 30-day
