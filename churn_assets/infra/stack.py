@@ -277,6 +277,14 @@ def _free_port() -> int:
 
 
 def _alive(pid: int) -> bool:
+    # Stopped by the process that started it (`up` then `down` in one process, as in the
+    # tests), a process stays a zombie until reaped, and signal 0 still finds a zombie:
+    # `down` then waited its whole 20 s for processes long gone. Reap our own children first.
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child (`churn stack down` from another shell): init reaps it
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
