@@ -167,9 +167,11 @@ def up(root: Path, *, sensor_interval_seconds: int = 30, scorer: bool = True) ->
         pids,
     )
     try:
+        # Neither needs the other to start: the code server loads the code (~15 s) while
+        # MLflow creates its tables.
         pids["mlflow"] = _spawn("mlflow", commands["mlflow"], env, root)
-        _wait_http(f"{mlflow_url}/health", root / "logs" / "mlflow.log", 120)
         pids["code"] = _spawn("code", commands["code"], env, root)
+        _wait_http(f"{mlflow_url}/health", root / "logs" / "mlflow.log", 120)
         _wait_grpc(ports["grpc"], env, root / "logs" / "code.log", 120)
         pids["webserver"] = _spawn("webserver", commands["webserver"], env, root)
         pids["daemon"] = _spawn("daemon", commands["daemon"], env, root)
@@ -255,6 +257,10 @@ def _wait_http(url: str, log: Path, timeout: float) -> None:
 def _wait_grpc(port: int, env: dict[str, str], log: Path, timeout: float) -> None:
     dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
     deadline = time.monotonic() + timeout
+    # The server listens only once the code is loaded (~15 s): until then a cheap connect,
+    # not a health-check process (it imports dagster, ~2 s of CPU each) every second.
+    while time.monotonic() < deadline and not _listening(port):
+        time.sleep(0.2)
     while time.monotonic() < deadline:
         check = subprocess.run(
             [dagster, "api", "grpc-health-check", "-p", str(port)],
@@ -268,6 +274,14 @@ def _wait_grpc(port: int, env: dict[str, str], log: Path, timeout: float) -> Non
     raise StackError(
         f"code server on port {port} not healthy within {timeout:.0f} s:\n{_tail(log)}"
     )
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def _free_port() -> int:
