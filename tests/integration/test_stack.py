@@ -63,7 +63,7 @@ def _wait(predicate, what: str, timeout: float = TIMEOUT_SECONDS):  # type: igno
         value = predicate()
         if value:
             return value
-        time.sleep(2)
+        time.sleep(0.5)  # one GraphQL or registry request: cheap to ask often
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -71,11 +71,14 @@ def _wait(predicate, what: str, timeout: float = TIMEOUT_SECONDS):  # type: igno
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[churn_stack.Stack]:
     root = tmp_path_factory.mktemp("stack")
     # The stack's processes take the environment they start with: a light training (what
-    # is tested is where each piece runs and lands, not the model).
+    # is tested is where each piece runs and lands, not the model). The sensors tick at
+    # production's interval: the test waits on none of them (the run makes its own
+    # promotion decision), and ticks every 2 s kept the daemon and the code server busy
+    # on two cores the run needs.
     with pytest.MonkeyPatch.context() as mp:
         for name, value in LIGHT_TRAINING_ENV.items():
             mp.setenv(name, value)
-        started = churn_stack.up(root, sensor_interval_seconds=2, scorer=False)
+        started = churn_stack.up(root, scorer=False)
     try:
         yield started
     finally:
