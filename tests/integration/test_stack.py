@@ -14,7 +14,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -36,6 +35,10 @@ mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
   __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }
 """
 STATUS = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+SENSOR_RUNS = (
+    "query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) "
+    "{ ... on Runs { results { jobName status } } } }"
+)
 PARTITIONS = (
     "query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) "
     "{ ... on AssetNode { partitionKeys } } }"
@@ -70,12 +73,17 @@ def _wait(predicate, what: str, timeout: float = TIMEOUT_SECONDS):  # type: igno
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[churn_stack.Stack]:
     root = tmp_path_factory.mktemp("stack")
-    # The stack's processes take the environment they start with: a light training (what
-    # is tested is where each piece runs and lands, not the model). The sensors tick at
-    # production's interval: the test waits on none of them (the run makes its own
-    # promotion decision), and ticks every 2 s kept the daemon and the code server busy
-    # on two cores the run needs.
+    # A delivery is waiting when the platform starts: the daemon's raw_files_sensor loads
+    # it at its first tick. (Written after, it raced that tick, and the test's own load
+    # then ran twice, queued beside the sensor's for the two run slots.)
+    write_raw_files(generate(PLUMBING_DATA), root / "raw")
+    # The stack's processes take the environment they start with: the delivery, and a
+    # light training (what is tested is where each piece runs and lands, not the model).
+    # The sensors tick at production's interval: the test waits for one tick of one
+    # sensor, and ticks every 2 s kept the daemon and the code server busy on two cores
+    # the run needs.
     with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CHURN_RAW_DIR", str(root / "raw"))
         for name, value in LIGHT_TRAINING_ENV.items():
             mp.setenv(name, value)
         started = churn_stack.up(root, scorer=False)
@@ -86,9 +94,6 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[churn_stack.St
 
 
 def test_stack_runs_the_graph_and_serves_the_champion(running: churn_stack.Stack) -> None:
-    env = running.env()
-    write_raw_files(generate(PLUMBING_DATA), Path(env["CHURN_HOME"]) / "raw")
-
     def launch(job: str, tags: dict[str, str]) -> str:
         launched = _graphql(
             running.webserver_url,
@@ -117,10 +122,17 @@ def test_stack_runs_the_graph_and_serves_the_champion(running: churn_stack.Stack
         assert _wait(finished, f"run {run_id}") == "SUCCESS", (running.root / "logs").as_posix()
         return run_id
 
-    # A fresh instance knows no periods: loading the files registers them (as a user
-    # materialises the ingest group first), then every period is built in one run.
-    launch("ingest_job", {})
-    keys = periods_in_files(Path(env["CHURN_HOME"]) / "raw", Period.MONTH) or []
+    # A fresh instance knows no periods: loading the files registers them (the sensor's
+    # run of ingest_job, launched by the daemon through the code server), then every
+    # period is built in one run launched here.
+    def loaded() -> str | None:
+        tags = [{"key": "dagster/sensor_name", "value": "raw_files_sensor"}]
+        runs = _graphql(running.webserver_url, SENSOR_RUNS, {"tags": tags})["runsOrError"]
+        statuses = [run["status"] for run in runs["results"] if run["jobName"] == "ingest_job"]
+        return next((s for s in statuses if s in ("SUCCESS", "FAILURE")), None)
+
+    assert _wait(loaded, "the raw_files_sensor's load") == "SUCCESS", running.root / "logs"
+    keys = periods_in_files(running.root / "raw", Period.MONTH) or []
 
     def registered() -> bool:
         node = _graphql(running.webserver_url, PARTITIONS, {"key": {"path": ["customer_features"]}})
