@@ -36,11 +36,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_id_lookups_never_fail_while_a_full_run_rebuilds_the_features(
-    demo: tuple[Result, Path], embedded_url: str, monkeypatch: pytest.MonkeyPatch
+    demo: tuple[Result, Path],
+    embedded_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    light_training: None,
 ) -> None:
     # Regression (issue 10.5): marts.current_features was a view, dropped with CASCADE when
     # dbt swapped in a rebuilt customer_features; lookups during a run got 503 "relation
     # marts.current_features does not exist".
+    # The run trains lightly (what is tested is the rebuild under lookups): the version it
+    # registers in the session's registry does not beat the demo's champion, so it is kept
+    # and the champion the unit's other tests read does not change.
     result, raw_dir = demo
     assert result.exit_code == 0, result.output
     monkeypatch.setenv("CHURN_RAW_DIR", str(raw_dir))
