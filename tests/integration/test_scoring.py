@@ -86,23 +86,22 @@ def test_a_failure_mid_write_leaves_the_previous_scores(url: str) -> None:
     assert _frame(url, "select count(*) as n from scoring.churn_scores_history")["n"][0] == history
 
 
-def test_analyst_tables_cover_every_scored_customer(
-    url: str, demo: tuple[Result, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_analyst_tables_cover_every_scored_customer(url: str, demo: tuple[Result, Path]) -> None:
     # Regression guard: as views they were dropped (CASCADE) whenever a later dbt build
     # rebuilt current_features, e.g. in a retraining run. Rebuild upstream, no rescoring:
+    # the staging views and the newest period's marts and current_features (history_job),
+    # not the analyst tables (churn_pipeline would rebuild them after, hiding a drop).
     import dagster as dg
 
     from churn_assets.definitions import defs
     from churn_assets.defs.partitions import periods_in_files, register_periods
-    from churn_assets.lib.runs import period_range_tags, run_job
+    from churn_assets.lib.runs import run_job
     from churn_assets.settings import load_settings
 
-    monkeypatch.setenv("CHURN_RAW_DIR", str(demo[1]))
     with dg.DagsterInstance.ephemeral() as instance:
         keys = periods_in_files(demo[1], load_settings().period) or []
         register_periods(instance, keys)
-        assert run_job(defs(), instance, "churn_pipeline", tags=period_range_tags(keys)).success
+        assert run_job(defs(), instance, "history_job", partition_key=keys[-1]).success
     c360 = _frame(url, "select * from analytics.customer_360")
     scored = _frame(url, "select count(*) as n from scoring.churn_scores")["n"][0]
     assert len(c360) == scored
