@@ -211,9 +211,21 @@ def test_a_longer_window_leaves_no_label_of_the_old_one(
 ) -> None:
     """2025-09-30 is labelled with 90 days (the demo's orders end 2025-12-29) but not
     with 120: rebuilt with 120, it must lose its labels and its training rows."""
+    from churn_assets.defs.dbt.assets import period_dbt_models
+    from churn_assets.lib.runs import period_range_tags
+
+    # The deployment's window (the labels resource reads it when the definitions load);
+    # the per-period marts of the two periods, as `churn backfill --from 2025-08-01 --to
+    # 2025-09-30` builds them (test_periods runs that command).
     monkeypatch.setenv("CHURN_WINDOW_DAYS", "120")
-    result = CliRunner().invoke(main, ["backfill", "--from", "2025-08-01", "--to", "2025-09-30"])
-    assert result.exit_code == 0, result.output
+    with dg.DagsterInstance.from_config(str(load_settings().dagster_home)) as instance:
+        result = dg.materialize(
+            [period_dbt_models],
+            instance=instance,
+            resources=defs().resources,
+            tags=period_range_tags(["2025-08-31", "2025-09-30"]),
+        )
+    assert result.success
 
     with warehouse.connect(demo_copy) as conn, conn.cursor() as cur:
         cur.execute(
