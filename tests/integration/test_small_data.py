@@ -7,6 +7,7 @@ retailer failed with no hint of a setting), and too little data failed late or n
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -16,10 +17,11 @@ from click.testing import CliRunner, Result
 
 from churn_assets.app.cli import main
 from churn_assets.data.dataset import RAW_SOURCE_ATTR
-from churn_assets.data.generator import GeneratorConfig, generate, write_raw_files
+from churn_assets.data.generator import generate, write_raw_files
 from churn_assets.defs.resources import ChurnPolicy, policy_resource
 from churn_assets.defs.training.checks import training_data_quality
 from churn_assets.infra import warehouse
+from tests.conftest import PLUMBING_DATA
 from tests.unit.test_quality_training_data import _valid_frame
 
 pytestmark = pytest.mark.integration
@@ -36,7 +38,10 @@ def test_fifty_customers_stop_before_training_with_the_counts(
     # session's MLflow store (with the demo champion) is the one that must not change.
     assert demo[0].exit_code == 0, demo[0].output
     monkeypatch.setenv("CHURN_WAREHOUSE_URL", fresh_database_url)
-    write_raw_files(generate(GeneratorConfig(n_customers=50, seed=3)), churn_env)
+    # 13 months (PLUMBING_DATA's), not 24: the counts are the holdout period's, whatever
+    # the number of periods before it (half of them for dbt to build).
+    small = replace(PLUMBING_DATA, n_customers=50, seed=3)
+    write_raw_files(generate(small), churn_env)
     before = json.loads(CliRunner().invoke(main, ["status", "--json"]).output)
     assert before["champion"] is not None
 
