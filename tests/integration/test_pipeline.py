@@ -148,9 +148,13 @@ def test_demo_trains_gates_exports_and_registers_a_model(demo: tuple[Result, Pat
         "model_name",
         "latest_model",
         "champion",
+        "champion_history",
         "realized",
         "shadow",
     }
+    # the demo's promotion began the rollout history (later session tests may add to it)
+    first = report["champion_history"][0]
+    assert (first["version"], first["replaced"]) == ("1", None) and first["since"]
     # the warehouse is reachable, so the shadow comparison is computed (maybe still empty:
     # other modules in this session may have served with a challenger)
     assert set(report["shadow"]) == {"rows", "pairs", "summary"}
