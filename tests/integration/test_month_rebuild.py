@@ -18,7 +18,7 @@ from churn_assets.infra import warehouse
 from churn_assets.lib.runs import RANGE_END_TAG, RANGE_START_TAG, period_range_tags, run_job
 from churn_assets.settings import load_settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # two whole runs of the graph
 
 # The feed's history starts here (13 months by October, not the demo's 24): what is tested
 # is which periods a month rebuilds, not how many there are.
