@@ -51,6 +51,9 @@ PROMOTION_TAG_PREFIX = schema.PROMOTION_TAG_PREFIX
 TAG_DECISION = schema.TAG_PROMOTION_DECISION
 # When the decision was applied (UTC, ISO 8601): a promoted version's start as champion.
 TAG_DECIDED_AT = f"{PROMOTION_TAG_PREFIX}decided_at"
+# Two of the decision's own tags (PromotionDecision.as_tags: the prefix and a field name).
+TAG_PROMOTION_REASON = f"{PROMOTION_TAG_PREFIX}reason"
+TAG_PROMOTION_COMPARED_WITH = f"{PROMOTION_TAG_PREFIX}champion_version"
 # The raw load (``raw.loads``) the training data was built from: run and file hashes.
 TAG_RAW_LOAD_RUN_ID = "raw_load_dagster_run_id"
 TAG_RAW_CUSTOMERS_SHA256 = "raw_customers_sha256"
@@ -290,8 +293,8 @@ def describe_version(
         "gates": json.loads(tags[TAG_GATES]) if TAG_GATES in tags else None,
         "promotion": {
             "decision": tags.get(TAG_DECISION),
-            "reason": tags.get(f"{PROMOTION_TAG_PREFIX}reason"),
-            "compared_with": tags.get(f"{PROMOTION_TAG_PREFIX}champion_version"),
+            "reason": tags.get(TAG_PROMOTION_REASON),
+            "compared_with": tags.get(TAG_PROMOTION_COMPARED_WITH),
         }
         if TAG_DECISION in tags
         else None,
@@ -365,8 +368,8 @@ def history_from_tags(tags_by_version: Mapping[str, Mapping[str, str]]) -> list[
             "version": version,
             "since": tags.get(TAG_DECIDED_AT),
             "until": None,
-            "replaced": _none_if_missing(tags.get(f"{PROMOTION_TAG_PREFIX}champion_version")),
-            "reason": tags.get(f"{PROMOTION_TAG_PREFIX}reason"),
+            "replaced": _none_if_missing(tags.get(TAG_PROMOTION_COMPARED_WITH)),
+            "reason": tags.get(TAG_PROMOTION_REASON),
         }
         for version, tags in promoted
     ]

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from churn_assets.ml.model_card import ROLLOUT_HEADING, with_rollout_history
-from churn_assets.ml.tracking import TAG_DECIDED_AT, TAG_DECISION, history_from_tags
+from churn_assets.ml.tracking import (
+    TAG_DECIDED_AT,
+    TAG_DECISION,
+    TAG_PROMOTION_COMPARED_WITH,
+    TAG_PROMOTION_REASON,
+    history_from_tags,
+)
 
-_REASON = "promotion.reason"
-_REPLACED = "promotion.champion_version"
+_REASON = TAG_PROMOTION_REASON
+_REPLACED = TAG_PROMOTION_COMPARED_WITH
 
 
 def _promoted(at: str | None, reason: str, replaced: str = "none") -> dict[str, str]:
